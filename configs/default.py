@@ -1,0 +1,66 @@
+"""DistProp on the embedded 5,000 MNIST digits (no download): the main job.
+
+Run:
+  python -m experiments.main --config=configs/default.py --workdir=runs/distprop
+
+Every other config imports this one and overrides what differs; any key can be
+overridden on the command line, e.g. ``--config.num_steps=100``.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.method = "distprop"       # backprop | penalty | gda | augmented_lagrangian | extraprop | distprop
+  config.solver = ""               # '' = the method's default; extragradient | past_extragradient | gda | descent
+  config.optimizer = "adagrad"     # step rule inside the solver: adagrad | sgd | adam
+  config.accumulate = "both"       # ExtraAdagrad accumulator at both half-steps, or "update"
+  config.adagrad_init = 0.1
+  config.momentum = 0.0            # for optimizer="sgd"
+  config.grad_clip = 0.0           # > 0: clip the global gradient norm first
+  config.learning_rates = ml_collections.ConfigDict(
+      {"weights": 0.01, "aux": 0.05, "dual": 0.05})
+  config.penalty = 1.0             # c of the penalty / augmented-Lagrangian methods
+
+  config.distprop = ml_collections.ConfigDict()
+  config.distprop.margin = 0.1
+  config.distprop.samples_per_class = 32
+  config.distprop.sigma_floor = 1e-2
+  config.distprop.shrinkage = "soft"      # eq. 3 as written; "hard" as in the authors' later code
+  config.distprop.multipliers = "class"   # class | example | l1
+  config.distprop.augmentation = 0.0      # c/2 |g|^2 added to the Lagrangian
+  config.distprop.prototype_init = "data" # data (valid solution) | sphere (paper's literal init)
+  config.distprop.prototype_scale = 1.0   # for "sphere"
+  config.distprop.sigma_init = 1.0        # for "sphere"
+  config.distprop.init_examples = 10_000  # examples used by prototype_init="data"
+
+  config.network = ml_collections.ConfigDict()
+  config.network.name = "mnist_cnn"
+  config.network.split = "default"        # default | every | "2" | "1,2"
+  config.network.split_activation = "identity"  # DistProp removes the ReLU at the split
+  config.network.conv_impl = "auto"
+  config.network.depth = 0                # mlp only
+  config.network.width = 0                # mlp only
+
+  config.data = ml_collections.ConfigDict()
+  config.data.name = "mnist_5k"
+  config.data.data_dir = ""
+  config.data.validation_fraction = 0.1
+  config.data.seed = 0
+  config.data.image_size = 0
+  config.data.max_train_examples = 0
+
+  config.mesh = ml_collections.ConfigDict({"num_devices": -1})
+
+  config.seed = 0
+  config.batch_size = 128
+  config.num_steps = 600
+  config.log_every = 50
+  config.eval_every = 200
+  config.checkpoint_every = 200
+  config.keep_checkpoints = 2
+  config.eval_batch_size = 500
+  config.eval_train_examples = 5000
+  config.progress_bar = True
+  return config

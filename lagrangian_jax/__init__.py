@@ -1,0 +1,30 @@
+"""lagrangian_jax: saddle-point solvers and Lagrangian training of neural networks in JAX.
+
+The public API, one screen. Solvers and formulations import no training code.
+"""
+
+from lagrangian_jax.formulations import augmented_lagrangian
+from lagrangian_jax.formulations import epsilon_insensitive
+from lagrangian_jax.formulations import hard_shrink
+from lagrangian_jax.formulations import lagrangian
+from lagrangian_jax.formulations import mean_abs_defect
+from lagrangian_jax.formulations import method_of_multipliers_update
+from lagrangian_jax.formulations import quadratic_penalty
+from lagrangian_jax.formulations import soft_shrink
+from lagrangian_jax.formulations import tree_inner
+from lagrangian_jax.optimizers import extra_adagrad
+from lagrangian_jax.optimizers import extra_adam
+from lagrangian_jax.optimizers import extra_sgd
+from lagrangian_jax.optimizers import gda
+from lagrangian_jax.optimizers import past_extra_adagrad
+from lagrangian_jax.solvers import DescentAscentState
+from lagrangian_jax.solvers import descent_ascent
+from lagrangian_jax.solvers import extragradient
+from lagrangian_jax.solvers import extragradient_phase
+from lagrangian_jax.solvers import extragradient_step
+from lagrangian_jax.solvers import ExtragradientState
+from lagrangian_jax.solvers import past_extragradient
+from lagrangian_jax.solvers import past_extragradient_iterate
+from lagrangian_jax.solvers import PastExtragradientState
+
+__version__ = "0.1.0"

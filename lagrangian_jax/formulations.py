@@ -1,0 +1,248 @@
+"""Lagrangian formulations as pure functions over pytrees.
+
+A constrained program
+
+    minimise f(x)  subject to  g(x) = 0  (equality),  h(x) <= 0  (inequality)
+
+is turned into a scalar function of the primal variables and the multipliers. All
+functions here take *values*: the objective value ``f``, pytrees of constraint values
+``g`` / ``h`` and matching pytrees of multipliers, so they compose with any model code
+and with ``jax.grad``. Nothing here imports training code.
+
+Sign conventions (used throughout the library):
+  * equality multipliers ``lam`` are free; inequality multipliers ``mu`` are >= 0;
+  * the Lagrangian is ``L = f + <lam, g> + <mu, h>``, minimised over ``x`` and
+    maximised over ``(lam, mu)``.
+
+Example:
+  >>> import jax.numpy as jnp
+  >>> import lagrangian_jax as lj
+  >>> def L(params):  # min x^2 + y^2  s.t.  x + y = 1
+  ...   x = params['primal']
+  ...   return lj.lagrangian(jnp.sum(x**2), x[0] + x[1] - 1.0, params['dual'])
+  >>> float(L({'primal': jnp.array([0.5, 0.5]), 'dual': jnp.array(-1.0)}))
+  0.5
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+PyTree = Any
+
+__all__ = [
+    "tree_inner",
+    "lagrangian",
+    "augmented_lagrangian",
+    "quadratic_penalty",
+    "method_of_multipliers_update",
+    "epsilon_insensitive",
+    "soft_shrink",
+    "hard_shrink",
+    "mean_abs_defect",
+]
+
+
+def _check_same_structure(a: PyTree, b: PyTree, what_a: str, what_b: str) -> None:
+  sa, sb = jax.tree.structure(a), jax.tree.structure(b)
+  if sa != sb:
+    raise ValueError(
+        f"{what_a} and {what_b} must be pytrees of the same structure; got "
+        f"{what_a}={sa} and {what_b}={sb}")
+  for la, lb in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    if jnp.shape(la) != jnp.shape(lb):
+      raise ValueError(
+          f"{what_a} and {what_b} have a leaf of mismatched shape: "
+          f"{jnp.shape(la)} vs {jnp.shape(lb)}")
+
+
+def tree_inner(multipliers: PyTree, constraints: PyTree) -> jax.Array:
+  """``<multipliers, constraints> = sum_leaves sum(lam * g)``, in float32 or wider."""
+  _check_same_structure(multipliers, constraints, "multipliers", "constraints")
+  terms = [
+      jnp.sum(jnp.asarray(m) * jnp.asarray(c), dtype=_wide(jnp.result_type(m, c)))
+      for m, c in zip(jax.tree.leaves(multipliers), jax.tree.leaves(constraints))
+  ]
+  return sum(terms, jnp.zeros((), jnp.float32))
+
+
+def _wide(x) -> jnp.dtype:
+  """The accumulation dtype: at least float32, float64 under x64."""
+  return jnp.promote_types(jnp.result_type(x), jnp.float32)
+
+
+def _sum_squares(tree: PyTree) -> jax.Array:
+  return sum((jnp.sum(jnp.square(x), dtype=_wide(x)) for x in jax.tree.leaves(tree)),
+             jnp.zeros((), jnp.float32))
+
+
+def lagrangian(objective: jax.Array,
+               equality: PyTree = None,
+               equality_multipliers: PyTree = None,
+               inequality: PyTree = None,
+               inequality_multipliers: PyTree = None) -> jax.Array:
+  r"""The Lagrangian :math:`f + \langle\lambda, g\rangle + \langle\mu, h\rangle`.
+
+  Args:
+    objective: scalar objective value ``f(x)``.
+    equality: pytree of equality constraint values ``g(x)`` (``g = 0`` is feasible).
+    equality_multipliers: pytree like ``equality``.
+    inequality: pytree of inequality constraint values ``h(x)`` (``h <= 0``).
+    inequality_multipliers: pytree like ``inequality``; the solver keeps them >= 0
+      (see ``descent_ascent(nonnegative=...)``).
+
+  Returns:
+    The scalar Lagrangian.
+  """
+  value = jnp.asarray(objective)
+  if equality is not None:
+    value = value + tree_inner(equality_multipliers, equality)
+  if inequality is not None:
+    value = value + tree_inner(inequality_multipliers, inequality)
+  return value
+
+
+def augmented_lagrangian(objective: jax.Array,
+                         equality: PyTree = None,
+                         equality_multipliers: PyTree = None,
+                         inequality: PyTree = None,
+                         inequality_multipliers: PyTree = None,
+                         *,
+                         penalty: float | jax.Array = 1.0) -> jax.Array:
+  r"""The augmented Lagrangian (Hestenes-Powell-Rockafellar).
+
+  .. math::
+    L_c = f + \langle\lambda, g\rangle + \tfrac{c}{2}\|g\|^2
+          + \tfrac{1}{2c}\sum\left(\max(0, \mu + c h)^2 - \mu^2\right)
+
+  The inequality part is Rockafellar's form: it is differentiable, equals the plain
+  Lagrangian term when ``mu + c h > 0`` and is the exact minimum over a slack otherwise.
+  Use it either as a saddle objective (descent on ``x``, ascent on the multipliers) or
+  in the method of multipliers: minimise over ``x`` for fixed multipliers, then call
+  :func:`method_of_multipliers_update`.
+
+  Args:
+    objective, equality, equality_multipliers, inequality, inequality_multipliers: as
+      in :func:`lagrangian`.
+    penalty: ``c > 0``.
+  """
+  if isinstance(penalty, (int, float)) and penalty <= 0:
+    raise ValueError(f"augmented_lagrangian: penalty must be > 0, got {penalty}")
+  value = jnp.asarray(objective)
+  if equality is not None:
+    value = value + tree_inner(equality_multipliers, equality)
+    value = value + 0.5 * penalty * _sum_squares(equality)
+  if inequality is not None:
+    _check_same_structure(inequality_multipliers, inequality,
+                          "inequality_multipliers", "inequality")
+    terms = jax.tree.map(
+        lambda m, h: jnp.sum(jnp.square(jnp.maximum(0.0, m + penalty * h))
+                             - jnp.square(m)), inequality_multipliers, inequality)
+    value = value + sum(jax.tree.leaves(terms)) / (2.0 * penalty)
+  return value
+
+
+def method_of_multipliers_update(equality_multipliers: PyTree = None,
+                                 equality: PyTree = None,
+                                 inequality_multipliers: PyTree = None,
+                                 inequality: PyTree = None,
+                                 *,
+                                 penalty: float | jax.Array = 1.0):
+  r"""First-order multiplier update of the method of multipliers.
+
+  :math:`\lambda \leftarrow \lambda + c\,g(x)` and
+  :math:`\mu \leftarrow \max(0, \mu + c\,h(x))`, evaluated at the (approximate)
+  minimiser ``x`` of :func:`augmented_lagrangian` for the current multipliers.
+
+  Returns:
+    ``(new_equality_multipliers, new_inequality_multipliers)`` (``None`` where absent).
+  """
+  new_eq = new_ineq = None
+  if equality is not None:
+    _check_same_structure(equality_multipliers, equality, "equality_multipliers",
+                          "equality")
+    new_eq = jax.tree.map(lambda m, g: m + penalty * g, equality_multipliers, equality)
+  if inequality is not None:
+    _check_same_structure(inequality_multipliers, inequality,
+                          "inequality_multipliers", "inequality")
+    new_ineq = jax.tree.map(lambda m, h: jnp.maximum(0.0, m + penalty * h),
+                            inequality_multipliers, inequality)
+  return new_eq, new_ineq
+
+
+def quadratic_penalty(objective: jax.Array,
+                      equality: PyTree = None,
+                      inequality: PyTree = None,
+                      *,
+                      penalty: float | jax.Array = 1.0) -> jax.Array:
+  r"""Quadratic penalty :math:`f + \tfrac{c}{2}\|g\|^2 + \tfrac{c}{2}\|\max(0,h)\|^2`.
+
+  No multipliers: the "Regularized" baseline of the paper. Its minimisers approach the
+  constrained solution only as ``c -> infinity``.
+  """
+  if isinstance(penalty, (int, float)) and penalty < 0:
+    raise ValueError(f"quadratic_penalty: penalty must be >= 0, got {penalty}")
+  value = jnp.asarray(objective)
+  if equality is not None:
+    value = value + 0.5 * penalty * _sum_squares(equality)
+  if inequality is not None:
+    value = value + 0.5 * penalty * _sum_squares(
+        jax.tree.map(lambda h: jnp.maximum(0.0, h), inequality))
+  return value
+
+
+def soft_shrink(g: jax.Array, epsilon: float | jax.Array) -> jax.Array:
+  r"""Soft shrinkage: ``g - eps`` above ``eps``, ``g + eps`` below ``-eps``, else 0.
+
+  This is exactly the paper's eq. 3 (continuous in ``g``; derivative 1 outside the band).
+  """
+  return jnp.sign(g) * jnp.maximum(jnp.abs(g) - epsilon, 0.0).astype(jnp.result_type(g))
+
+
+def hard_shrink(g: jax.Array, epsilon: float | jax.Array) -> jax.Array:
+  r"""Hard shrinkage (``torch.nn.functional.hardshrink``): ``g`` where ``|g| > eps``, else 0."""
+  return jnp.where(jnp.abs(g) > epsilon, g, jnp.zeros_like(g))
+
+
+def epsilon_insensitive(g: PyTree, epsilon: float | jax.Array,
+                        shrinkage: str = "soft") -> PyTree:
+  r"""The epsilon-insensitive constraint of the paper's eq. 3, applied leaf-wise.
+
+  .. math::
+    g_\epsilon = \begin{cases} g - \epsilon & g > \epsilon \\
+                               g + \epsilon & g < -\epsilon \\
+                               0 & \text{otherwise} \end{cases}
+
+  The set ``{g_eps = 0}`` is the band ``|g| <= eps``. The paper's text calls this
+  "hard shrinkage" while its formula is soft shrinkage; the authors' later code used
+  hard shrinkage (``g`` itself outside the band). ``shrinkage="soft"`` (default) is the
+  formula, ``"hard"`` the later code. Both have the same feasible set.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> epsilon_insensitive(jnp.array([-2., -0.5, 0.5, 2.]), 1.0).tolist()
+    [-1.0, -0.0, 0.0, 1.0]
+    >>> epsilon_insensitive(jnp.array([-2., -0.5, 0.5, 2.]), 1.0, "hard").tolist()
+    [-2.0, 0.0, 0.0, 2.0]
+  """
+  if isinstance(epsilon, (int, float)) and epsilon < 0:
+    raise ValueError(f"epsilon_insensitive: epsilon (the margin) must be >= 0, got {epsilon}")
+  if shrinkage == "soft":
+    fn = soft_shrink
+  elif shrinkage == "hard":
+    fn = hard_shrink
+  else:
+    raise ValueError(f"epsilon_insensitive: shrinkage must be 'soft' or 'hard', got {shrinkage!r}")
+  return jax.tree.map(lambda x: fn(x, epsilon), g)
+
+
+def mean_abs_defect(constraints: PyTree) -> jax.Array:
+  """Mean absolute constraint value over all entries of all leaves (the paper's defect)."""
+  leaves = jax.tree.leaves(constraints)
+  total = sum((jnp.sum(jnp.abs(x), dtype=_wide(x)) for x in leaves),
+              jnp.zeros((), jnp.float32))
+  count = sum(jnp.size(x) for x in leaves)
+  return total / max(count, 1)

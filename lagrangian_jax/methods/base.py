@@ -1,0 +1,80 @@
+"""What every training method provides to the training loop.
+
+A method is a pure objective (a Lagrangian, or a plain loss) over a pytree
+
+    params = {'primal': {'weights': ..., 'aux': ...}, 'dual': {'multipliers': ...}}
+
+plus its initialisation. ``weights`` are the network segments' parameters, ``aux`` the
+auxiliary primal variables (ExtraProp's state tables, DistProp's prototypes), and
+``multipliers`` the Lagrange multipliers. The training loop (``train.py``) knows
+nothing of the maths: it differentiates ``objective``, hands the gradient to a solver,
+and gathers/scatters the rows of per-example tables named by ``tables``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+PyTree = Any
+
+
+class ConfigError(ValueError):
+  """A bad configuration value; the message names the config key."""
+
+
+class Batch(NamedTuple):
+  """One training batch. ``indices`` are the examples' rows in per-example tables."""
+  images: jax.Array
+  labels: jax.Array
+  indices: jax.Array
+
+
+class Method(NamedTuple):
+  """The interface between a training method and ``train.py``.
+
+  Attributes:
+    name: the config name of the method.
+    default_solver: 'extragradient', 'past_extragradient', 'gda' or 'descent'.
+    init: ``init(rng, map_train) -> (params, constants)``; ``map_train(fn, limit=None)``
+      applies ``fn(images, labels)`` to the training set in batches and concatenates
+      the results (used to initialise states to a valid forward pass).
+    objective: ``objective(params, constants, batch) -> (scalar, metrics)``, where
+      per-example tables in ``params`` have already been gathered to the batch's rows.
+    tables: ``tables(params) -> pytree of bool`` like ``params``: True for leaves that
+      are per-example tables (leading axis = training example), updated sparsely.
+    defects: ``defects(params, constants, batch) -> (num_splits,)`` the mean absolute
+      defect of each split's constraint on this batch (tables gathered).
+    nonnegative: ``descent_ascent(nonnegative=...)`` for the multipliers.
+    eval_weights: ``eval_weights(params) -> weights`` for the real forward pass.
+  """
+  name: str
+  default_solver: str
+  init: Callable[..., tuple[PyTree, PyTree]]
+  objective: Callable[..., tuple[jax.Array, dict]]
+  tables: Callable[[PyTree], PyTree]
+  defects: Callable[..., jax.Array]
+  nonnegative: Any = None
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """Mean softmax cross-entropy over the class axis (the last one) of ``logits``."""
+  return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(
+      logits.astype(jnp.float32), labels))
+
+
+def no_tables(params: PyTree) -> PyTree:
+  return jax.tree.map(lambda _: False, params)
+
+
+def per_example_mean_inner(multipliers: jax.Array, constraint: jax.Array) -> jax.Array:
+  """``(1/B) sum_i <lambda_i, g_i>`` for batched (B, ...) arrays: a batch-size-free scale."""
+  return jnp.sum(multipliers * constraint) / constraint.shape[0]
+
+
+def per_example_mean_square(constraint: jax.Array) -> jax.Array:
+  """``(1/B) sum_i |g_i|^2``."""
+  return jnp.sum(jnp.square(constraint)) / constraint.shape[0]

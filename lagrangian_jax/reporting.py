@@ -1,0 +1,98 @@
+"""What a person reads: a progress bar, JSON-lines metrics and PNG plots."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import tqdm
+
+
+class MetricsWriter:
+  """Appends one JSON object per line; only process 0 writes."""
+
+  def __init__(self, path: str, enabled: bool = True):
+    self._f = open(path, "a") if enabled else None
+
+  def write(self, record: dict) -> None:
+    if self._f is not None:
+      self._f.write(json.dumps(record) + "\n")
+      self._f.flush()
+
+  def close(self) -> None:
+    if self._f is not None:
+      self._f.close()
+
+
+def read_metrics(path: str) -> list[dict]:
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def truncate_metrics(path: str, step: int) -> None:
+  """Drops records written after ``step`` (by a run that was killed before saving)."""
+  records = [r for r in read_metrics(path) if r["step"] <= step]
+  with open(path, "w") as f:
+    for r in records:
+      f.write(json.dumps(r) + "\n")
+
+
+def progress(total: int, initial: int, enabled: bool = True):
+  return tqdm.tqdm(total=total, initial=initial, disable=not enabled, dynamic_ncols=True,
+                   mininterval=2.0 if sys.stderr.isatty() else 30.0, file=sys.stderr,
+                   desc="train")
+
+
+def postfix(train: dict, last_eval: dict | None) -> dict:
+  out = {}
+  if "loss" in train:
+    out["loss"] = f"{train['loss']:.4f}"
+  if "defect_0" in train:
+    out["defect"] = f"{sum(v for k, v in train.items() if k.startswith('defect_')):.3g}"
+  if last_eval:
+    out["test_acc"] = f"{last_eval['test_accuracy']:.4f}"
+  return out
+
+
+def plot_metrics(metrics_path: str, workdir: str) -> list[str]:
+  """Writes ``accuracy.png`` and ``defect.png`` (mean |defect| per split, log scale)."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  evals = [r for r in read_metrics(metrics_path) if r.get("kind") == "eval"]
+  if not evals:
+    return []
+  steps = [r["step"] for r in evals]
+  paths = []
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for key, label in (("test_accuracy", "test"), ("validation_accuracy", "validation")):
+    ax.plot(steps, [r[key] for r in evals], marker="o", label=label)
+  ax.set_xlabel("step")
+  ax.set_ylabel("top-1 accuracy (real forward pass)")
+  ax.grid(alpha=0.3)
+  ax.legend()
+  fig.tight_layout()
+  paths.append(os.path.join(workdir, "accuracy.png"))
+  fig.savefig(paths[-1], dpi=100)
+  plt.close(fig)
+
+  keys = sorted(k for k in evals[-1] if k.startswith("defect_"))
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for k in keys:
+    values = [max(r.get(k, 0.0), 1e-12) for r in evals]
+    ax.plot(steps, values, marker="o", label=f"split {k.split('_')[1]}")
+  ax.set_yscale("log")
+  ax.set_xlabel("step")
+  ax.set_ylabel("mean |defect| on training data")
+  ax.grid(alpha=0.3)
+  if keys:
+    ax.legend()
+  fig.tight_layout()
+  paths.append(os.path.join(workdir, "defect.png"))
+  fig.savefig(paths[-1], dpi=100)
+  plt.close(fig)
+  return paths

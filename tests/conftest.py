@@ -1,0 +1,76 @@
+"""Shared fixtures: shrunken configs that train in seconds on the embedded digits."""
+
+import importlib
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:  # configs/ is a plain directory next to the package
+  sys.path.insert(0, ROOT)
+
+CONFIG_OF_METHOD = {
+    "backprop": "backprop", "penalty": "penalty", "gda": "gda",
+    "augmented_lagrangian": "augmented_lagrangian", "extraprop": "extraprop",
+    "distprop": "default",
+}
+
+
+def shrunken_config(method: str = "distprop", **overrides):
+  """The method's real config on a small MLP and 1,000 training digits."""
+  config = importlib.import_module(f"configs.{CONFIG_OF_METHOD[method]}").get_config()
+  config.network.name = "mlp"
+  config.network.depth = 2
+  config.network.width = 64
+  config.network.split = "1"
+  config.data.max_train_examples = 1000
+  config.batch_size = 50
+  config.num_steps = 150
+  config.log_every = 50
+  config.eval_every = 150
+  config.checkpoint_every = 75
+  config.eval_batch_size = 250
+  config.eval_train_examples = 1000
+  config.progress_bar = False
+  return apply_overrides(config, overrides)
+
+
+def apply_overrides(config, overrides: dict):
+  """``{"a.b": v}`` sets ``config.a.b = v``."""
+  for key, value in overrides.items():
+    node = config
+    *path, last = key.split(".")
+    for p in path:
+      node = node[p]
+    node[last] = value
+  return config
+
+
+@pytest.fixture
+def make_config():
+  return shrunken_config
+
+
+@pytest.fixture
+def tfds_mock(monkeypatch):
+    """tfds.testing.mock_data with its data_source __getitems__ bug fixed.
+
+    In tfds 4.9.10 mock_data installs ``partial(_getitems, generator=...)``
+    as an *instance* attribute of a MagicMock, so it is not bound and the call
+    fails with "missing 1 required positional argument: 'record_keys'".
+    ``__getitem__`` works (MagicMock binds supported dunders on the type).
+    """
+    tfds = pytest.importorskip("tensorflow_datasets")
+    from tensorflow_datasets.testing import mocking
+
+    def getitems(record_keys, generator, serialized=False):
+        assert not serialized
+        return [generator[k] for k in record_keys]
+
+    monkeypatch.setattr(mocking, "_getitems", getitems)
+
+    def mock(num_examples):
+        return tfds.testing.mock_data(num_examples=num_examples)
+
+    return mock

@@ -1,0 +1,138 @@
+"""The methods' maths: state sizes, sparse rows, fixed noise, the DistProp objective."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lagrangian_jax import methods
+from lagrangian_jax import networks
+from lagrangian_jax import train
+from lagrangian_jax.methods import base
+from tests.conftest import shrunken_config
+
+
+def _fake_map_train(num_train, dim, num_classes=10):
+  """A map_train over a synthetic data set: costs nothing under jax.eval_shape."""
+  def map_train(fn, limit=None):
+    n = num_train if limit is None else min(limit, num_train)
+    x = jnp.zeros((n, 784), jnp.float32)
+    y = jnp.arange(n, dtype=jnp.int32) % num_classes
+    return fn(x, y)
+  return map_train
+
+
+def _aux_and_dual_size(config, num_train):
+  net = networks.build_network("mlp", depth=2, width=64, split=[1],
+                               split_activation=config.network.split_activation)
+  method = methods.make_method(config, net, num_train)
+  params, constants = jax.eval_shape(
+      lambda: method.init(jax.random.key(0), _fake_map_train(num_train, 784)))
+  size = lambda t: sum(int(np.prod(x.shape)) for x in jax.tree.leaves(t))
+  return size(params["primal"]["aux"]) + size(params["dual"]) + size(constants)
+
+
+@pytest.mark.parametrize("prototype_init", ["data", "sphere"])
+def test_distprop_state_does_not_grow_with_the_data_set(prototype_init):
+  config = shrunken_config("distprop")
+  config.distprop.prototype_init = prototype_init
+  small, large = _aux_and_dual_size(config, 1_000), _aux_and_dual_size(config, 1_000_000)
+  assert small == large
+  # 10 classes x 64 features x (mu, rho, multiplier) + 32 x 10 x 64 fixed noise
+  assert small == 10 * 64 * 3 + 32 * 10 * 64
+
+
+def test_extraprop_state_grows_linearly_with_the_data_set():
+  config = shrunken_config("extraprop")
+  a, b = _aux_and_dual_size(config, 1_000), _aux_and_dual_size(config, 1_000_000)
+  assert a == 1_000 * 64 * 2          # states and multipliers, one row per example
+  assert b == 1_000_000 * 64 * 2
+
+
+def test_distprop_per_example_multipliers_are_a_table():
+  config = shrunken_config("distprop")
+  config.distprop.multipliers = "example"
+  assert _aux_and_dual_size(config, 2_000) - _aux_and_dual_size(config, 1_000) == 1_000 * 64
+  config.distprop.multipliers = "l1"
+  assert _aux_and_dual_size(config, 2_000) - _aux_and_dual_size(config, 1_000) == 1_000
+
+
+@pytest.mark.parametrize("method, multipliers", [("extraprop", None), ("distprop", "example")])
+def test_a_step_changes_only_the_batch_rows_of_tables(method, multipliers):
+  config = shrunken_config(method)
+  if multipliers:
+    config.distprop.multipliers = multipliers
+  exp = train.build_experiment(config)
+  # Take a few steps first so accumulators and multipliers are not at their init value.
+  state = exp.initial_state
+  for step in range(3):
+    state, _ = exp.train_step(state, train.make_batch(exp, step))
+  before = jax.tree.map(np.array, state)
+  batch = train.make_batch(exp, 3)
+  after, _ = exp.train_step(state, batch)
+  after = jax.tree.map(np.array, after)
+  rows = np.asarray(batch.indices)
+  others = np.setdiff1d(np.arange(len(exp.dataset.train.labels)), rows)
+  changed = {"params": 0, "opt_state": 0}
+  for name, flags in (("params", exp.rows.params), ("opt_state", exp.rows.opt_state)):
+    leaves_b = jax.tree.leaves(getattr(before, name))
+    leaves_a = jax.tree.leaves(getattr(after, name))
+    for b, a, is_table in zip(leaves_b, leaves_a, flags):
+      if is_table:
+        np.testing.assert_array_equal(a[others], b[others])
+        changed[name] += int(np.any(a[rows] != b[rows]))
+  # every parameter table moved on the batch rows (extraprop: states and multipliers)
+  assert changed["params"] == sum(exp.rows.params) == (2 if method == "extraprop" else 1)
+  # the optimizer mirrors rows too (accumulators; the extragradient anchor is reset to 0)
+  assert changed["opt_state"] >= 1 and sum(exp.rows.opt_state) > sum(exp.rows.params)
+
+
+def test_extraprop_states_start_at_a_valid_forward_pass():
+  config = shrunken_config("extraprop")
+  exp = train.build_experiment(config)
+  idx = np.arange(100)
+  images, labels = exp.dataset.train.images[idx], exp.dataset.train.labels[idx]
+  d = exp.method.defects(train._gather(exp.initial_state.params, exp.rows.params, idx),
+                         exp.initial_state.constants, base.Batch(images, labels, idx))
+  np.testing.assert_allclose(np.asarray(d), 0.0, atol=1e-5)
+
+
+def test_distprop_noise_is_fixed_and_sigma_has_a_floor():
+  config = shrunken_config("distprop")
+  config.distprop.sigma_floor = 0.05
+  exp = train.build_experiment(config)
+  state = exp.initial_state
+  noise = np.asarray(state.constants["noise"][0])
+  batch = train.make_batch(exp, 0)
+  v1, _ = exp.method.objective(state.params, state.constants, batch)
+  v2, _ = exp.method.objective(state.params, state.constants, batch)
+  assert float(v1) == float(v2)            # no fresh noise between evaluations
+  for step in range(5):
+    state, _ = exp.train_step(state, train.make_batch(exp, step))
+  np.testing.assert_array_equal(np.asarray(state.constants["noise"][0]), noise)
+  rho = state.params["primal"]["aux"]["prototypes"][0]["rho"]
+  rho = rho.at[0].set(-1e4)                # softplus underflows to 0
+  sigma = jax.nn.softplus(rho) + 0.05
+  assert float(jnp.min(sigma)) >= 0.05
+
+
+def test_distprop_loss_scores_samples_against_their_class_over_the_logits_axis():
+  """The reference code's bug was a log-softmax over the prototype axis; not here."""
+  config = shrunken_config("distprop")
+  config.distprop.prototype_init = "sphere"
+  net = networks.build_network("mlp", depth=2, width=64, split=[1])
+  method = methods.make_method(config, net, 100)
+  params, constants = method.init(jax.random.key(0), _fake_map_train(100, 784))
+  batch = base.Batch(jnp.zeros((4, 784)), jnp.zeros((4,), jnp.int32), jnp.arange(4))
+  _, aux = method.objective(params, constants, batch)
+  proto = params["primal"]["aux"]["prototypes"][0]
+  noise = constants["noise"][0]                                    # (S, C, H)
+  s, c, h = noise.shape
+  samples = proto["mu"][None] + noise * (jax.nn.softplus(proto["rho"]) + 1e-2)[None]
+  logits = networks.apply_segment(net, params["primal"]["weights"], 1,
+                                  samples.reshape(-1, h)).reshape(s, c, 10)
+  own = np.arange(c)
+  want = -np.mean(np.asarray(jax.nn.log_softmax(logits, axis=-1))[:, own, own])
+  wrong = -np.mean(np.asarray(jax.nn.log_softmax(logits, axis=1))[:, own, own])
+  assert float(aux["loss"]) == pytest.approx(want, rel=1e-5)
+  assert abs(want - wrong) > 1e-3

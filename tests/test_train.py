@@ -1,0 +1,83 @@
+"""End-to-end runs of every method on shrunken configs, and what a run leaves behind."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from lagrangian_jax import train
+from tests.conftest import shrunken_config
+
+METHODS = ["backprop", "penalty", "gda", "augmented_lagrangian", "extraprop", "distprop"]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_each_method_trains_well_above_chance(method, tmp_path):
+  summary = train.train_and_evaluate(shrunken_config(method), str(tmp_path))
+  assert summary["method"] == method
+  assert summary["steps"] == 150
+  # Chance is 0.10 on ten digit classes.
+  assert summary["test_accuracy"] > 0.6, summary
+  assert np.isfinite(summary["final_defect"])
+
+
+@pytest.mark.parametrize("solver", ["past_extragradient", "gda"])
+def test_other_solvers_drive_distprop(solver, tmp_path):
+  config = shrunken_config("distprop", solver=solver)
+  summary = train.train_and_evaluate(config, str(tmp_path))
+  assert summary["solver"] == solver
+  assert summary["test_accuracy"] > 0.5, summary
+
+
+def test_run_writes_metrics_plots_summary_and_line(tmp_path):
+  config = shrunken_config("distprop", num_steps=60, log_every=20, eval_every=30,
+                           checkpoint_every=30)
+  summary = train.train_and_evaluate(config, str(tmp_path))
+  files = set(os.listdir(tmp_path))
+  assert {"metrics.jsonl", "summary.json", "accuracy.png", "defect.png", "config.json",
+          "checkpoints"} <= files
+  records = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
+  assert [r["step"] for r in records if r["kind"] == "train"] == [20, 40, 60]
+  evals = [r for r in records if r["kind"] == "eval"]
+  assert [r["step"] for r in evals] == [30, 60]
+  assert {"test_accuracy", "validation_accuracy", "defect_0", "mean_defect"} <= set(evals[0])
+  assert json.load(open(tmp_path / "summary.json")) == pytest.approx(summary)
+  line = train.summary_line(summary)
+  fields = dict(kv.split("=") for kv in line.split()[1:])
+  assert line.startswith("SUMMARY ")
+  assert fields["method"] == "distprop" and fields["steps"] == "60"
+  assert float(fields["test_accuracy"]) == pytest.approx(summary["test_accuracy"], abs=1e-4)
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["30", "60"]
+
+
+def test_evaluation_is_the_real_forward_pass(tmp_path):
+  """Test accuracy equals argmax of f_L(...f_0(x)) computed independently."""
+  from lagrangian_jax import data as data_lib
+  from lagrangian_jax import networks
+  config = shrunken_config("distprop", num_steps=20, eval_every=20, checkpoint_every=20)
+  exp = train.build_experiment(config)
+  state = exp.initial_state
+  for step in range(20):
+    state, _ = exp.train_step(state, train.make_batch(exp, step))
+  eval_batch, _, _ = train.make_eval_fns(exp.net, exp.method, exp.rows)
+  weights = train.eval_weights(config, state)
+  got = train.evaluate(exp.dataset.test, weights, eval_batch, 250)["accuracy"]
+  h = exp.dataset.test.images
+  for i in range(len(exp.net.segments)):
+    h = networks.apply_segment(exp.net, weights, i, h)
+  want = float(np.mean(np.argmax(np.asarray(h), -1) == exp.dataset.test.labels))
+  assert got == pytest.approx(want, abs=1e-6)
+
+
+def test_tfds_mock_data_end_to_end(tfds_mock, tmp_path):
+  config = shrunken_config("distprop", num_steps=40, eval_every=40, checkpoint_every=40)
+  config.data.name = "tfds:mnist"
+  config.data.max_train_examples = 0
+  config.eval_train_examples = 200
+  with tfds_mock(num_examples=400):
+    summary = train.train_and_evaluate(config, str(tmp_path))
+  assert summary["dataset"].endswith("mnist")
+  assert 0.0 <= summary["test_accuracy"] <= 1.0
+  assert np.isfinite(summary["final_defect"])
