@@ -33,6 +33,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.distprop.prototype_init = "data" # data (valid solution) | sphere (paper's literal init)
   config.distprop.prototype_scale = 1.0   # for "sphere"
   config.distprop.sigma_init = 1.0        # for "sphere"
+  config.distprop.sigma_learning_rate_scale = 1.0  # sigma's rate = aux rate x this (0: fixed)
   config.distprop.init_examples = 10_000  # examples used by prototype_init="data"
 
   config.network = ml_collections.ConfigDict()

@@ -88,6 +88,8 @@ def validate_config(config) -> None:
   need(d.samples_per_class >= 1, "distprop.samples_per_class",
        f"must be >= 1, got {d.samples_per_class}")
   need(d.augmentation >= 0, "distprop.augmentation", f"must be >= 0, got {d.augmentation}")
+  need(d.sigma_learning_rate_scale >= 0, "distprop.sigma_learning_rate_scale",
+       f"must be >= 0, got {d.sigma_learning_rate_scale}")
   need(d.shrinkage in ("soft", "hard"), "distprop.shrinkage",
        f"must be 'soft' or 'hard', got {d.shrinkage!r}")
   need(config.accumulate in ("both", "update"), "accumulate",
@@ -119,10 +121,10 @@ def make_optimizer(config, method: base.Method, params: PyTree):
   lr = config.learning_rates
   for key in ("weights", "aux", "dual"):
     optimizers.check_learning_rate(lr[key], f"config.learning_rates.{key}")
-  primal_keys = list(params["primal"].keys())
+  rates = {"weights": lr.weights, "aux": lr.aux, **(method.extra_rates or {})}
+  labels = method.primal_labels(params["primal"])
   primal = optax.multi_transform(
-      {k: _step_rule(config, lr[k]) for k in primal_keys},
-      {k: k for k in primal_keys})
+      {k: _step_rule(config, rates[k]) for k in set(jax.tree.leaves(labels))}, labels)
   solver = config.solver or method.default_solver
   dual = optax.set_to_zero() if solver == "descent" else _step_rule(config, lr.dual)
   inner = solvers.descent_ascent(primal, dual, nonnegative=method.nonnegative)

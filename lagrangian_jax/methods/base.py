@@ -49,7 +49,10 @@ class Method(NamedTuple):
     defects: ``defects(params, constants, batch) -> (num_splits,)`` the mean absolute
       defect of each split's constraint on this batch (tables gathered).
     nonnegative: ``descent_ascent(nonnegative=...)`` for the multipliers.
-    eval_weights: ``eval_weights(params) -> weights`` for the real forward pass.
+    primal_labels: ``primal_labels(primal) -> pytree (prefix) of str`` naming the
+      learning-rate group of each primal leaf; default: its top-level key
+      (``weights`` or ``aux``).
+    extra_rates: learning rates of groups other than ``weights`` / ``aux``.
   """
   name: str
   default_solver: str
@@ -58,6 +61,8 @@ class Method(NamedTuple):
   tables: Callable[[PyTree], PyTree]
   defects: Callable[..., jax.Array]
   nonnegative: Any = None
+  primal_labels: Callable[[PyTree], PyTree] = lambda primal: {k: k for k in primal}
+  extra_rates: Any = None
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:

@@ -166,8 +166,14 @@ def make(config, net: networks.SplitNetwork, num_train: int) -> base.Method:
       flags["dual"]["multipliers"] = tuple(mults)
     return flags
 
+  def primal_labels(primal):
+    protos = tuple({"mu": "aux", "rho": "sigma"} for _ in primal["aux"]["prototypes"])
+    return {"weights": "weights", "aux": {"prototypes": protos}}
+
+  sigma_rate = float(config.learning_rates.aux) * float(opts.sigma_learning_rate_scale)
   return base.Method(name="distprop", default_solver="extragradient", init=init,
-                     objective=objective, tables=tables, defects=defects)
+                     objective=objective, tables=tables, defects=defects,
+                     primal_labels=primal_labels, extra_rates={"sigma": sigma_rate})
 
 
 def _class_statistics(feats, labels, num_classes: int):
