@@ -20,7 +20,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.momentum = 0.0            # for optimizer="sgd"
   config.grad_clip = 0.0           # > 0: clip the global gradient norm first
   config.learning_rates = ml_collections.ConfigDict(
-      {"weights": 0.01, "aux": 0.05, "dual": 0.05})
+      {"weights": 0.01, "aux": 0.01, "dual": 0.01})
   config.penalty = 1.0             # c of the penalty / augmented-Lagrangian methods
 
   config.distprop = ml_collections.ConfigDict()
@@ -29,9 +29,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.distprop.sigma_floor = 1e-2
   config.distprop.shrinkage = "soft"      # eq. 3 as written; "hard" as in the authors' later code
   config.distprop.multipliers = "class"   # class | example | l1
-  config.distprop.augmentation = 0.0      # c/2 |g|^2 added to the Lagrangian
-  config.distprop.prototype_init = "data" # data (valid solution) | sphere (paper's literal init)
-  config.distprop.prototype_scale = 1.0   # for "sphere"
+  config.distprop.augmentation = 3.0      # c/2 mean_i |g_i|^2 added to the Lagrangian
+  config.distprop.prototype_init = "sphere"  # sphere (paper) | data (class statistics of f0)
+  config.distprop.prototype_scale = 1.0   # RMS per coordinate; the paper's unit sphere is 1/sqrt(H)
   config.distprop.sigma_init = 1.0        # for "sphere"
   config.distprop.sigma_learning_rate_scale = 1.0  # sigma's rate = aux rate x this (0: fixed)
   config.distprop.init_examples = 10_000  # examples used by prototype_init="data"
@@ -56,10 +56,10 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.seed = 0
   config.batch_size = 128
-  config.num_steps = 600
+  config.num_steps = 700
   config.log_every = 50
-  config.eval_every = 200
-  config.checkpoint_every = 200
+  config.eval_every = 100
+  config.checkpoint_every = 100
   config.keep_checkpoints = 2
   config.eval_batch_size = 500
   config.eval_train_examples = 5000

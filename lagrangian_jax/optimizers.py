@@ -35,6 +35,14 @@ def _rates(primal_learning_rate, dual_learning_rate):
   return primal_learning_rate, dual_learning_rate
 
 
+def _adagrad_descent_ascent(plr, dlr, initial_accumulator_value, eps, nonnegative,
+                            primal_key, dual_key):
+  return solvers.descent_ascent(
+      optax.adagrad(plr, initial_accumulator_value=initial_accumulator_value, eps=eps),
+      optax.adagrad(dlr, initial_accumulator_value=initial_accumulator_value, eps=eps),
+      nonnegative=nonnegative, primal_key=primal_key, dual_key=dual_key)
+
+
 def gda(primal_learning_rate: optax.ScalarOrSchedule,
         dual_learning_rate: optax.ScalarOrSchedule | None = None,
         *,
@@ -103,11 +111,9 @@ def extra_adagrad(primal_learning_rate: optax.ScalarOrSchedule,
     >>> import lagrangian_jax as lj
     >>> tx = lj.extra_adagrad(0.1, 0.01)
   """
-  plr, dlr = _rates(primal_learning_rate, dual_learning_rate)
-  inner = solvers.descent_ascent(
-      optax.adagrad(plr, initial_accumulator_value=initial_accumulator_value, eps=eps),
-      optax.adagrad(dlr, initial_accumulator_value=initial_accumulator_value, eps=eps),
-      nonnegative=nonnegative, primal_key=primal_key, dual_key=dual_key)
+  inner = _adagrad_descent_ascent(*_rates(primal_learning_rate, dual_learning_rate),
+                                  initial_accumulator_value, eps, nonnegative, primal_key,
+                                  dual_key)
   return solvers.extragradient(inner, accumulate=accumulate)
 
 
@@ -150,9 +156,7 @@ def past_extra_adagrad(primal_learning_rate: optax.ScalarOrSchedule,
     >>> import lagrangian_jax as lj
     >>> tx = lj.past_extra_adagrad(0.1, 0.01)
   """
-  plr, dlr = _rates(primal_learning_rate, dual_learning_rate)
-  inner = solvers.descent_ascent(
-      optax.adagrad(plr, initial_accumulator_value=initial_accumulator_value, eps=eps),
-      optax.adagrad(dlr, initial_accumulator_value=initial_accumulator_value, eps=eps),
-      nonnegative=nonnegative, primal_key=primal_key, dual_key=dual_key)
+  inner = _adagrad_descent_ascent(*_rates(primal_learning_rate, dual_learning_rate),
+                                  initial_accumulator_value, eps, nonnegative, primal_key,
+                                  dual_key)
   return solvers.past_extragradient(inner, accumulate=accumulate)

@@ -20,10 +20,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 from typing import Any, NamedTuple
 
-from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -449,7 +449,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
           f"the checkpoint at step {start} in {os.path.join(workdir, 'checkpoints')} does "
           f"not match this config ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
           "resume with the config that wrote it, or use a new --workdir") from None
-    logging.info("Resumed from checkpoint at step %d", start)
+    print(f"resuming from the checkpoint at step {start} in {workdir}", file=sys.stderr)
     reporting.truncate_metrics(metrics_path, start)
   else:
     start = 0

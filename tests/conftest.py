@@ -19,19 +19,13 @@ CONFIG_OF_METHOD = {
 
 def shrunken_config(method: str = "distprop", **overrides):
   """The method's real config on a small MLP and 1,000 training digits."""
+  from configs import smoke
   config = importlib.import_module(f"configs.{CONFIG_OF_METHOD[method]}").get_config()
-  config.network.name = "mlp"
-  config.network.depth = 2
-  config.network.width = 64
-  config.network.split = "1"
-  config.data.max_train_examples = 1000
-  config.batch_size = 50
+  config = smoke.shrink(config)
   config.num_steps = 150
   config.log_every = 50
   config.eval_every = 150
   config.checkpoint_every = 75
-  config.eval_batch_size = 250
-  config.eval_train_examples = 1000
   config.progress_bar = False
   return apply_overrides(config, overrides)
 

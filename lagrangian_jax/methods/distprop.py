@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from lagrangian_jax import formulations
 from lagrangian_jax import networks
@@ -95,7 +96,9 @@ def make(config, net: networks.SplitNetwork, num_train: int) -> base.Method:
       if opts.prototype_init == "sphere":
         d = jax.random.normal(jax.random.fold_in(k_proto, l), (num_classes,) + tuple(shape))
         axes = tuple(range(1, d.ndim))
-        mu = opts.prototype_scale * d / jnp.sqrt(jnp.sum(d * d, axis=axes, keepdims=True))
+        # prototype_scale is the RMS per coordinate: radius scale * sqrt(H).
+        radius = opts.prototype_scale * float(np.sqrt(np.prod(shape)))
+        mu = radius * d / jnp.sqrt(jnp.sum(d * d, axis=axes, keepdims=True))
         sigma = jnp.full_like(mu, opts.sigma_init)
       else:
         if l == 0:
