@@ -3,6 +3,10 @@
 Run:
   python -m experiments.main --config=configs/default.py --workdir=runs/distprop
 
+Expected (measured on 2 CPU cores): test accuracy 0.962 after 700 steps in about
+390 s; backprop (configs/backprop.py) 0.966 in 230 s. Why these defaults train: the
+README's "Results" section.
+
 Every other config imports this one and overrides what differs; any key can be
 overridden on the command line, e.g. ``--config.num_steps=100``.
 """

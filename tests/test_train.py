@@ -41,7 +41,8 @@ def test_run_writes_metrics_plots_summary_and_line(tmp_path):
   assert {"metrics.jsonl", "summary.json", "accuracy.png", "defect.png", "config.json",
           "checkpoints"} <= files
   records = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
-  assert [r["step"] for r in records if r["kind"] == "train"] == [20, 40, 60]
+  # every log step, and every checkpoint step (its metrics are checked finite before saving)
+  assert [r["step"] for r in records if r["kind"] == "train"] == [20, 30, 40, 60]
   evals = [r for r in records if r["kind"] == "eval"]
   assert [r["step"] for r in evals] == [30, 60]
   assert {"test_accuracy", "validation_accuracy", "defect_0", "mean_defect"} <= set(evals[0])

@@ -33,11 +33,14 @@ Multipliers (``config.distprop.multipliers``):
     than the paper's raw L1 distance so that the margin means the same thing as in the
     element-wise constraint (same feasible set up to the scale of ``m``).
 
-Initialisation (``prototype_init``): ``"data"`` (default) sets ``mu_0[c]`` and
-``sigma_0[c]`` to the class mean and standard deviation of ``f_0(x)`` under the initial
-weights (and ``mu_l, sigma_l`` for later splits to the statistics of ``f_l`` on the
-initial samples), i.e. a valid solution; ``"sphere"`` is the paper's literal choice,
-means on the unit sphere (times ``prototype_scale``) and ``sigma = sigma_init``.
+Initialisation (``prototype_init``): ``"sphere"`` (default) draws the means uniformly
+on a sphere of radius ``prototype_scale * sqrt(H)`` (``prototype_scale`` is the RMS per
+coordinate; the paper's unit sphere is ``1/sqrt(H)``) with ``sigma = sigma_init``, so the
+classes are distinguishable from the start; ``"data"`` sets ``mu_0[c]``, ``sigma_0[c]``
+to the class mean and standard deviation of ``f_0(x)`` under the initial weights (and
+``mu_l, sigma_l`` of later splits to the statistics of ``f_l`` on the initial samples),
+i.e. a valid solution. ``sigma`` has its own learning-rate group (``sigma`` =
+``aux`` rate x ``sigma_learning_rate_scale``).
 """
 
 from __future__ import annotations
