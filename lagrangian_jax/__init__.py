@@ -1,6 +1,8 @@
 """lagrangian_jax: saddle-point solvers and Lagrangian training of neural networks in JAX.
 
-The public API, one screen. Solvers and formulations import no training code.
+The public API, one screen: formulations, solvers and optimizer aliases. They import no
+training code; the training system lives in ``lagrangian_jax.train`` (with
+``networks``, ``methods``, ``data``) and is launched by ``python -m experiments.main``.
 """
 
 from lagrangian_jax.formulations import augmented_lagrangian

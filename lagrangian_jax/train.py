@@ -410,6 +410,11 @@ def _checkpoint_manager(workdir: str, config) -> ocp.CheckpointManager:
                                options=options)
 
 
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
 def _finite(metrics: dict) -> bool:
   return all(np.all(np.isfinite(np.asarray(v))) for v in metrics.values())
 
@@ -504,6 +509,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
         last_eval = run_eval(done)
         bar.set_postfix(reporting.postfix(record, last_eval))
       if save_now:
+        if not bool(_all_finite(state.params)):  # the metrics were taken before the update
+          raise TrainingError(
+              f"training diverged at step {done}: non-finite parameters; the last good "
+              f"checkpoint (step {last_good}) is kept in {os.path.join(workdir, 'checkpoints')}")
         ckpt.save(done, args=ocp.args.StandardSave(state))
         last_good = done
       bar.update(1)
