@@ -326,7 +326,7 @@ def build_experiment(config, dataset: data_lib.Dataset | None = None) -> Experim
   validate_config(config)
   if dataset is None:
     dataset = data_lib.load_dataset(
-        config.data.name, data_dir=config.data.data_dir or None,
+        config.data.name, data_dir=os.path.expanduser(config.data.data_dir) or None,
         validation_fraction=config.data.validation_fraction, seed=config.data.seed,
         image_size=config.data.image_size or None,
         max_train_examples=config.data.max_train_examples or None)
@@ -529,16 +529,16 @@ def train_and_evaluate(config, workdir: str) -> dict:
       "solver": config.solver or exp.method.default_solver,
       "dataset": exp.dataset.name,
       "steps": int(config.num_steps),
-      "test_accuracy": last_eval["test_accuracy"],
-      "validation_accuracy": last_eval["validation_accuracy"],
-      "test_loss": last_eval["test_loss"],
-      "final_defect": last_eval["mean_defect"],
+      "test_accuracy": float(last_eval["test_accuracy"]),
+      "validation_accuracy": float(last_eval["validation_accuracy"]),
+      "test_loss": float(last_eval["test_loss"]),
+      "final_defect": float(last_eval["mean_defect"]),
       "defects": [last_eval[k] for k in sorted(last_eval) if k.startswith("defect_")],
       "seconds": seconds,
       "resumed_from": int(start),
   }
   if "test_top5_accuracy" in last_eval:
-    summary["test_top5_accuracy"] = last_eval["test_top5_accuracy"]
+    summary["test_top5_accuracy"] = float(last_eval["test_top5_accuracy"])
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "summary.json"), "w") as f:
       json.dump(summary, f, indent=2)
