@@ -33,7 +33,6 @@ import orbax.checkpoint as ocp
 from lagrangian_jax import data as data_lib
 from lagrangian_jax import methods as methods_lib
 from lagrangian_jax import networks
-from lagrangian_jax import optimizers
 from lagrangian_jax import solvers
 from lagrangian_jax.methods import base
 
@@ -118,9 +117,7 @@ def make_optimizer(config, method: base.Method, params: PyTree):
   Returns ``(tx, calls_per_iteration)``. Separate learning rates for the network
   weights, the auxiliary primal variables (states / prototypes) and the multipliers.
   """
-  lr = config.learning_rates
-  for key in ("weights", "aux", "dual"):
-    optimizers.check_learning_rate(lr[key], f"config.learning_rates.{key}")
+  lr = config.learning_rates  # checked non-negative by validate_config
   rates = {"weights": lr.weights, "aux": lr.aux, **(method.extra_rates or {})}
   labels = method.primal_labels(params["primal"])
   primal = optax.multi_transform(
@@ -484,7 +481,6 @@ def train_and_evaluate(config, workdir: str) -> dict:
   bar = reporting.progress(config.num_steps, start, enabled=config.progress_bar)
   last_eval, record = None, {}
   t_train = time.time()
-  step = start
   last_good = start
   try:
     for step in range(start, config.num_steps):

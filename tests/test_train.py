@@ -3,7 +3,6 @@
 import json
 import os
 
-import jax
 import numpy as np
 import pytest
 
@@ -57,7 +56,6 @@ def test_run_writes_metrics_plots_summary_and_line(tmp_path):
 
 def test_evaluation_is_the_real_forward_pass(tmp_path):
   """Test accuracy equals argmax of f_L(...f_0(x)) computed independently."""
-  from lagrangian_jax import data as data_lib
   from lagrangian_jax import networks
   config = shrunken_config("distprop", num_steps=20, eval_every=20, checkpoint_every=20)
   exp = train.build_experiment(config)

@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from lagrangian_jax import formulations
+
 PyTree = Any
 
 
@@ -83,3 +85,8 @@ def per_example_mean_inner(multipliers: jax.Array, constraint: jax.Array) -> jax
 def per_example_mean_square(constraint: jax.Array) -> jax.Array:
   """``(1/B) sum_i |g_i|^2``."""
   return jnp.sum(jnp.square(constraint)) / constraint.shape[0]
+
+
+def split_defects(constraints: list) -> jax.Array:
+  """``(num_splits,)``: the mean absolute value of each split's constraint."""
+  return jnp.stack([formulations.mean_abs_defect(g) for g in constraints])

@@ -158,11 +158,11 @@ def make(config, net: networks.SplitNetwork, num_train: int) -> base.Method:
       value = value + base.per_example_mean_inner(lams[l][sample_labels], g[l])
     if augmentation > 0:
       value = value + 0.5 * augmentation * sum(base.per_example_mean_square(x) for x in g)
-    return value, {"loss": loss, "defect": jnp.stack([jnp.mean(jnp.abs(x)) for x in g])}
+    return value, {"loss": loss, "defect": base.split_defects(g)}
 
   def defects(params, constants, batch):
     g, _, _ = constraints(params, constants, batch)
-    return jnp.stack([jnp.mean(jnp.abs(x)) for x in g])
+    return base.split_defects(g)
 
   def tables(params):
     flags = jax.tree.map(lambda _: False, params)

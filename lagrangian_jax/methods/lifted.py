@@ -74,12 +74,12 @@ def make(config, net: networks.SplitNetwork, num_train: int, *, name: str,
         value = value + base.per_example_mean_inner(lam, gl)
     if formulation in ("augmented", "penalty"):
       value = value + 0.5 * penalty * sum(base.per_example_mean_square(gl) for gl in g)
-    return value, {"loss": loss, "defect": jnp.stack([jnp.mean(jnp.abs(x)) for x in g])}
+    return value, {"loss": loss, "defect": base.split_defects(g)}
 
   def defects(params, constants, batch):
     del constants
     g, _ = constraints(params, batch)
-    return jnp.stack([jnp.mean(jnp.abs(x)) for x in g])
+    return base.split_defects(g)
 
   def tables(params):
     flags = jax.tree.map(lambda _: False, params)
