@@ -41,6 +41,7 @@ def make_problem(key, network="mnist_cnn", batch=128, sizes=(784, 1024, 512, 10)
   keys = jax.random.split(key, len(sizes) + 2)
   if network == "mnist_cnn":
     from lagrangian_jax import networks
+
     net = networks.build_network("mnist_cnn", split=[])
     primal = networks.init_network(net, keys[0])
     x = jax.random.normal(keys[-2], (batch, 28, 28, 1))
@@ -48,8 +49,10 @@ def make_problem(key, network="mnist_cnn", batch=128, sizes=(784, 1024, 512, 10)
   else:
     primal = {}
     for i, (m, n) in enumerate(zip(sizes[:-1], sizes[1:])):
-      primal[f"layer{i}"] = {"w": jax.random.normal(keys[i], (m, n)) / jnp.sqrt(m),
-                             "b": jnp.zeros((n,))}
+      primal[f"layer{i}"] = {
+        "w": jax.random.normal(keys[i], (m, n)) / jnp.sqrt(m),
+        "b": jnp.zeros((n,)),
+      }
     x = jax.random.normal(keys[-2], (batch, sizes[0]))
 
     def forward(w):
@@ -58,6 +61,7 @@ def make_problem(key, network="mnist_cnn", batch=128, sizes=(784, 1024, 512, 10)
       for layer in layers[:-1]:
         h = jax.nn.relu(h @ layer["w"] + layer["b"])
       return h @ layers[-1]["w"] + layers[-1]["b"]
+
   params = {"primal": primal, "dual": {"class_rate": jnp.zeros((10,))}}
   y = jax.random.randint(keys[-1], (batch,), 0, 10)
 
@@ -66,8 +70,8 @@ def make_problem(key, network="mnist_cnn", batch=128, sizes=(784, 1024, 512, 10)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
     rate = jax.nn.softmax(logits).mean(0)
     ineq = jnp.abs(rate - 0.1) - 0.05
-    return lj.lagrangian(loss, inequality=ineq,
-                         inequality_multipliers=p["dual"]["class_rate"])
+    return lj.lagrangian(loss, inequality=ineq, inequality_multipliers=p["dual"]["class_rate"])
+
   return params, lagrangian
 
 
@@ -84,8 +88,7 @@ def main():
 
   params, lagrangian = make_problem(jax.random.PRNGKey(0), args.network)
   n_params = sum(x.size for x in jax.tree.leaves(params))
-  inner = lambda: lj.descent_ascent(optax.adagrad(0.01), optax.adagrad(0.01),
-                                    nonnegative=True)
+  inner = lambda: lj.descent_ascent(optax.adagrad(0.01), optax.adagrad(0.01), nonnegative=True)
   txs = {"eg": lj.extragradient(inner()), "da": inner()}
 
   def make_steps(tx):
@@ -99,14 +102,16 @@ def main():
     def update_only(grads, params, state):
       updates, state = tx.update(grads, state, params)
       return optax.apply_updates(params, updates), state
+
     return step, update_only
 
   fixed_grads = jax.grad(lagrangian)(params)
   runs = {}
   for name, tx in txs.items():
     step, update_only = make_steps(tx)
-    runs[name] = dict(step=step, upd=update_only, params=jax.tree.map(jnp.copy, params),
-                      state=tx.init(params))
+    runs[name] = dict(
+      step=step, upd=update_only, params=jax.tree.map(jnp.copy, params), state=tx.init(params)
+    )
 
   def two_calls(name, which):
     r = runs[name]
@@ -136,23 +141,32 @@ def main():
       t_eg.append(t["eg"])
       t_da.append(t["da"])
       ratios.append(t["eg"] / t["da"])
-    results[which] = dict(eg=statistics.median(t_eg), da=statistics.median(t_da),
-                          ratio=statistics.median(ratios),
-                          q1=statistics.quantiles(ratios, n=4)[0],
-                          q3=statistics.quantiles(ratios, n=4)[2])
+    results[which] = dict(
+      eg=statistics.median(t_eg),
+      da=statistics.median(t_da),
+      ratio=statistics.median(ratios),
+      q1=statistics.quantiles(ratios, n=4)[0],
+      q3=statistics.quantiles(ratios, n=4)[2],
+    )
   for name in runs:  # both executables compiled exactly once
     assert runs[name]["step"]._cache_size() == 1, name
 
-  print(f"device: {jax.devices()[0].device_kind}  backend: {jax.default_backend()}  "
-        f"params: {n_params:,}  reps: {args.reps}")
+  print(
+    f"device: {jax.devices()[0].device_kind}  backend: {jax.default_backend()}  "
+    f"params: {n_params:,}  reps: {args.reps}"
+  )
   for which, r in results.items():
-    print(f"[{which:6s}] median per 2 calls: extragradient {r['eg'] * 1e3:.3f} ms, "
-          f"descent_ascent {r['da'] * 1e3:.3f} ms, median ratio {r['ratio']:.3f} "
-          f"(IQR {r['q1']:.3f}-{r['q3']:.3f})")
+    print(
+      f"[{which:6s}] median per 2 calls: extragradient {r['eg'] * 1e3:.3f} ms, "
+      f"descent_ascent {r['da'] * 1e3:.3f} ms, median ratio {r['ratio']:.3f} "
+      f"(IQR {r['q1']:.3f}-{r['q3']:.3f})"
+    )
   s, u = results["step"], results["update"]
-  print(f"RESULT network={args.network} extragradient_overhead_ratio={s['ratio']:.3f} target<=1.05 "
-        f"met={'yes' if s['ratio'] <= 1.05 else 'no'} update_only_ratio={u['ratio']:.3f} "
-        f"params={n_params} backend={jax.default_backend()}")
+  print(
+    f"RESULT network={args.network} extragradient_overhead_ratio={s['ratio']:.3f} target<=1.05 "
+    f"met={'yes' if s['ratio'] <= 1.05 else 'no'} update_only_ratio={u['ratio']:.3f} "
+    f"params={n_params} backend={jax.default_backend()}"
+  )
 
 
 if __name__ == "__main__":

@@ -26,21 +26,21 @@ import numpy as np
 
 from lagrangian_jax import methods as methods_lib
 from lagrangian_jax import networks
+from lagrangian_jax import optimizers
 from lagrangian_jax import train
 
 VARIANTS = [  # (label, config module, overrides)
-    ("backprop", "backprop", {}),
-    ("penalty", "penalty", {}),
-    ("gda", "gda", {}),
-    ("augmented_lagrangian", "augmented_lagrangian", {}),
-    ("extraprop", "extraprop", {}),
-    ("extraprop+past_eg", "extraprop", {"solver": "past_extragradient"}),
-    ("distprop", "default", {}),
-    ("distprop+past_eg", "default", {"solver": "past_extragradient"}),
-    ("distprop+gda", "default", {"solver": "gda"}),
+  ("backprop", "backprop", {}),
+  ("penalty", "penalty", {}),
+  ("gda", "gda", {}),
+  ("augmented_lagrangian", "augmented_lagrangian", {}),
+  ("extraprop", "extraprop", {}),
+  ("extraprop+past_eg", "extraprop", {"solver": "past_extragradient"}),
+  ("distprop", "default", {}),
+  ("distprop+past_eg", "default", {"solver": "past_extragradient"}),
+  ("distprop+gda", "default", {"solver": "gda"}),
 ]
-TARGETS = {"extraprop": 2.0, "distprop": 2.0, "extraprop+past_eg": 1.2,
-           "distprop+past_eg": 1.2}
+TARGETS = {"extraprop": 2.0, "distprop": 2.0, "extraprop+past_eg": 1.2, "distprop+past_eg": 1.2}
 
 
 def config_for(module, overrides, batch_size):
@@ -54,8 +54,9 @@ def config_for(module, overrides, batch_size):
 
 def state_bytes(config, num_train):
   """Bytes of aux + dual + constants + optimizer state, by shape inference."""
-  net = networks.build_network(config.network.name, split="default",
-                               split_activation=config.network.split_activation)
+  net = networks.build_network(
+    config.network.name, split="default", split_activation=config.network.split_activation
+  )
   method = methods_lib.make_method(config, net, num_train)
 
   def map_train(fn, limit=None):
@@ -63,7 +64,12 @@ def state_bytes(config, num_train):
     return fn(jax.numpy.zeros((n, 28, 28, 1)), jax.numpy.zeros((n,), jax.numpy.int32))
 
   params, constants = jax.eval_shape(lambda: method.init(jax.random.key(0), map_train))
-  tx, _ = train.make_optimizer(config, method, params)
+  tx, _ = optimizers.from_config(
+    config,
+    default_solver=method.default_solver,
+    primal_labels=method.primal_labels(params["primal"]),
+    group_rates=method.group_rates,
+  )
   opt = jax.eval_shape(tx.init, params)
   weights = params["primal"]["weights"]
   size = lambda t: sum(np.prod(x.shape) * x.dtype.itemsize for x in jax.tree.leaves(t))
@@ -83,11 +89,11 @@ def main():
     exp = train.build_experiment(config)
     state = exp.initial_state
     batches = [train.make_batch(exp, s) for s in range(args.steps)]
-    for b in batches:                       # compile + warm up
+    for b in batches:  # compile + warm up
       state, m = exp.train_step(state, b)
     jax.block_until_ready(state)
-    runs[label] = dict(exp=exp, state=state, batches=batches, times=[], calls=exp.calls)
-    print(f"ready: {label:22s} gradient calls per iteration: {exp.calls}", flush=True)
+    runs[label] = dict(exp=exp, state=state, batches=batches, times=[])
+    print(f"ready: {label:22s} solver: {exp.solver}", flush=True)
 
   ratios = {label: [] for label in runs}
   for r in range(args.rounds):
@@ -107,8 +113,10 @@ def main():
       ratios[label].append(t[label] / t["backprop"])
 
   bp = statistics.median(runs["backprop"]["times"])
-  print(f"\ndevice: {jax.devices()[0].device_kind} backend: {jax.default_backend()} "
-        f"batch: {args.batch} network: mnist_cnn rounds: {args.rounds}")
+  print(
+    f"\ndevice: {jax.devices()[0].device_kind} backend: {jax.default_backend()} "
+    f"batch: {args.batch} network: mnist_cnn rounds: {args.rounds}"
+  )
   print(f"backprop step: {bp * 1e3:.1f} ms (median)")
   print(f"{'method':22s} {'ms/iter':>8s} {'ratio':>6s}  target")
   results = {}
@@ -128,8 +136,11 @@ def main():
       sizes[(label, n)] = aux
       print(f"  {label:10s} N={n:>9,d}: state {aux / 2**20:10.2f}  optimizer {opt / 2**20:10.2f}")
   flat = sizes[("distprop", 1_000)] == sizes[("distprop", 1_000_000)]
-  print("RESULT backprop_ms={:.1f} {} distprop_state_flat={}".format(
-      bp * 1e3, " ".join(f"{k}={v:.2f}" for k, v in results.items()), flat))
+  print(
+    "RESULT backprop_ms={:.1f} {} distprop_state_flat={}".format(
+      bp * 1e3, " ".join(f"{k}={v:.2f}" for k, v in results.items()), flat
+    )
+  )
 
 
 if __name__ == "__main__":

@@ -16,37 +16,36 @@ import ml_collections
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
-  config.method = "distprop"       # backprop | penalty | gda | augmented_lagrangian | extraprop | distprop
-  config.solver = ""               # '' = the method's default; extragradient | past_extragradient | gda | descent
-  config.optimizer = "adagrad"     # step rule inside the solver: adagrad | sgd | adam
-  config.accumulate = "both"       # ExtraAdagrad accumulator at both half-steps, or "update"
+  config.method = "distprop"  # any name in lagrangian_jax.methods.METHODS
+  config.solver = ""  # '' = the method's default, or one of optimizers.SOLVERS
+  config.optimizer = "adagrad"  # step rule inside the solver: optimizers.STEP_RULES
+  config.accumulate = "both"  # ExtraAdagrad accumulator at both half-steps, or "update"
   config.adagrad_init = 0.1
-  config.momentum = 0.0            # for optimizer="sgd"
-  config.grad_clip = 0.0           # > 0: clip the global gradient norm first
-  config.learning_rates = ml_collections.ConfigDict(
-      {"weights": 0.01, "aux": 0.01, "dual": 0.01})
-  config.penalty = 1.0             # c of the penalty / augmented-Lagrangian methods
+  config.momentum = 0.0  # for optimizer="sgd"
+  config.grad_clip = 0.0  # > 0: clip the global gradient norm first
+  config.learning_rates = ml_collections.ConfigDict({"weights": 0.01, "aux": 0.01, "dual": 0.01})
+  config.penalty = 1.0  # c of the penalty / augmented-Lagrangian methods
 
   config.distprop = ml_collections.ConfigDict()
   config.distprop.margin = 0.1
   config.distprop.samples_per_class = 32
   config.distprop.sigma_floor = 1e-2
-  config.distprop.shrinkage = "soft"      # eq. 3 as written; "hard" as in the authors' later code
-  config.distprop.multipliers = "class"   # class | example | l1
-  config.distprop.augmentation = 3.0      # c/2 mean_i |g_i|^2 added to the Lagrangian
+  config.distprop.shrinkage = "soft"  # eq. 3 as written; "hard" as in the authors' later code
+  config.distprop.multipliers = "class"  # class | example | l1
+  config.distprop.augmentation = 3.0  # c/2 mean_i |g_i|^2 added to the Lagrangian
   config.distprop.prototype_init = "sphere"  # sphere (paper) | data (class statistics of f0)
-  config.distprop.prototype_scale = 1.0   # RMS per coordinate; the paper's unit sphere is 1/sqrt(H)
-  config.distprop.sigma_init = 1.0        # for "sphere"
+  config.distprop.prototype_scale = 1.0  # RMS per coordinate; the paper's unit sphere is 1/sqrt(H)
+  config.distprop.sigma_init = 1.0  # for "sphere"
   config.distprop.sigma_learning_rate_scale = 1.0  # sigma's rate = aux rate x this (0: fixed)
   config.distprop.init_examples = 10_000  # examples used by prototype_init="data"
 
   config.network = ml_collections.ConfigDict()
   config.network.name = "mnist_cnn"
-  config.network.split = "default"        # default | every | "2" | "1,2"
+  config.network.split = "default"  # default | every | "2" | "1,2"
   config.network.split_activation = "identity"  # DistProp removes the ReLU at the split
   config.network.conv_impl = "auto"
-  config.network.depth = 0                # mlp only
-  config.network.width = 0                # mlp only
+  config.network.depth = 0  # mlp only
+  config.network.width = 0  # mlp only
 
   config.data = ml_collections.ConfigDict()
   config.data.name = "mnist_5k"

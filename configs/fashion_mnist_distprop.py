@@ -11,7 +11,7 @@ from configs import default
 def get_config():
   config = default.get_config()
   config.data.name = "fashion_mnist"
-  config.num_steps = 6500               # the paper's MNIST schedule
+  config.num_steps = 6500  # the paper's MNIST schedule
   config.eval_every = 500
   config.checkpoint_every = 500
   config.eval_train_examples = 10_000

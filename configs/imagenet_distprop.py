@@ -18,7 +18,7 @@ def get_config():
   config.data.image_size = 224
   config.network.name = "alexnet"
   config.distprop.multipliers = "l1"
-  config.distprop.samples_per_class = 1     # 1000 classes: N = 1 is enough (paper, Sec. 3)
+  config.distprop.samples_per_class = 1  # 1000 classes: N = 1 is enough (paper, Sec. 3)
   config.distprop.init_examples = 20_000
   config.batch_size = 256
   config.num_steps = 50_000

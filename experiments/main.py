@@ -12,14 +12,13 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
-from lagrangian_jax import data
+from lagrangian_jax import errors
 from lagrangian_jax import train
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and plots.")
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host).")
-config_flags.DEFINE_config_file("config", None, "Training configuration file.",
-                                lock_config=True)
+config_flags.DEFINE_config_file("config", None, "Training configuration file.", lock_config=True)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -30,11 +29,15 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
   if FLAGS.distributed:
     jax.distributed.initialize()
-  logging.info("JAX process %d / %d, local devices: %s", jax.process_index(),
-               jax.process_count(), jax.local_devices())
+  logging.info(
+    "JAX process %d / %d, local devices: %s",
+    jax.process_index(),
+    jax.process_count(),
+    jax.local_devices(),
+  )
   try:
     summary = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-  except (train.ConfigError, train.TrainingError, data.DataError) as e:
+  except errors.Error as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
   print(train.summary_line(summary), flush=True)

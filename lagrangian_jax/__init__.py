@@ -19,14 +19,15 @@ from lagrangian_jax.optimizers import extra_adam
 from lagrangian_jax.optimizers import extra_sgd
 from lagrangian_jax.optimizers import gda
 from lagrangian_jax.optimizers import past_extra_adagrad
+from lagrangian_jax.optimizers import saddle_point
 from lagrangian_jax.solvers import DescentAscentState
+from lagrangian_jax.solvers import ExtragradientState
+from lagrangian_jax.solvers import PastExtragradientState
+from lagrangian_jax.solvers import current_iterate
 from lagrangian_jax.solvers import descent_ascent
 from lagrangian_jax.solvers import extragradient
 from lagrangian_jax.solvers import extragradient_phase
-from lagrangian_jax.solvers import extragradient_step
-from lagrangian_jax.solvers import ExtragradientState
 from lagrangian_jax.solvers import past_extragradient
-from lagrangian_jax.solvers import past_extragradient_iterate
-from lagrangian_jax.solvers import PastExtragradientState
+from lagrangian_jax.solvers import solver_step
 
 __version__ = "0.1.0"

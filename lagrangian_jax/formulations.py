@@ -9,6 +9,19 @@ functions here take *values*: the objective value ``f``, pytrees of constraint v
 ``g`` / ``h`` and matching pytrees of multipliers, so they compose with any model code
 and with ``jax.grad``. Nothing here imports training code.
 
+This module is the one home of the paper's eq. 1 Lagrangian ``f + <lambda, g>`` (its
+Section 2.1 forms: augmented Lagrangian, quadratic penalty) and of eq. 3 (the
+epsilon-insensitive constraint); the training methods build their objectives from it.
+
+Reductions. ``reduction="sum"`` (default) is the textbook ``<lambda, g> = sum lambda*g``.
+``reduction="batch_mean"`` divides each leaf's sum by its leading dimension, the batch:
+for constraints ``g`` of shape ``(B, ...)``, one row per example of a mini-batch,
+``<lambda, g>`` becomes ``(1/B) sum_i <lambda_i, g_i>`` and ``|g|^2`` becomes
+``(1/B) sum_i |g_i|^2``, the same mean over examples as the loss ``(1/B) sum_i l_i``.
+The objective's scale, and with it every shared learning rate, then does not depend on
+the batch size. The price: a per-example variable that appears in one row only (a
+state or multiplier table row) gets ``1/B`` of its row's gradient.
+
 Sign conventions (used throughout the library):
   * equality multipliers ``lam`` are free; inequality multipliers ``mu`` are >= 0;
   * the Lagrangian is ``L = f + <lam, g> + <mu, h>``, minimised over ``x`` and
@@ -31,40 +44,58 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from lagrangian_jax import _trees
+
 PyTree = Any
 
 __all__ = [
-    "tree_inner",
-    "lagrangian",
-    "augmented_lagrangian",
-    "quadratic_penalty",
-    "method_of_multipliers_update",
-    "epsilon_insensitive",
-    "soft_shrink",
-    "hard_shrink",
-    "mean_abs_defect",
+  "REDUCTIONS",
+  "tree_inner",
+  "lagrangian",
+  "augmented_lagrangian",
+  "quadratic_penalty",
+  "method_of_multipliers_update",
+  "epsilon_insensitive",
+  "soft_shrink",
+  "hard_shrink",
+  "mean_abs_defect",
 ]
 
 
 def _check_same_structure(a: PyTree, b: PyTree, what_a: str, what_b: str) -> None:
-  sa, sb = jax.tree.structure(a), jax.tree.structure(b)
-  if sa != sb:
-    raise ValueError(
-        f"{what_a} and {what_b} must be pytrees of the same structure; got "
-        f"{what_a}={sa} and {what_b}={sb}")
-  for la, lb in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-    if jnp.shape(la) != jnp.shape(lb):
-      raise ValueError(
-          f"{what_a} and {what_b} have a leaf of mismatched shape: "
-          f"{jnp.shape(la)} vs {jnp.shape(lb)}")
+  _trees.check_like(a, b, f"{what_a} and {what_b} must be pytrees of the same structure")
 
 
-def tree_inner(multipliers: PyTree, constraints: PyTree) -> jax.Array:
-  """``<multipliers, constraints> = sum_leaves sum(lam * g)``, in float32 or wider."""
+REDUCTIONS = ("sum", "batch_mean")
+
+
+def _reduce(total: jax.Array, leaf: jax.Array, reduction: str) -> jax.Array:
+  """``total`` (a leaf's sum) divided by the leaf's batch size if ``batch_mean``."""
+  if reduction == "sum":
+    return total
+  if reduction == "batch_mean":
+    return total / jnp.shape(leaf)[0] if jnp.ndim(leaf) else total
+  raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+
+
+def tree_inner(multipliers: PyTree, constraints: PyTree, *, reduction: str = "sum") -> jax.Array:
+  """``<multipliers, constraints> = sum_leaves sum(lam * g)``, in float32 or wider.
+
+  With ``reduction="batch_mean"`` each leaf's sum is divided by its leading dimension
+  (see the module docstring).
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> lam, g = jnp.ones((4, 2)), jnp.full((4, 2), 3.0)      # a batch of 4 examples
+    >>> float(tree_inner(lam, g)), float(tree_inner(lam, g, reduction="batch_mean"))
+    (24.0, 6.0)
+  """
   _check_same_structure(multipliers, constraints, "multipliers", "constraints")
   terms = [
-      jnp.sum(jnp.asarray(m) * jnp.asarray(c), dtype=_wide(jnp.result_type(m, c)))
-      for m, c in zip(jax.tree.leaves(multipliers), jax.tree.leaves(constraints))
+    _reduce(
+      jnp.sum(jnp.asarray(m) * jnp.asarray(c), dtype=_wide(jnp.result_type(m, c))), c, reduction
+    )
+    for m, c in zip(jax.tree.leaves(multipliers), jax.tree.leaves(constraints))
   ]
   return sum(terms, jnp.zeros((), jnp.float32))
 
@@ -74,17 +105,23 @@ def _wide(x) -> jnp.dtype:
   return jnp.promote_types(jnp.result_type(x), jnp.float32)
 
 
-def _sum_squares(tree: PyTree) -> jax.Array:
-  return sum((jnp.sum(jnp.square(x), dtype=_wide(x)) for x in jax.tree.leaves(tree)),
-             jnp.zeros((), jnp.float32))
+def _sum_squares(tree: PyTree, reduction: str = "sum") -> jax.Array:
+  return sum(
+    (_reduce(jnp.sum(jnp.square(x), dtype=_wide(x)), x, reduction) for x in jax.tree.leaves(tree)),
+    jnp.zeros((), jnp.float32),
+  )
 
 
-def lagrangian(objective: jax.Array,
-               equality: PyTree = None,
-               equality_multipliers: PyTree = None,
-               inequality: PyTree = None,
-               inequality_multipliers: PyTree = None) -> jax.Array:
-  r"""The Lagrangian :math:`f + \langle\lambda, g\rangle + \langle\mu, h\rangle`.
+def lagrangian(
+  objective: jax.Array,
+  equality: PyTree = None,
+  equality_multipliers: PyTree = None,
+  inequality: PyTree = None,
+  inequality_multipliers: PyTree = None,
+  *,
+  reduction: str = "sum",
+) -> jax.Array:
+  r"""The Lagrangian :math:`f + \langle\lambda, g\rangle + \langle\mu, h\rangle` (eq. 1).
 
   Args:
     objective: scalar objective value ``f(x)``.
@@ -93,25 +130,29 @@ def lagrangian(objective: jax.Array,
     inequality: pytree of inequality constraint values ``h(x)`` (``h <= 0``).
     inequality_multipliers: pytree like ``inequality``; the solver keeps them >= 0
       (see ``descent_ascent(nonnegative=...)``).
+    reduction: ``"sum"`` or ``"batch_mean"`` (module docstring).
 
   Returns:
     The scalar Lagrangian.
   """
   value = jnp.asarray(objective)
   if equality is not None:
-    value = value + tree_inner(equality_multipliers, equality)
+    value = value + tree_inner(equality_multipliers, equality, reduction=reduction)
   if inequality is not None:
-    value = value + tree_inner(inequality_multipliers, inequality)
+    value = value + tree_inner(inequality_multipliers, inequality, reduction=reduction)
   return value
 
 
-def augmented_lagrangian(objective: jax.Array,
-                         equality: PyTree = None,
-                         equality_multipliers: PyTree = None,
-                         inequality: PyTree = None,
-                         inequality_multipliers: PyTree = None,
-                         *,
-                         penalty: float | jax.Array = 1.0) -> jax.Array:
+def augmented_lagrangian(
+  objective: jax.Array,
+  equality: PyTree = None,
+  equality_multipliers: PyTree = None,
+  inequality: PyTree = None,
+  inequality_multipliers: PyTree = None,
+  *,
+  penalty: float | jax.Array = 1.0,
+  reduction: str = "sum",
+) -> jax.Array:
   r"""The augmented Lagrangian (Hestenes-Powell-Rockafellar).
 
   .. math::
@@ -128,29 +169,37 @@ def augmented_lagrangian(objective: jax.Array,
     objective, equality, equality_multipliers, inequality, inequality_multipliers: as
       in :func:`lagrangian`.
     penalty: ``c > 0``.
+    reduction: ``"sum"`` or ``"batch_mean"`` (module docstring).
   """
   if isinstance(penalty, (int, float)) and penalty <= 0:
     raise ValueError(f"augmented_lagrangian: penalty must be > 0, got {penalty}")
   value = jnp.asarray(objective)
   if equality is not None:
-    value = value + tree_inner(equality_multipliers, equality)
-    value = value + 0.5 * penalty * _sum_squares(equality)
+    value = value + tree_inner(equality_multipliers, equality, reduction=reduction)
+    value = value + 0.5 * penalty * _sum_squares(equality, reduction)
   if inequality is not None:
-    _check_same_structure(inequality_multipliers, inequality,
-                          "inequality_multipliers", "inequality")
+    _check_same_structure(
+      inequality_multipliers, inequality, "inequality_multipliers", "inequality"
+    )
     terms = jax.tree.map(
-        lambda m, h: jnp.sum(jnp.square(jnp.maximum(0.0, m + penalty * h))
-                             - jnp.square(m)), inequality_multipliers, inequality)
+      lambda m, h: _reduce(
+        jnp.sum(jnp.square(jnp.maximum(0.0, m + penalty * h)) - jnp.square(m)), h, reduction
+      ),
+      inequality_multipliers,
+      inequality,
+    )
     value = value + sum(jax.tree.leaves(terms)) / (2.0 * penalty)
   return value
 
 
-def method_of_multipliers_update(equality_multipliers: PyTree = None,
-                                 equality: PyTree = None,
-                                 inequality_multipliers: PyTree = None,
-                                 inequality: PyTree = None,
-                                 *,
-                                 penalty: float | jax.Array = 1.0):
+def method_of_multipliers_update(
+  equality_multipliers: PyTree = None,
+  equality: PyTree = None,
+  inequality_multipliers: PyTree = None,
+  inequality: PyTree = None,
+  *,
+  penalty: float | jax.Array = 1.0,
+):
   r"""First-order multiplier update of the method of multipliers.
 
   :math:`\lambda \leftarrow \lambda + c\,g(x)` and
@@ -162,35 +211,40 @@ def method_of_multipliers_update(equality_multipliers: PyTree = None,
   """
   new_eq = new_ineq = None
   if equality is not None:
-    _check_same_structure(equality_multipliers, equality, "equality_multipliers",
-                          "equality")
+    _check_same_structure(equality_multipliers, equality, "equality_multipliers", "equality")
     new_eq = jax.tree.map(lambda m, g: m + penalty * g, equality_multipliers, equality)
   if inequality is not None:
-    _check_same_structure(inequality_multipliers, inequality,
-                          "inequality_multipliers", "inequality")
-    new_ineq = jax.tree.map(lambda m, h: jnp.maximum(0.0, m + penalty * h),
-                            inequality_multipliers, inequality)
+    _check_same_structure(
+      inequality_multipliers, inequality, "inequality_multipliers", "inequality"
+    )
+    new_ineq = jax.tree.map(
+      lambda m, h: jnp.maximum(0.0, m + penalty * h), inequality_multipliers, inequality
+    )
   return new_eq, new_ineq
 
 
-def quadratic_penalty(objective: jax.Array,
-                      equality: PyTree = None,
-                      inequality: PyTree = None,
-                      *,
-                      penalty: float | jax.Array = 1.0) -> jax.Array:
+def quadratic_penalty(
+  objective: jax.Array,
+  equality: PyTree = None,
+  inequality: PyTree = None,
+  *,
+  penalty: float | jax.Array = 1.0,
+  reduction: str = "sum",
+) -> jax.Array:
   r"""Quadratic penalty :math:`f + \tfrac{c}{2}\|g\|^2 + \tfrac{c}{2}\|\max(0,h)\|^2`.
 
   No multipliers: the "Regularized" baseline of the paper. Its minimisers approach the
-  constrained solution only as ``c -> infinity``.
+  constrained solution only as ``c -> infinity``. ``reduction`` as in :func:`lagrangian`.
   """
   if isinstance(penalty, (int, float)) and penalty < 0:
     raise ValueError(f"quadratic_penalty: penalty must be >= 0, got {penalty}")
   value = jnp.asarray(objective)
   if equality is not None:
-    value = value + 0.5 * penalty * _sum_squares(equality)
+    value = value + 0.5 * penalty * _sum_squares(equality, reduction)
   if inequality is not None:
     value = value + 0.5 * penalty * _sum_squares(
-        jax.tree.map(lambda h: jnp.maximum(0.0, h), inequality))
+      jax.tree.map(lambda h: jnp.maximum(0.0, h), inequality), reduction
+    )
   return value
 
 
@@ -207,8 +261,7 @@ def hard_shrink(g: jax.Array, epsilon: float | jax.Array) -> jax.Array:
   return jnp.where(jnp.abs(g) > epsilon, g, jnp.zeros_like(g))
 
 
-def epsilon_insensitive(g: PyTree, epsilon: float | jax.Array,
-                        shrinkage: str = "soft") -> PyTree:
+def epsilon_insensitive(g: PyTree, epsilon: float | jax.Array, shrinkage: str = "soft") -> PyTree:
   r"""The epsilon-insensitive constraint of the paper's eq. 3, applied leaf-wise.
 
   .. math::
@@ -242,7 +295,6 @@ def epsilon_insensitive(g: PyTree, epsilon: float | jax.Array,
 def mean_abs_defect(constraints: PyTree) -> jax.Array:
   """Mean absolute constraint value over all entries of all leaves (the paper's defect)."""
   leaves = jax.tree.leaves(constraints)
-  total = sum((jnp.sum(jnp.abs(x), dtype=_wide(x)) for x in leaves),
-              jnp.zeros((), jnp.float32))
+  total = sum((jnp.sum(jnp.abs(x), dtype=_wide(x)) for x in leaves), jnp.zeros((), jnp.float32))
   count = sum(jnp.size(x) for x in leaves)
   return total / max(count, 1)

@@ -1,20 +1,54 @@
 """User-facing saddle-point optimizers (the optax ``alias.py`` tier).
 
-Each alias takes the primal learning rate first, an optional dual learning rate
-(defaults to the primal one), and returns a ``GradientTransformationExtraArgs`` that
-expects ``params = {'primal': ..., 'dual': ...}`` (keys configurable).
+Every optimizer here is one call of :func:`saddle_point`: a solver (``extragradient``,
+``past_extragradient``, ``gda`` or ``descent``) around a step rule (``adagrad``, ``sgd``
+or ``adam``) applied to ``params = {'primal': ..., 'dual': ...}`` (keys configurable).
+The primal learning rate may be one number (or schedule) or a mapping from group
+names to rates, with ``primal_labels`` naming each primal leaf's group, as in
+``optax.multi_transform``: weights, states or prototypes, and scales can then move at
+their own rates. Each default (Adagrad's initial accumulator and epsilon, Adam's betas)
+is set once, in this module's constants.
+
+:func:`from_config` builds the optimizer of a training config (``config.solver``,
+``config.optimizer``, ``config.learning_rates``...) and is the one place those keys are
+checked.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+import math
 from typing import Any
 
+import jax
 import optax
 
+from lagrangian_jax import errors
 from lagrangian_jax import solvers
 
-__all__ = ["gda", "extra_sgd", "extra_adagrad", "extra_adam", "past_extra_adagrad",
-           "check_learning_rate"]
+__all__ = [
+  "SOLVERS",
+  "STEP_RULES",
+  "check_learning_rate",
+  "extra_adagrad",
+  "extra_adam",
+  "extra_sgd",
+  "from_config",
+  "gda",
+  "past_extra_adagrad",
+  "saddle_point",
+]
+
+SOLVERS = ("extragradient", "past_extragradient", "gda", "descent")
+STEP_RULES = ("adagrad", "sgd", "adam")
+
+# The defaults, each written once.
+ADAGRAD_INITIAL_ACCUMULATOR = 0.1
+ADAGRAD_EPS = 1e-7
+ADAM_B1, ADAM_B2, ADAM_EPS = 0.9, 0.999, 1e-8
+
+Rate = optax.ScalarOrSchedule
+Rates = Rate | Mapping[str, Rate]
 
 
 def check_learning_rate(value: Any, name: str) -> None:
@@ -27,33 +61,157 @@ def check_learning_rate(value: Any, name: str) -> None:
     raise ValueError(f"{name} must be a non-negative number, got {value}")
 
 
-def _rates(primal_learning_rate, dual_learning_rate):
+def _step_rule(
+  name: str,
+  learning_rate: Rate,
+  *,
+  initial_accumulator_value: float,
+  eps: float | None,
+  momentum: float | None,
+  b1: float,
+  b2: float,
+) -> optax.GradientTransformation:
+  if name == "adagrad":
+    return optax.adagrad(
+      learning_rate,
+      initial_accumulator_value=initial_accumulator_value,
+      eps=ADAGRAD_EPS if eps is None else eps,
+    )
+  if name == "adam":
+    return optax.adam(learning_rate, b1=b1, b2=b2, eps=ADAM_EPS if eps is None else eps)
+  if name == "sgd":
+    return optax.sgd(learning_rate, momentum=momentum or None)
+  raise ValueError(f"step_rule must be one of {STEP_RULES}, got {name!r}")
+
+
+def _per_group(
+  rule: Callable[[Rate], optax.GradientTransformation], rates: Rates, labels: Any, what: str
+) -> optax.GradientTransformation:
+  """``rule(rate)``, or one ``rule(rate_k)`` per labelled group of leaves."""
+  if not isinstance(rates, Mapping):
+    check_learning_rate(rates, what)
+    return rule(rates)
+  if labels is None:
+    raise ValueError(
+      f"{what} is a mapping of group rates {sorted(rates)}: pass "
+      "primal_labels naming each primal leaf's group"
+    )
+  for group, rate in rates.items():
+    check_learning_rate(rate, f"{what}[{group!r}]")
+  return optax.multi_transform({group: rule(rate) for group, rate in rates.items()}, labels)
+
+
+def saddle_point(
+  solver: str,
+  step_rule: str,
+  primal_learning_rate: Rates,
+  dual_learning_rate: Rate | None = None,
+  *,
+  primal_labels: Any = None,
+  initial_accumulator_value: float = ADAGRAD_INITIAL_ACCUMULATOR,
+  eps: float | None = None,
+  momentum: float | None = None,
+  b1: float = ADAM_B1,
+  b2: float = ADAM_B2,
+  accumulate: str = "both",
+  clip_norm: float = 0.0,
+  nonnegative: Any = None,
+  primal_key: str = "primal",
+  dual_key: str = "dual",
+) -> optax.GradientTransformationExtraArgs:
+  r"""A saddle-point optimizer: ``solver`` around ``step_rule`` steps, primal and dual.
+
+  .. math::
+    u_x = T_x(\nabla_x L), \qquad u_\lambda = T_\lambda(-\nabla_\lambda L)
+
+  inside the solver: ``"gda"`` applies them as they are (simultaneous descent-ascent),
+  ``"descent"`` freezes the multipliers (``T_lambda = 0``: plain minimisation, for
+  penalty methods and backprop), ``"extragradient"`` and ``"past_extragradient"`` wrap
+  them in :func:`~lagrangian_jax.extragradient` / :func:`~lagrangian_jax.past_extragradient`.
+
+  Args:
+    solver: one of :data:`SOLVERS`.
+    step_rule: one of :data:`STEP_RULES`: ``T`` is ``optax.<step_rule>``.
+    primal_learning_rate: a rate or schedule, or a mapping ``{group: rate}``.
+    dual_learning_rate: the multipliers' rate (default: the primal rate, which must then
+      be a single rate).
+    primal_labels: with group rates: a pytree (prefix) of group names like the primal
+      params, or a callable ``primal -> labels`` (``optax.multi_transform``).
+    initial_accumulator_value, eps: Adagrad's (``eps`` also Adam's; default per rule).
+    momentum: SGD's momentum (``None`` or 0: none).
+    b1, b2: Adam's.
+    accumulate: the extragradients' ``accumulate`` (``"both"``: ExtraAdagrad).
+    clip_norm: ``> 0`` clips the global norm of every gradient the solver uses first.
+    nonnegative: which multipliers are inequality multipliers (``descent_ascent``).
+    primal_key, dual_key: the two keys of ``params``.
+
+  Returns:
+    A ``GradientTransformationExtraArgs`` that accepts ``grad_fn`` (one call per
+    iteration, :func:`~lagrangian_jax.solver_step`).
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> import lagrangian_jax as lj
+    >>> params = {'primal': {'w': jnp.array(1.), 'h': jnp.array(1.)}, 'dual': jnp.array(0.)}
+    >>> tx = lj.saddle_point('gda', 'sgd', {'weights': 0.1, 'states': 0.5}, 0.1,
+    ...                      primal_labels={'w': 'weights', 'h': 'states'})
+    >>> grads = jax.tree.map(jnp.ones_like, params)
+    >>> updates, _ = tx.update(grads, tx.init(params), params)
+    >>> jax.tree.map(lambda u: round(float(u), 6), updates)
+    {'dual': 0.1, 'primal': {'h': -0.5, 'w': -0.1}}
+  """
+  if solver not in SOLVERS:
+    raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
   if dual_learning_rate is None:
+    if isinstance(primal_learning_rate, Mapping):
+      raise ValueError(
+        "dual_learning_rate is needed when primal_learning_rate is a mapping of group rates"
+      )
     dual_learning_rate = primal_learning_rate
-  check_learning_rate(primal_learning_rate, "primal_learning_rate")
+
+  def rule(rate):
+    return _step_rule(
+      step_rule,
+      rate,
+      initial_accumulator_value=initial_accumulator_value,
+      eps=eps,
+      momentum=momentum,
+      b1=b1,
+      b2=b2,
+    )
+
+  primal = _per_group(rule, primal_learning_rate, primal_labels, "primal_learning_rate")
   check_learning_rate(dual_learning_rate, "dual_learning_rate")
-  return primal_learning_rate, dual_learning_rate
+  dual = optax.set_to_zero() if solver == "descent" else rule(dual_learning_rate)
+  inner = solvers.descent_ascent(
+    primal, dual, nonnegative=nonnegative, primal_key=primal_key, dual_key=dual_key
+  )
+  if clip_norm > 0:
+    inner = optax.chain(optax.clip_by_global_norm(clip_norm), inner)
+  if solver == "extragradient":
+    return solvers.extragradient(inner, accumulate=accumulate)
+  if solver == "past_extragradient":
+    return solvers.past_extragradient(inner, accumulate=accumulate)
+  return optax.with_extra_args_support(inner)
 
 
-def _adagrad_descent_ascent(plr, dlr, initial_accumulator_value, eps, nonnegative,
-                            primal_key, dual_key):
-  return solvers.descent_ascent(
-      optax.adagrad(plr, initial_accumulator_value=initial_accumulator_value, eps=eps),
-      optax.adagrad(dlr, initial_accumulator_value=initial_accumulator_value, eps=eps),
-      nonnegative=nonnegative, primal_key=primal_key, dual_key=dual_key)
-
-
-def gda(primal_learning_rate: optax.ScalarOrSchedule,
-        dual_learning_rate: optax.ScalarOrSchedule | None = None,
-        *,
-        nonnegative: Any = None,
-        primal_key: str = "primal",
-        dual_key: str = "dual") -> optax.GradientTransformationExtraArgs:
-  r"""Simultaneous gradient descent-ascent (Arrow-Hurwicz-Uzawa).
+def gda(
+  primal_learning_rate: Rates,
+  dual_learning_rate: Rate | None = None,
+  *,
+  momentum: float | None = None,
+  primal_labels: Any = None,
+  nonnegative: Any = None,
+  primal_key: str = "primal",
+  dual_key: str = "dual",
+) -> optax.GradientTransformationExtraArgs:
+  r"""Simultaneous gradient descent-ascent (Arrow-Hurwicz-Uzawa), SGD steps.
 
   .. math::
     x_{k+1} = x_k - \alpha \nabla_x L, \qquad
     \lambda_{k+1} = \lambda_k + \beta \nabla_\lambda L
+
+  Keyword arguments: see :func:`saddle_point`.
 
   Example:
     >>> import jax, jax.numpy as jnp
@@ -65,38 +223,41 @@ def gda(primal_learning_rate: optax.ScalarOrSchedule,
     >>> jax.tree.map(lambda v: round(float(v), 6), u)
     {'dual': 0.1, 'primal': -0.1}
   """
-  plr, dlr = _rates(primal_learning_rate, dual_learning_rate)
-  return solvers.descent_ascent(optax.sgd(plr), optax.sgd(dlr), nonnegative=nonnegative,
-                                primal_key=primal_key, dual_key=dual_key)
+  return saddle_point("gda", "sgd", **locals())  # every argument, by name
 
 
-def extra_sgd(primal_learning_rate: optax.ScalarOrSchedule,
-              dual_learning_rate: optax.ScalarOrSchedule | None = None,
-              *,
-              nonnegative: Any = None,
-              primal_key: str = "primal",
-              dual_key: str = "dual") -> optax.GradientTransformationExtraArgs:
-  """Extragradient with plain SGD steps (paper eq. 2). Two ``update`` calls per iteration.
+def extra_sgd(
+  primal_learning_rate: Rates,
+  dual_learning_rate: Rate | None = None,
+  *,
+  momentum: float | None = None,
+  primal_labels: Any = None,
+  nonnegative: Any = None,
+  primal_key: str = "primal",
+  dual_key: str = "dual",
+) -> optax.GradientTransformationExtraArgs:
+  """Extragradient with plain SGD steps (the paper's eq. 2).
 
   Example:
     >>> import lagrangian_jax as lj
     >>> tx = lj.extra_sgd(0.1, 0.05)
   """
-  return solvers.extragradient(gda(primal_learning_rate, dual_learning_rate,
-                                   nonnegative=nonnegative, primal_key=primal_key,
-                                   dual_key=dual_key))
+  return saddle_point("extragradient", "sgd", **locals())  # every argument, by name
 
 
-def extra_adagrad(primal_learning_rate: optax.ScalarOrSchedule,
-                  dual_learning_rate: optax.ScalarOrSchedule | None = None,
-                  *,
-                  initial_accumulator_value: float = 0.1,
-                  eps: float = 1e-7,
-                  accumulate: str = "both",
-                  nonnegative: Any = None,
-                  primal_key: str = "primal",
-                  dual_key: str = "dual") -> optax.GradientTransformationExtraArgs:
-  r"""ExtraAdagrad: extragradient whose steps are Adagrad steps, on primal and dual.
+def extra_adagrad(
+  primal_learning_rate: Rates,
+  dual_learning_rate: Rate | None = None,
+  *,
+  initial_accumulator_value: float = ADAGRAD_INITIAL_ACCUMULATOR,
+  eps: float = ADAGRAD_EPS,
+  accumulate: str = "both",
+  primal_labels: Any = None,
+  nonnegative: Any = None,
+  primal_key: str = "primal",
+  dual_key: str = "dual",
+) -> optax.GradientTransformationExtraArgs:
+  r"""ExtraAdagrad (the paper's Section 3.1): extragradient whose steps are Adagrad steps.
 
   Adagrad's accumulator ``G`` is updated at both half-steps by default, as Extra-Adam
   of Gidel et al. (2019) does with its moments:
@@ -106,57 +267,112 @@ def extra_adagrad(primal_learning_rate: optax.ScalarOrSchedule,
     G \leftarrow G + g(x_{t+1/2})^2,\ x_{t+1} = x_t - \eta\, g(x_{t+1/2})/\sqrt{G+\epsilon}
 
   (ascent on the multipliers). ``accumulate="update"`` adds only the second gradient.
+  Keyword arguments: see :func:`saddle_point`.
 
   Example:
     >>> import lagrangian_jax as lj
-    >>> tx = lj.extra_adagrad(0.1, 0.01)
+    >>> tx = lj.extra_adagrad({'weights': 0.01, 'states': 0.1}, 0.01,
+    ...                       primal_labels={'w': 'weights', 'h': 'states'})
   """
-  inner = _adagrad_descent_ascent(*_rates(primal_learning_rate, dual_learning_rate),
-                                  initial_accumulator_value, eps, nonnegative, primal_key,
-                                  dual_key)
-  return solvers.extragradient(inner, accumulate=accumulate)
+  return saddle_point("extragradient", "adagrad", **locals())  # every argument, by name
 
 
-def extra_adam(primal_learning_rate: optax.ScalarOrSchedule,
-               dual_learning_rate: optax.ScalarOrSchedule | None = None,
-               *,
-               b1: float = 0.9,
-               b2: float = 0.999,
-               eps: float = 1e-8,
-               accumulate: str = "both",
-               nonnegative: Any = None,
-               primal_key: str = "primal",
-               dual_key: str = "dual") -> optax.GradientTransformationExtraArgs:
+def extra_adam(
+  primal_learning_rate: Rates,
+  dual_learning_rate: Rate | None = None,
+  *,
+  b1: float = ADAM_B1,
+  b2: float = ADAM_B2,
+  eps: float = ADAM_EPS,
+  accumulate: str = "both",
+  primal_labels: Any = None,
+  nonnegative: Any = None,
+  primal_key: str = "primal",
+  dual_key: str = "dual",
+) -> optax.GradientTransformationExtraArgs:
   """Extra-Adam (Gidel et al. 2019, Alg. 4): moments advance at both half-steps.
 
   Example:
     >>> import lagrangian_jax as lj
     >>> tx = lj.extra_adam(1e-3)
   """
-  plr, dlr = _rates(primal_learning_rate, dual_learning_rate)
-  inner = solvers.descent_ascent(optax.adam(plr, b1=b1, b2=b2, eps=eps),
-                                 optax.adam(dlr, b1=b1, b2=b2, eps=eps),
-                                 nonnegative=nonnegative, primal_key=primal_key,
-                                 dual_key=dual_key)
-  return solvers.extragradient(inner, accumulate=accumulate)
+  return saddle_point("extragradient", "adam", **locals())  # every argument, by name
 
 
-def past_extra_adagrad(primal_learning_rate: optax.ScalarOrSchedule,
-                       dual_learning_rate: optax.ScalarOrSchedule | None = None,
-                       *,
-                       initial_accumulator_value: float = 0.1,
-                       eps: float = 1e-7,
-                       accumulate: str = "both",
-                       nonnegative: Any = None,
-                       primal_key: str = "primal",
-                       dual_key: str = "dual") -> optax.GradientTransformationExtraArgs:
+def past_extra_adagrad(
+  primal_learning_rate: Rates,
+  dual_learning_rate: Rate | None = None,
+  *,
+  initial_accumulator_value: float = ADAGRAD_INITIAL_ACCUMULATOR,
+  eps: float = ADAGRAD_EPS,
+  accumulate: str = "both",
+  primal_labels: Any = None,
+  nonnegative: Any = None,
+  primal_key: str = "primal",
+  dual_key: str = "dual",
+) -> optax.GradientTransformationExtraArgs:
   """Extrapolation from the past with Adagrad steps: one gradient per iteration.
 
   Example:
     >>> import lagrangian_jax as lj
     >>> tx = lj.past_extra_adagrad(0.1, 0.01)
   """
-  inner = _adagrad_descent_ascent(*_rates(primal_learning_rate, dual_learning_rate),
-                                  initial_accumulator_value, eps, nonnegative, primal_key,
-                                  dual_key)
-  return solvers.past_extragradient(inner, accumulate=accumulate)
+  return saddle_point("past_extragradient", "adagrad", **locals())  # every argument, by name
+
+
+def from_config(
+  config, *, default_solver: str, primal_labels: Any, group_rates: Mapping[str, float] | None = None
+):
+  """The optimizer of a training config; checks the keys it reads, naming them.
+
+  Reads ``config.solver`` (``''``: ``default_solver``), ``config.optimizer`` (the step
+  rule), ``config.learning_rates.{weights,aux,dual}``, ``config.adagrad_init``,
+  ``config.momentum``, ``config.accumulate`` and ``config.grad_clip``. The primal groups
+  are ``weights``, ``aux`` and any ``group_rates`` a method adds (DistProp's ``sigma``);
+  only the groups that ``primal_labels`` uses get a transformation.
+
+  Returns:
+    ``(tx, solver)``: the transformation and the name of the solver it runs.
+  """
+  solver = config.solver or default_solver
+  errors.require(
+    solver in SOLVERS,
+    "solver",
+    f"unknown solver {config.solver!r}; choose one of {list(SOLVERS)} or '' (the method's default)",
+  )
+  errors.require(
+    config.optimizer in STEP_RULES,
+    "optimizer",
+    f"unknown step rule {config.optimizer!r}; choose one of {list(STEP_RULES)}",
+  )
+  errors.require(
+    config.accumulate in solvers.ACCUMULATE,
+    "accumulate",
+    f"must be one of {list(solvers.ACCUMULATE)}, got {config.accumulate!r}",
+  )
+  lr = config.learning_rates
+  for key in ("weights", "aux", "dual"):
+    value = lr[key]
+    errors.require(
+      isinstance(value, (int, float)) and value >= 0 and math.isfinite(value),
+      f"learning_rates.{key}",
+      f"must be a non-negative number, got {value!r}",
+    )
+  errors.require(
+    config.adagrad_init >= 0, "adagrad_init", f"must be >= 0, got {config.adagrad_init}"
+  )
+  errors.require(config.grad_clip >= 0, "grad_clip", f"must be >= 0, got {config.grad_clip}")
+  rates = {"weights": lr.weights, "aux": lr.aux, **(group_rates or {})}
+  used = set(jax.tree.leaves(primal_labels))
+  tx = saddle_point(
+    solver,
+    config.optimizer,
+    {k: v for k, v in rates.items() if k in used},
+    lr.dual,
+    primal_labels=primal_labels,
+    initial_accumulator_value=config.adagrad_init,
+    momentum=config.momentum or None,
+    accumulate=config.accumulate,
+    clip_norm=config.grad_clip,
+  )
+  return tx, solver

@@ -41,9 +41,15 @@ def truncate_metrics(path: str, step: int) -> None:
 
 
 def progress(total: int, initial: int, enabled: bool = True):
-  return tqdm.tqdm(total=total, initial=initial, disable=not enabled, dynamic_ncols=True,
-                   mininterval=2.0 if sys.stderr.isatty() else 30.0, file=sys.stderr,
-                   desc="train")
+  return tqdm.tqdm(
+    total=total,
+    initial=initial,
+    disable=not enabled,
+    dynamic_ncols=True,
+    mininterval=2.0 if sys.stderr.isatty() else 30.0,
+    file=sys.stderr,
+    desc="train",
+  )
 
 
 def postfix(train: dict, last_eval: dict | None) -> dict:
@@ -60,6 +66,7 @@ def postfix(train: dict, last_eval: dict | None) -> dict:
 def plot_metrics(metrics_path: str, workdir: str) -> list[str]:
   """Writes ``accuracy.png`` and ``defect.png`` (mean |defect| per split, log scale)."""
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 

@@ -11,9 +11,19 @@ they are used exactly like any optax optimizer and compose with ``optax.chain``,
     one update per gradient, it is simultaneous gradient descent-ascent (GDA,
     Arrow-Hurwicz-Uzawa).
   * :func:`extragradient` -- Korpelevich's extragradient around any inner
-    transformation; two ``update`` calls (two gradients) per iteration (paper eq. 2).
+    transformation, two gradients per iteration: the paper's eq. 2 (ExtraProp when
+    applied to the lifted problem of eq. 1).
   * :func:`past_extragradient` -- extrapolation from the past (Popov 1980), one gradient
     per iteration.
+
+One iteration, whatever the solver. Every transformation here accepts the keyword
+argument ``grad_fn`` in ``update`` (as ``optax.contrib.sam``'s opaque mode does): given
+the gradient at ``params`` and ``grad_fn(params) -> gradient``, one ``update`` call
+performs a whole iteration and evaluates any further gradient it needs itself (the
+extragradient's second one). :func:`solver_step` wraps that call, and
+:func:`current_iterate` says which point is the iterate ``x_t`` to evaluate and report
+(past extragradient keeps ``params`` at the extrapolated point). A training loop written
+against these two functions never needs to know which solver it runs.
 
 Nothing here imports training code.
 """
@@ -27,37 +37,29 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from lagrangian_jax import _trees
+
 PyTree = Any
 
 __all__ = [
-    "DescentAscentState",
-    "ExtragradientState",
-    "PastExtragradientState",
-    "descent_ascent",
-    "extragradient",
-    "extragradient_phase",
-    "extragradient_step",
-    "past_extragradient",
-    "past_extragradient_iterate",
+  "DescentAscentState",
+  "ExtragradientState",
+  "PastExtragradientState",
+  "current_iterate",
+  "descent_ascent",
+  "extragradient",
+  "extragradient_phase",
+  "past_extragradient",
+  "solver_step",
 ]
 
-_ACCUMULATE = ("both", "update")
+ACCUMULATE = ("both", "update")
 
 
 def _check_like(tree: PyTree, reference: PyTree, who: str, what: str) -> None:
-  """Raises a readable error when ``tree`` does not match ``reference`` leaf for leaf."""
-  s_tree, s_ref = jax.tree.structure(tree), jax.tree.structure(reference)
-  if s_tree != s_ref:
-    raise ValueError(
-        f"{who}: {what} do not match the pytree this optimizer was initialised with: "
-        f"got {s_tree}, expected {s_ref}")
-  for path_leaf, ref in zip(jax.tree_util.tree_leaves_with_path(tree),
-                            jax.tree.leaves(reference)):
-    path, leaf = path_leaf
-    if jnp.shape(leaf) != jnp.shape(ref):
-      raise ValueError(
-          f"{who}: {what} leaf {jax.tree_util.keystr(path)} has shape "
-          f"{jnp.shape(leaf)}, expected {jnp.shape(ref)}")
+  _trees.check_like(
+    tree, reference, f"{who}: {what} do not match the pytree this optimizer was initialised with"
+  )
 
 
 def _tree_select(pred: jax.Array, on_true: PyTree, on_false: PyTree) -> PyTree:
@@ -71,6 +73,7 @@ def _tree_select(pred: jax.Array, on_true: PyTree, on_false: PyTree) -> PyTree:
 
 class DescentAscentState(NamedTuple):
   """State of :func:`descent_ascent`: the two inner states."""
+
   primal: optax.OptState
   dual: optax.OptState
 
@@ -85,22 +88,26 @@ def _nonnegative_mask(nonnegative, dual_params: PyTree) -> list[bool]:
   if callable(nonnegative):
     return [bool(nonnegative(path, leaf)) for path, leaf in leaves_with_path]
   try:  # a pytree prefix of bools
-    full = jax.tree.map(lambda flag, sub: jax.tree.map(lambda _: bool(flag), sub),
-                        nonnegative, dual_params)
+    full = jax.tree.map(
+      lambda flag, sub: jax.tree.map(lambda _: bool(flag), sub), nonnegative, dual_params
+    )
   except (ValueError, TypeError) as e:
     raise ValueError(
-        "descent_ascent: `nonnegative` must be None, a bool, a callable (path, leaf) "
-        "-> bool, or a pytree prefix of bools of the dual variables; it does not match "
-        f"the dual pytree {jax.tree.structure(dual_params)}") from e
+      "descent_ascent: `nonnegative` must be None, a bool, a callable (path, leaf) "
+      "-> bool, or a pytree prefix of bools of the dual variables; it does not match "
+      f"the dual pytree {jax.tree.structure(dual_params)}"
+    ) from e
   return jax.tree.leaves(full)
 
 
-def descent_ascent(primal: optax.GradientTransformation,
-                   dual: optax.GradientTransformation,
-                   *,
-                   primal_key: str = "primal",
-                   dual_key: str = "dual",
-                   nonnegative: Any = None) -> optax.GradientTransformationExtraArgs:
+def descent_ascent(
+  primal: optax.GradientTransformation,
+  dual: optax.GradientTransformation,
+  *,
+  primal_key: str = "primal",
+  dual_key: str = "dual",
+  nonnegative: Any = None,
+) -> optax.GradientTransformationExtraArgs:
   r"""Descent on the primal variables, ascent on the multipliers.
 
   With ``params = {primal_key: x, dual_key: y}`` and ``grads = jax.grad(L)(params)``:
@@ -125,7 +132,8 @@ def descent_ascent(primal: optax.GradientTransformation,
 
   Returns:
     A ``GradientTransformationExtraArgs``; unknown keyword arguments of ``update`` are
-    passed on to the inner transformations (which ignore what they do not use).
+    passed on to the inner transformations (which ignore what they do not use), except
+    ``grad_fn``, which is not needed: one gradient per iteration.
 
   Example:
     >>> import jax, jax.numpy as jnp, optax
@@ -146,16 +154,18 @@ def descent_ascent(primal: optax.GradientTransformation,
     if not isinstance(tree, Mapping) or set(tree.keys()) != set(keys):
       got = sorted(tree.keys()) if isinstance(tree, Mapping) else type(tree).__name__
       raise ValueError(
-          f"descent_ascent: {what} must be a dict with exactly the keys "
-          f"{list(keys)} (primal variables and multipliers); got {got}. Pass "
-          "primal_key=/dual_key= to use other names.")
+        f"descent_ascent: {what} must be a dict with exactly the keys "
+        f"{list(keys)} (primal variables and multipliers); got {got}. Pass "
+        "primal_key=/dual_key= to use other names."
+      )
     return tree[primal_key], tree[dual_key]
 
   def init_fn(params):
     x, y = split(params, "params")
     return DescentAscentState(primal=primal.init(x), dual=dual.init(y))
 
-  def update_fn(updates, state, params=None, **extra_args):
+  def update_fn(updates, state, params=None, *, grad_fn=None, **extra_args):
+    del grad_fn  # one gradient per iteration: the one given
     gx, gy = split(updates, "gradients")
     x = y = None
     if params is not None:
@@ -167,12 +177,16 @@ def descent_ascent(primal: optax.GradientTransformation,
     mask = _nonnegative_mask(nonnegative, gy)
     if any(mask):
       if y is None:
-        raise ValueError("descent_ascent: projecting multipliers onto >= 0 "
-                         "(nonnegative=...) needs params in update(updates, state, params)")
+        raise ValueError(
+          "descent_ascent: projecting multipliers onto >= 0 "
+          "(nonnegative=...) needs params in update(updates, state, params)"
+        )
       leaves_u, treedef = jax.tree.flatten(uy)
       leaves_y = jax.tree.leaves(y)
-      leaves_u = [(jnp.maximum(p + u, 0) - p).astype(u.dtype) if m else u
-                  for u, p, m in zip(leaves_u, leaves_y, mask)]
+      leaves_u = [
+        (jnp.maximum(p + u, 0) - p).astype(u.dtype) if m else u
+        for u, p, m in zip(leaves_u, leaves_y, mask)
+      ]
       uy = jax.tree.unflatten(treedef, leaves_u)
     out = {primal_key: ux, dual_key: uy}
     if type(updates) is not dict:  # keep e.g. FrozenDict / OrderedDict containers
@@ -197,50 +211,59 @@ class ExtragradientState(NamedTuple):
       otherwise. It is the only extra buffer (one copy of the parameters).
     inner_state: the wrapped transformation's state.
   """
+
   phase: jax.Array
   anchor: optax.Updates
   inner_state: optax.OptState
 
 
 def _check_accumulate(accumulate: str, who: str) -> None:
-  if accumulate not in _ACCUMULATE:
-    raise ValueError(f"{who}: accumulate must be one of {_ACCUMULATE}, got {accumulate!r}")
+  if accumulate not in ACCUMULATE:
+    raise ValueError(f"{who}: accumulate must be one of {ACCUMULATE}, got {accumulate!r}")
 
 
-def extragradient(inner: optax.GradientTransformation,
-                  *,
-                  accumulate: str = "both") -> optax.GradientTransformationExtraArgs:
+def extragradient(
+  inner: optax.GradientTransformation, *, accumulate: str = "both"
+) -> optax.GradientTransformationExtraArgs:
   r"""Extragradient (Korpelevich 1976) around any optax transformation.
 
-  Successive ``update`` calls alternate between two phases (paper eq. 2; Gidel et al.
-  2019, Alg. 2-4). With ``T`` the inner transformation:
+  One iteration (the paper's eq. 2; Gidel et al. 2019, Alg. 2-4),
+  with ``T`` the inner transformation:
 
   .. math::
-    \text{phase 0 (extrapolation):}\quad x_{t+1/2} = x_t + T(\nabla L(x_t)) \\
-    \text{phase 1 (update):}\quad x_{t+1} = x_t + T(\nabla L(x_{t+1/2}))
+    x_{t+1/2} = x_t + T(\nabla L(x_t)), \qquad x_{t+1} = x_t + T(\nabla L(x_{t+1/2}))
 
-  The update step starts from the saved point ``x_t``, not from ``x_{t+1/2}``: the
-  returned update of phase 1 is ``T(...) - (x_{t+1/2} - x_t)``. The inner
-  transformation always sees ``params = x_t``, so projections and weight decay act
-  on the anchor point.
+  The update starts from the saved point ``x_t``, not from ``x_{t+1/2}``, and the inner
+  transformation always sees ``params = x_t``, so projections and weight decay act on
+  the anchor point.
+
+  Two ways to drive it:
+
+  * one call per iteration (what :func:`solver_step` and the trainer do): pass
+    ``grad_fn`` to ``update``; given the gradient at ``x_t`` it extrapolates, calls
+    ``grad_fn(x_{t+1/2})`` and returns ``x_{t+1} - x_t``. The state stays at phase 0.
+  * two calls per iteration (plain optax usage, no ``grad_fn``): successive calls
+    alternate between extrapolation (phase 0, returns ``x_{t+1/2} - x_t``) and update
+    (phase 1, given the gradient at ``x_{t+1/2}``, returns ``x_{t+1} - x_{t+1/2}``).
 
   Both calls advance the inner state by default (``accumulate="both"``): for Adam and
   Adagrad this is Extra-Adam of Gidel et al. (2019), where moments, accumulators and
   step counts advance at both half-steps as if each were an ordinary iteration; it is
   the paper's ExtraAdagrad. ``accumulate="update"`` discards the state produced by the
   extrapolation, so the inner state advances once per iteration, with the gradient at
-  the extrapolated point; the extrapolation then uses ``s_t`` as well.
+  the extrapolated point; the extrapolation then uses ``s_t`` as well. A schedule inside
+  ``inner`` counts half-steps, i.e. two per iteration with ``accumulate="both"``.
 
-  A schedule inside ``inner`` (or ``optax.inject_hyperparams``) counts *calls*, i.e.
-  two per iteration with ``accumulate="both"``.
+  Gradient pre-processing (clipping, noise) belongs *inside* ``inner``: in one-call
+  mode the gradient returned by ``grad_fn`` goes straight to ``inner``.
 
   Args:
     inner: any optax transformation, e.g. ``descent_ascent(optax.adagrad(.1), ...)``.
     accumulate: ``"both"`` (default) or ``"update"``, see above.
 
   Returns:
-    A ``GradientTransformationExtraArgs``; see :func:`extragradient_phase` for the
-    phase that comes next, and :func:`extragradient_step` for a one-call form.
+    A ``GradientTransformationExtraArgs``; :func:`extragradient_phase` tells which
+    half-step a two-call ``update`` performs next.
 
   Example:
     >>> import jax, jax.numpy as jnp, optax
@@ -249,8 +272,9 @@ def extragradient(inner: optax.GradientTransformation,
     >>> params = {'primal': jnp.array(1.), 'dual': jnp.array(1.)}
     >>> tx = lj.extragradient(lj.descent_ascent(optax.sgd(0.5), optax.sgd(0.5)))
     >>> state = tx.init(params)
-    >>> for _ in range(2 * 100):                       # extrapolation, update, ...
-    ...   updates, state = tx.update(jax.grad(L)(params), state, params)
+    >>> for _ in range(100):                           # one call per iteration
+    ...   updates, state = tx.update(jax.grad(L)(params), state, params,
+    ...                              grad_fn=jax.grad(L))
     ...   params = optax.apply_updates(params, updates)
     >>> bool(abs(params['primal']) < 1e-3 and abs(params['dual']) < 1e-3)
     True
@@ -264,12 +288,28 @@ def extragradient(inner: optax.GradientTransformation,
   inner = optax.with_extra_args_support(inner)
 
   def init_fn(params):
-    return ExtragradientState(phase=jnp.zeros([], jnp.int32),
-                              anchor=optax.tree.zeros_like(params),
-                              inner_state=inner.init(params))
+    return ExtragradientState(
+      phase=jnp.zeros([], jnp.int32),
+      anchor=optax.tree.zeros_like(params),
+      inner_state=inner.init(params),
+    )
 
-  def update_fn(updates, state, params=None, **extra_args):
+  def one_call(updates, state, params, grad_fn, extra_args):
+    if params is None:
+      raise ValueError("extragradient: update(..., grad_fn=...) needs params (x_t)")
+    _check_like(params, state.anchor, "extragradient", "params")
+    step, half_state = inner.update(updates, state.inner_state, params, **extra_args)
+    grads = grad_fn(optax.apply_updates(params, step))
+    _check_like(grads, state.anchor, "extragradient", "gradients from grad_fn")
+    start_state = state.inner_state if accumulate == "update" else half_state
+    step, inner_state = inner.update(grads, start_state, params, **extra_args)
+    step = jax.tree.map(lambda u, a: u.astype(a.dtype), step, state.anchor)
+    return step, state._replace(inner_state=inner_state)
+
+  def update_fn(updates, state, params=None, *, grad_fn=None, **extra_args):
     _check_like(updates, state.anchor, "extragradient", "gradients")
+    if grad_fn is not None:
+      return one_call(updates, state, params, grad_fn, extra_args)
     extrapolating = state.phase == 0
     anchor_params = None
     if params is not None:
@@ -278,77 +318,18 @@ def extragradient(inner: optax.GradientTransformation,
       anchor_params = jax.tree.map(lambda p, a: p - a.astype(p.dtype), params, state.anchor)
     step, inner_state = inner.update(updates, state.inner_state, anchor_params, **extra_args)
     out = jax.tree.map(
-        lambda u, a: jnp.where(extrapolating, u, u - a).astype(a.dtype), step, state.anchor)
+      lambda u, a: jnp.where(extrapolating, u, u - a).astype(a.dtype), step, state.anchor
+    )
     anchor = jax.tree.map(
-        lambda u, a: jnp.where(extrapolating, u, jnp.zeros_like(u)).astype(a.dtype),
-        step, state.anchor)
+      lambda u, a: jnp.where(extrapolating, u, jnp.zeros_like(u)).astype(a.dtype),
+      step,
+      state.anchor,
+    )
     if accumulate == "update":
       inner_state = _tree_select(extrapolating, state.inner_state, inner_state)
-    return out, ExtragradientState(phase=1 - state.phase, anchor=anchor,
-                                   inner_state=inner_state)
+    return out, ExtragradientState(phase=1 - state.phase, anchor=anchor, inner_state=inner_state)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
-
-
-def extragradient_phase(state: optax.OptState) -> jax.Array:
-  """The phase the next ``update`` will perform: 0 extrapolation, 1 update.
-
-  Looks for the first :class:`ExtragradientState` or :class:`PastExtragradientState`
-  anywhere inside ``state`` (so it works through ``optax.chain``,
-  ``inject_hyperparams`` and ``multi_transform``). Past extragradient always
-  reports 1: every call is an update (followed by its own extrapolation).
-  """
-  found = [s for s in jax.tree.leaves(
-      state, is_leaf=lambda s: isinstance(s, (ExtragradientState, PastExtragradientState)))
-           if isinstance(s, (ExtragradientState, PastExtragradientState))]
-  if not found:
-    raise ValueError("extragradient_phase: no extragradient state found in this "
-                     "optimizer state")
-  if isinstance(found[0], PastExtragradientState):
-    return jnp.ones([], jnp.int32)
-  return found[0].phase
-
-
-def extragradient_step(tx: optax.GradientTransformation,
-                       grad_fn: Callable[..., PyTree],
-                       params: PyTree,
-                       state: optax.OptState,
-                       *args,
-                       has_aux: bool = False,
-                       **kwargs):
-  """One full extragradient iteration (both half-steps) in one call.
-
-  ``grad_fn(params, *args, **kwargs)`` returns the gradient pytree (or
-  ``(grads, aux)`` with ``has_aux=True``). ``tx`` must be an :func:`extragradient`
-  (possibly chained) whose state is at phase 0. Jit it as a whole for one compiled
-  step with two gradient evaluations.
-
-  Returns:
-    ``(new_params, new_state)``, or ``(new_params, new_state, aux)`` where ``aux`` is
-    the auxiliary output at the extrapolated point.
-
-  Example:
-    >>> import jax, jax.numpy as jnp
-    >>> import lagrangian_jax as lj
-    >>> L = lambda p: p['primal'] * p['dual']
-    >>> params = {'primal': jnp.array(1.), 'dual': jnp.array(1.)}
-    >>> tx = lj.extra_sgd(0.5)
-    >>> state = tx.init(params)
-    >>> params, state = lj.extragradient_step(tx, jax.grad(L), params, state)
-    >>> jax.tree.map(float, params)      # x: 1 - .5 * 1.5, y: 1 + .5 * .5
-    {'dual': 1.25, 'primal': 0.25}
-  """
-  def grads_at(p):
-    out = grad_fn(p, *args, **kwargs)
-    return out if has_aux else (out, None)
-
-  grads, _ = grads_at(params)
-  updates, state = tx.update(grads, state, params)
-  half = optax.apply_updates(params, updates)
-  grads, aux = grads_at(half)
-  updates, state = tx.update(grads, state, half)
-  new_params = optax.apply_updates(half, updates)
-  return (new_params, state, aux) if has_aux else (new_params, state)
 
 
 # ----------------------------------------------------------------------------------
@@ -364,13 +345,14 @@ class PastExtragradientState(NamedTuple):
       the extrapolated point between calls).
     inner_state: the wrapped transformation's state.
   """
+
   extrapolation: optax.Updates
   inner_state: optax.OptState
 
 
-def past_extragradient(inner: optax.GradientTransformation,
-                       *,
-                       accumulate: str = "both") -> optax.GradientTransformationExtraArgs:
+def past_extragradient(
+  inner: optax.GradientTransformation, *, accumulate: str = "both"
+) -> optax.GradientTransformationExtraArgs:
   r"""Extrapolation from the past (Popov 1980; Gidel et al. 2019): one gradient per step.
 
   Params live at the extrapolated points ``x_{t+1/2}``; each ``update`` receives
@@ -387,7 +369,8 @@ def past_extragradient(inner: optax.GradientTransformation,
   ``accumulate="both"`` keeps both inner states (the gradient is accumulated twice,
   as two half-steps of Extra-Adam would), ``"update"`` keeps only the first.
 
-  Use :func:`past_extragradient_iterate` for the non-extrapolated iterate ``x_{t+1}``.
+  Use :func:`current_iterate` for the non-extrapolated iterate ``x_{t+1}``. A
+  ``grad_fn`` passed to ``update`` is not needed (one gradient per iteration) and ignored.
 
   Example:
     >>> import jax, jax.numpy as jnp, optax
@@ -406,10 +389,12 @@ def past_extragradient(inner: optax.GradientTransformation,
   inner = optax.with_extra_args_support(inner)
 
   def init_fn(params):
-    return PastExtragradientState(extrapolation=optax.tree.zeros_like(params),
-                                  inner_state=inner.init(params))
+    return PastExtragradientState(
+      extrapolation=optax.tree.zeros_like(params), inner_state=inner.init(params)
+    )
 
-  def update_fn(updates, state, params=None, **extra_args):
+  def update_fn(updates, state, params=None, *, grad_fn=None, **extra_args):
+    del grad_fn  # the given gradient, at the extrapolated point, is the only one
     _check_like(updates, state.extrapolation, "past_extragradient", "gradients")
     x_t = x_next = None
     if params is not None:
@@ -421,19 +406,118 @@ def past_extragradient(inner: optax.GradientTransformation,
     extra, extra_state = inner.update(updates, inner_state, x_next, **extra_args)
     if accumulate == "both":
       inner_state = extra_state
-    out = jax.tree.map(lambda e_old, s, e: (s + e - e_old).astype(e_old.dtype),
-                       state.extrapolation, step, extra)
+    out = jax.tree.map(
+      lambda e_old, s, e: (s + e - e_old).astype(e_old.dtype), state.extrapolation, step, extra
+    )
     extra = jax.tree.map(lambda e, ref: e.astype(ref.dtype), extra, state.extrapolation)
     return out, PastExtragradientState(extrapolation=extra, inner_state=inner_state)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def past_extragradient_iterate(params: PyTree, state: optax.OptState) -> PyTree:
-  """The non-extrapolated iterate ``x_t = params - (last extrapolation)``."""
-  found = [s for s in jax.tree.leaves(
-      state, is_leaf=lambda s: isinstance(s, PastExtragradientState))
-           if isinstance(s, PastExtragradientState)]
-  if not found:
-    raise ValueError("past_extragradient_iterate: no past_extragradient state found")
-  return jax.tree.map(lambda p, e: p - e.astype(p.dtype), params, found[0].extrapolation)
+# ----------------------------------------------------------------------------------
+# One iteration, any solver
+# ----------------------------------------------------------------------------------
+
+_SOLVER_STATES = (ExtragradientState, PastExtragradientState)
+
+
+def _find_solver_state(state: optax.OptState):
+  """The first extragradient or past-extragradient state inside ``state``, or None."""
+  found = [
+    s
+    for s in jax.tree.leaves(state, is_leaf=lambda s: isinstance(s, _SOLVER_STATES))
+    if isinstance(s, _SOLVER_STATES)
+  ]
+  return found[0] if found else None
+
+
+def extragradient_phase(state: optax.OptState) -> jax.Array:
+  """The half-step the next two-call ``update`` performs: 0 extrapolation, 1 update.
+
+  Looks for the first :class:`ExtragradientState` or :class:`PastExtragradientState`
+  anywhere inside ``state`` (so it works through ``optax.chain``,
+  ``inject_hyperparams`` and ``multi_transform``). Past extragradient always
+  reports 1: every call is an update (followed by its own extrapolation).
+  """
+  found = _find_solver_state(state)
+  if found is None:
+    raise ValueError("extragradient_phase: no extragradient state found in this optimizer state")
+  if isinstance(found, PastExtragradientState):
+    return jnp.ones([], jnp.int32)
+  return found.phase
+
+
+def current_iterate(params: PyTree, state: optax.OptState) -> PyTree:
+  """The iterate ``x_t`` to evaluate, report and export, for any solver of this module.
+
+  ``params`` is ``x_t`` itself for :func:`descent_ascent`, for plain optax optimizers and
+  for :func:`extragradient` between iterations; it is ``x_t + e`` with ``e`` the last
+  extrapolation for :func:`past_extragradient` (whose params live at the extrapolated
+  point) and for an extragradient stopped between its two half-steps.
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> import lagrangian_jax as lj
+    >>> L = lambda p: p['primal'] * p['dual']
+    >>> params = {'primal': jnp.array(1.), 'dual': jnp.array(1.)}
+    >>> tx = lj.past_extra_adagrad(0.1)
+    >>> params, state = lj.solver_step(tx, jax.grad(L), params, tx.init(params))
+    >>> x_t = lj.current_iterate(params, state)
+    >>> bool(x_t['primal'] != params['primal'])       # params are extrapolated
+    True
+  """
+  found = _find_solver_state(state)
+  if found is None:
+    return params
+  offset = found.anchor if isinstance(found, ExtragradientState) else found.extrapolation
+  return jax.tree.map(lambda p, e: p - e.astype(p.dtype), params, offset)
+
+
+def solver_step(
+  tx: optax.GradientTransformation,
+  grad_fn: Callable[..., PyTree],
+  params: PyTree,
+  state: optax.OptState,
+  *args,
+  has_aux: bool = False,
+  **kwargs,
+):
+  """One full iteration of any solver (or any optax optimizer) in one call.
+
+  Evaluates ``grad_fn(params, *args, **kwargs)`` once and calls
+  ``tx.update(grads, state, params, grad_fn=...)``, so extragradient evaluates its second
+  gradient itself; then applies the update. Jit it as a whole for one compiled step.
+
+  Args:
+    tx: a transformation of this module (possibly inside ``optax.chain``) or any optax
+      transformation (which ignores ``grad_fn``).
+    grad_fn: returns the gradient pytree, or ``(grads, aux)`` with ``has_aux=True``.
+    params, state: the current point and optimizer state.
+    *args, **kwargs: passed on to every ``grad_fn`` evaluation (e.g. the batch).
+    has_aux: whether ``grad_fn`` returns ``(grads, aux)``.
+
+  Returns:
+    ``(new_params, new_state)``, or ``(new_params, new_state, aux)`` with ``aux`` the
+    auxiliary output at ``params`` (for extragradient that is the iterate ``x_t``).
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> import lagrangian_jax as lj
+    >>> L = lambda p: p['primal'] * p['dual']
+    >>> params = {'primal': jnp.array(1.), 'dual': jnp.array(1.)}
+    >>> tx = lj.extra_sgd(0.5)
+    >>> params, state = lj.solver_step(tx, jax.grad(L), params, tx.init(params))
+    >>> jax.tree.map(float, params)      # x: 1 - .5 * 1.5, y: 1 + .5 * .5
+    {'dual': 1.25, 'primal': 0.25}
+  """
+
+  def grads_only(p):
+    out = grad_fn(p, *args, **kwargs)
+    return out[0] if has_aux else out
+
+  out = grad_fn(params, *args, **kwargs)
+  grads, aux = out if has_aux else (out, None)
+  updates, state = tx.update(grads, state, params, grad_fn=grads_only)
+  new_params = optax.apply_updates(params, updates)
+  return (new_params, state, aux) if has_aux else (new_params, state)

@@ -1,14 +1,10 @@
-"""``train_and_evaluate(config, workdir)``: one jitted step, evaluation, metrics, checkpoints.
+"""``train_and_evaluate(config, workdir)``: the loop around one jitted, sharded step.
 
 Data flows one way: config -> data + network + method -> optimizer -> one jitted,
 sharded step -> metrics (JSON lines, PNG plots) and orbax checkpoints. This module
-knows nothing of any method's maths: it differentiates ``method.objective`` and hands
-the gradient to the solver chosen by ``config.solver``.
-
-Per-example tables (ExtraProp's states and multipliers, DistProp's optional
-per-example multipliers) are updated sparsely: the step gathers the batch's rows of the
-tables *and of the optimizer state that mirrors them*, runs the whole solver iteration
-(extrapolation and update) on that small pytree, and scatters the rows back.
+knows neither a method's maths nor a solver's: each iteration is one
+``solvers.solver_step`` on ``method.objective``, and evaluation reads the iterate that
+``solvers.current_iterate`` names. Sparse per-example rows live in ``rows.py``.
 
 Resuming: batches are a pure function of ``(seed, step)`` and DistProp's noise is
 fixed at initialisation, so a run restored from its last checkpoint continues exactly
@@ -17,8 +13,9 @@ as if it had never stopped.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+import functools
 import json
-import math
 import os
 import sys
 import time
@@ -31,21 +28,15 @@ import optax
 import orbax.checkpoint as ocp
 
 from lagrangian_jax import data as data_lib
+from lagrangian_jax import errors
 from lagrangian_jax import methods as methods_lib
 from lagrangian_jax import networks
+from lagrangian_jax import optimizers
+from lagrangian_jax import rows as rows_lib
 from lagrangian_jax import solvers
 from lagrangian_jax.methods import base
 
 PyTree = Any
-
-SOLVERS = ("extragradient", "past_extragradient", "gda", "descent")
-STEP_RULES = ("adagrad", "sgd", "adam")
-
-
-ConfigError = base.ConfigError
-
-class TrainingError(RuntimeError):
-  """Training failed (e.g. diverged); the last good checkpoint is kept."""
 
 
 class TrainState(NamedTuple):
@@ -55,123 +46,13 @@ class TrainState(NamedTuple):
   constants: PyTree
 
 
-# ----------------------------------------------------------------------------------
-# Configuration checks
-# ----------------------------------------------------------------------------------
-
-
-def validate_config(config) -> None:
-  """Raises ``ConfigError`` naming the offending key for values that cannot work."""
-  def need(cond, key, msg):
-    if not cond:
-      raise ConfigError(f"config.{key}: {msg}")
-
-  need(config.method in methods_lib.METHODS, "method",
-       f"unknown method {config.method!r}; choose one of {list(methods_lib.METHODS)}")
-  need(config.solver in ("",) + SOLVERS, "solver",
-       f"unknown solver {config.solver!r}; choose one of {list(SOLVERS)} or '' (method default)")
-  need(config.optimizer in STEP_RULES, "optimizer",
-       f"unknown step rule {config.optimizer!r}; choose one of {list(STEP_RULES)}")
-  for key in ("weights", "aux", "dual"):
-    value = config.learning_rates[key]
-    need(isinstance(value, (int, float)) and value >= 0 and math.isfinite(value),
-         f"learning_rates.{key}", f"must be a non-negative number, got {value!r}")
+def check_loop_config(config) -> None:
+  """Checks the keys the loop itself reads; every component checks its own."""
+  need = errors.require
   need(config.batch_size > 0, "batch_size", f"must be positive, got {config.batch_size}")
   need(config.num_steps >= 0, "num_steps", f"must be >= 0, got {config.num_steps}")
-  for key in ("log_every", "eval_every", "checkpoint_every", "eval_batch_size"):
+  for key in ("log_every", "eval_every", "checkpoint_every", "eval_batch_size", "keep_checkpoints"):
     need(config[key] > 0, key, f"must be positive, got {config[key]}")
-  need(config.penalty >= 0, "penalty", f"must be >= 0, got {config.penalty}")
-  d = config.distprop
-  need(d.margin >= 0, "distprop.margin", f"must be >= 0, got {d.margin}")
-  need(d.sigma_floor > 0, "distprop.sigma_floor", f"must be > 0, got {d.sigma_floor}")
-  need(d.samples_per_class >= 1, "distprop.samples_per_class",
-       f"must be >= 1, got {d.samples_per_class}")
-  need(d.augmentation >= 0, "distprop.augmentation", f"must be >= 0, got {d.augmentation}")
-  need(d.sigma_learning_rate_scale >= 0, "distprop.sigma_learning_rate_scale",
-       f"must be >= 0, got {d.sigma_learning_rate_scale}")
-  need(d.shrinkage in ("soft", "hard"), "distprop.shrinkage",
-       f"must be 'soft' or 'hard', got {d.shrinkage!r}")
-  need(config.accumulate in ("both", "update"), "accumulate",
-       f"must be 'both' or 'update', got {config.accumulate!r}")
-  need(config.network.split_activation in ("identity", "relu"), "network.split_activation",
-       f"must be 'identity' or 'relu', got {config.network.split_activation!r}")
-
-
-# ----------------------------------------------------------------------------------
-# Optimizer
-# ----------------------------------------------------------------------------------
-
-
-def _step_rule(config, learning_rate):
-  if config.optimizer == "adagrad":
-    return optax.adagrad(learning_rate, initial_accumulator_value=config.adagrad_init,
-                         eps=1e-7)
-  if config.optimizer == "adam":
-    return optax.adam(learning_rate)
-  return optax.sgd(learning_rate, momentum=config.momentum or None)
-
-
-def make_optimizer(config, method: base.Method, params: PyTree):
-  """The solver for ``params = {'primal': {'weights', 'aux'}, 'dual': ...}``.
-
-  Returns ``(tx, calls_per_iteration)``. Separate learning rates for the network
-  weights, the auxiliary primal variables (states / prototypes) and the multipliers.
-  """
-  lr = config.learning_rates  # checked non-negative by validate_config
-  rates = {"weights": lr.weights, "aux": lr.aux, **(method.extra_rates or {})}
-  labels = method.primal_labels(params["primal"])
-  primal = optax.multi_transform(
-      {k: _step_rule(config, rates[k]) for k in set(jax.tree.leaves(labels))}, labels)
-  solver = config.solver or method.default_solver
-  dual = optax.set_to_zero() if solver == "descent" else _step_rule(config, lr.dual)
-  inner = solvers.descent_ascent(primal, dual, nonnegative=method.nonnegative)
-  if config.grad_clip > 0:
-    inner = optax.chain(optax.clip_by_global_norm(config.grad_clip), inner)
-  if solver == "extragradient":
-    return solvers.extragradient(inner, accumulate=config.accumulate), 2
-  if solver == "past_extragradient":
-    return solvers.past_extragradient(inner, accumulate=config.accumulate), 1
-  return inner, 1
-
-
-# ----------------------------------------------------------------------------------
-# Sparse rows of per-example tables
-# ----------------------------------------------------------------------------------
-
-
-class RowTables(NamedTuple):
-  """Which flattened leaves of params / optimizer state are per-example tables."""
-  params: tuple[bool, ...]
-  opt_state: tuple[bool, ...]
-
-
-def find_row_tables(method: base.Method, tx, params: PyTree) -> RowTables:
-  """Flags table leaves; an optimizer-state leaf is a table if it follows the rows.
-
-  The state leaves that mirror a table are found by initialising the optimizer (in
-  shape only) on tables with one extra row and seeing which leaves grow.
-  """
-  flags = tuple(jax.tree.leaves(method.tables(params)))
-  shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)),
-                        params)
-  grown = jax.tree.unflatten(jax.tree.structure(shapes), [
-      jax.ShapeDtypeStruct((s.shape[0] + 1,) + s.shape[1:], s.dtype) if f else s
-      for s, f in zip(jax.tree.leaves(shapes), flags)])
-  a = jax.tree.leaves(jax.eval_shape(tx.init, shapes))
-  b = jax.tree.leaves(jax.eval_shape(tx.init, grown))
-  return RowTables(flags, tuple(x.shape != y.shape for x, y in zip(a, b)))
-
-
-def _gather(tree, flags, idx):
-  leaves, treedef = jax.tree.flatten(tree)
-  return jax.tree.unflatten(treedef, [x[idx] if f else x for x, f in zip(leaves, flags)])
-
-
-def _scatter(full, part, flags, idx):
-  leaves, treedef = jax.tree.flatten(full)
-  parts = jax.tree.leaves(part)
-  return jax.tree.unflatten(treedef, [x.at[idx].set(p.astype(x.dtype)) if f else p
-                                      for x, p, f in zip(leaves, parts, flags)])
 
 
 # ----------------------------------------------------------------------------------
@@ -179,81 +60,122 @@ def _scatter(full, part, flags, idx):
 # ----------------------------------------------------------------------------------
 
 
-def make_train_step(method: base.Method, tx, calls: int, rows: RowTables):
-  """One solver iteration (``calls`` gradient evaluations) as a pure function."""
+def make_train_step(method: base.Method, tx, tables: rows_lib.RowTables):
+  """One solver iteration on the batch's rows, as a pure function of (state, batch)."""
 
   def train_step(state: TrainState, batch: base.Batch):
-    idx = batch.indices
-    params = _gather(state.params, rows.params, idx)
-    opt_state = _gather(state.opt_state, rows.opt_state, idx)
-    grad_fn = jax.value_and_grad(method.objective, has_aux=True)
-    metrics = None
-    for call in range(calls):
-      (value, aux), grads = grad_fn(params, state.constants, batch)
-      if call == 0:  # report at the iterate x_t, not at the extrapolated point
-        metrics = {"objective": value, **aux}
-      updates, opt_state = tx.update(grads, opt_state, params)
-      params = optax.apply_updates(params, updates)
+    params = rows_lib.gather(state.params, tables.params, batch.indices)
+    opt_state = rows_lib.gather(state.opt_state, tables.opt_state, batch.indices)
+
+    def grad_fn(p):
+      (value, metrics), grads = jax.value_and_grad(method.objective, has_aux=True)(
+        p, state.constants, batch
+      )
+      return grads, {"objective": value, **metrics}
+
+    # metrics are taken at the iterate x_t (the first gradient evaluation)
+    params, opt_state, metrics = solvers.solver_step(tx, grad_fn, params, opt_state, has_aux=True)
     new_state = TrainState(
-        step=state.step + 1,
-        params=_scatter(state.params, params, rows.params, idx),
-        opt_state=_scatter(state.opt_state, opt_state, rows.opt_state, idx),
-        constants=state.constants)
+      step=state.step + 1,
+      params=rows_lib.scatter(state.params, params, tables.params, batch.indices),
+      opt_state=rows_lib.scatter(state.opt_state, opt_state, tables.opt_state, batch.indices),
+      constants=state.constants,
+    )
     return new_state, metrics
 
   return train_step
 
 
-def eval_weights(config, state: TrainState):
-  """Network weights at the current iterate (past extragradient keeps params at the
-  extrapolated point; its iterate is ``params - last extrapolation``)."""
-  params = state.params
-  if (config.solver or "") == "past_extragradient":
-    params = solvers.past_extragradient_iterate(params, state.opt_state)
-  return params["primal"]["weights"]
+# ----------------------------------------------------------------------------------
+# Evaluation
+# ----------------------------------------------------------------------------------
 
 
-def make_eval_fns(net: networks.SplitNetwork, method: base.Method, rows: RowTables):
+def batches_of(
+  split: data_lib.Split, batch_size: int, limit: int | None = None
+) -> Iterator[tuple[np.ndarray, ...]]:
+  """``(images, labels, indices)`` of consecutive batches of the first ``limit`` examples.
+
+  The one loop over a split: evaluation, training-set defects and ``map_train`` use it.
+  """
+  n = len(split.labels) if limit is None else min(limit, len(split.labels))
+  for start in range(0, n, batch_size):
+    idx = np.arange(start, min(start + batch_size, n))
+    yield (*data_lib.get_batch(split, idx), idx)
+
+
+def iterate(state: TrainState) -> PyTree:
+  """The parameters to evaluate and export: the solver's iterate ``x_t``."""
+  return _current_iterate(state.params, state.opt_state)
+
+
+_current_iterate = jax.jit(solvers.current_iterate)
+
+
+def make_eval_fns(net: networks.SplitNetwork, method: base.Method, tables: rows_lib.RowTables):
+  """Per-batch totals for :func:`sum_over`: ``(accuracy_fn, defect_fn, top_k)``.
+
+  ``accuracy_fn(weights, images, labels, indices)`` sums ``[top-1 correct, top-k
+  correct, loss, count]`` of the real forward pass ``f_L(...f_0(x))``;
+  ``defect_fn(params, constants, images, labels, indices)`` sums ``[count, defect_0 *
+  count, ...]``, each split's mean absolute defect on training examples (tables gathered).
+  """
   top_k = 5 if net.num_classes > 10 else 1
 
   @jax.jit
-  def eval_batch(weights, images, labels, mask):
+  def accuracy_fn(weights, images, labels, indices):
+    del indices
     logits = networks.forward(net, weights, images).astype(jnp.float32)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-    top1 = jnp.argmax(logits, -1) == labels
     rank = jnp.sum(logits > jnp.take_along_axis(logits, labels[:, None], -1), -1)
-    topk = rank < top_k
-    m = mask.astype(jnp.float32)
-    return jnp.stack([jnp.sum(top1 * m), jnp.sum(topk * m), jnp.sum(loss * m), jnp.sum(m)])
+    return jnp.stack(
+      [
+        jnp.sum(jnp.argmax(logits, -1) == labels),
+        jnp.sum(rank < top_k),
+        jnp.sum(loss),
+        labels.shape[0],
+      ]
+    ).astype(jnp.float32)
 
   @jax.jit
-  def defect_batch(params, constants, images, labels, indices):
-    params = _gather(params, rows.params, indices)
-    return method.defects(params, constants, base.Batch(images, labels, indices))
+  def defect_fn(params, constants, images, labels, indices):
+    batch = base.Batch(images, labels, indices)
+    defects = method.defects(rows_lib.gather(params, tables.params, indices), constants, batch)
+    count = labels.shape[0]
+    return jnp.concatenate(
+      [jnp.full((1,), count, jnp.float32), defects.astype(jnp.float32) * count]
+    )
 
-  return eval_batch, defect_batch, top_k
+  return accuracy_fn, defect_fn, top_k
 
 
-def evaluate(split: data_lib.Split, weights, eval_batch, batch_size: int) -> dict:
-  totals = np.zeros(4)
-  for images, labels, mask in data_lib.iterate_eval(split, batch_size):
-    totals += np.asarray(eval_batch(weights, images, labels, mask))
+def sum_over(split: data_lib.Split, fn, batch_size: int, limit: int | None = None):
+  """The sum of ``fn(images, labels, indices)`` over :func:`batches_of` the split."""
+  return sum(np.asarray(fn(*batch), np.float64) for batch in batches_of(split, batch_size, limit))
+
+
+def evaluate(split: data_lib.Split, weights: PyTree, accuracy_fn, batch_size: int) -> dict:
+  """Accuracy, top-k accuracy and loss of the real forward pass on a split."""
+  totals = sum_over(split, functools.partial(accuracy_fn, weights), batch_size)
   n = max(totals[3], 1.0)
-  return {"accuracy": totals[0] / n, "top_k_accuracy": totals[1] / n, "loss": totals[2] / n}
+  return {
+    "accuracy": float(totals[0] / n),
+    "top_k_accuracy": float(totals[1] / n),
+    "loss": float(totals[2] / n),
+  }
 
 
-def train_defects(config, dataset, state: TrainState, defect_batch) -> np.ndarray:
-  """Mean absolute defect of every split's constraint on (a prefix of) the training set."""
-  n = min(len(dataset.train.labels), config.eval_train_examples or 10**12)
-  bs = config.eval_batch_size
-  totals, count = None, 0
-  for start in range(0, n - bs + 1, bs) if n >= bs else [0]:
-    idx = np.arange(start, min(start + bs, n))
-    images, labels = data_lib.get_batch(dataset.train, idx)
-    d = np.asarray(defect_batch(state.params, state.constants, images, labels, idx))
-    totals = d * len(idx) if totals is None else totals + d * len(idx)
-    count += len(idx)
-  return totals / max(count, 1)
+def train_defects(
+  config, dataset: data_lib.Dataset, params: PyTree, constants: PyTree, defect_fn
+) -> np.ndarray:
+  """Each split's mean absolute defect on (a prefix of) the training set."""
+  totals = sum_over(
+    dataset.train,
+    functools.partial(defect_fn, params, constants),
+    config.eval_batch_size,
+    config.eval_train_examples or None,
+  )
+  return totals[1:] / max(totals[0], 1.0)
 
 
 # ----------------------------------------------------------------------------------
@@ -267,35 +189,24 @@ def make_mesh(config) -> jax.sharding.Mesh:
   n = config.mesh.num_devices
   if n == -1:
     n = len(devices)
-  if not 1 <= n <= len(devices):
-    raise ConfigError(f"config.mesh.num_devices: {n} requested, {len(devices)} available")
-  return jax.make_mesh((n,), ("data",), devices=devices[:n],
-                       axis_types=(jax.sharding.AxisType.Auto,))
+  errors.require(
+    1 <= n <= len(devices), "mesh.num_devices", f"{n} requested, {len(devices)} available"
+  )
+  return jax.make_mesh(
+    (n,), ("data",), devices=devices[:n], axis_types=(jax.sharding.AxisType.Auto,)
+  )
 
 
-def _pad_rows(tree, flags, multiple):
-  leaves, treedef = jax.tree.flatten(tree)
-  out = []
-  for x, f in zip(leaves, flags):
-    if f and x.shape[0] % multiple:
-      pad = multiple - x.shape[0] % multiple
-      x = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1))
-    out.append(x)
-  return jax.tree.unflatten(treedef, out)
-
-
-def state_shardings(mesh, state: TrainState, rows: RowTables) -> TrainState:
+def state_shardings(mesh, state: TrainState, tables: rows_lib.RowTables) -> TrainState:
   """Tables sharded by rows over ``data``; everything else replicated."""
   rep = jax.NamedSharding(mesh, jax.P())
   by_rows = jax.NamedSharding(mesh, jax.P("data"))
-
-  def spec(tree, flags):
-    leaves, treedef = jax.tree.flatten(tree)
-    return jax.tree.unflatten(treedef, [by_rows if f else rep for f in flags])
-
-  return TrainState(step=rep, params=spec(state.params, rows.params),
-                    opt_state=spec(state.opt_state, rows.opt_state),
-                    constants=jax.tree.map(lambda _: rep, state.constants))
+  return TrainState(
+    step=rep,
+    params=rows_lib.shardings(state.params, tables.params, by_rows, rep),
+    opt_state=rows_lib.shardings(state.opt_state, tables.opt_state, by_rows, rep),
+    constants=jax.tree.map(lambda _: rep, state.constants),
+  )
 
 
 # ----------------------------------------------------------------------------------
@@ -309,87 +220,90 @@ class Experiment(NamedTuple):
   net: networks.SplitNetwork
   method: base.Method
   tx: Any
-  calls: int
-  rows: RowTables
+  solver: str  # the solver the optimizer runs (config.solver or the method's)
+  tables: rows_lib.RowTables
   mesh: Any
   shardings: TrainState
   batch_sharding: Any
-  initial_state: TrainState  # freshly initialised, placed on the mesh
-  train_step: Any        # jitted (state, batch) -> (state, metrics)
+  initial_state: TrainState  # freshly initialised, created sharded on the mesh
+  train_step: Callable  # jitted (state, batch) -> (state, metrics)
 
 
 def build_experiment(config, dataset: data_lib.Dataset | None = None) -> Experiment:
   """Everything but the loop: data, network, method, optimizer, mesh, jitted step."""
-  validate_config(config)
+  check_loop_config(config)
   if dataset is None:
     dataset = data_lib.load_dataset(
-        config.data.name, data_dir=os.path.expanduser(config.data.data_dir) or None,
-        validation_fraction=config.data.validation_fraction, seed=config.data.seed,
-        image_size=config.data.image_size or None,
-        max_train_examples=config.data.max_train_examples or None)
-  try:
-    net = networks.build_network(
-        config.network.name, num_classes=dataset.num_classes,
-        input_shape=tuple(dataset.image_shape), split=_split_value(config.network.split),
-        split_activation=config.network.split_activation,
-        conv_impl=config.network.conv_impl, **_network_extras(config))
-  except networks.NetworkError as e:
-    raise ConfigError(f"config.network: {e}") from None
-  num_train = len(dataset.train.labels)
-  method = methods_lib.make_method(config, net, num_train)
+      config.data.name,
+      data_dir=os.path.expanduser(config.data.data_dir) or None,
+      validation_fraction=config.data.validation_fraction,
+      seed=config.data.seed,
+      image_size=config.data.image_size or None,
+      max_train_examples=config.data.max_train_examples or None,
+    )
+  net = networks.from_config(
+    config.network, num_classes=dataset.num_classes, input_shape=tuple(dataset.image_shape)
+  )
+  method = methods_lib.make_method(config, net, len(dataset.train.labels))
   mesh = make_mesh(config)
   n_dev = mesh.devices.size
-  if config.batch_size % n_dev:
-    raise ConfigError(f"config.batch_size: {config.batch_size} is not divisible by the "
-                      f"{n_dev} devices of the data mesh")
+  errors.require(
+    config.batch_size % n_dev == 0,
+    "batch_size",
+    f"{config.batch_size} is not divisible by the {n_dev} devices of the data mesh",
+  )
 
   def map_train(fn, limit=None):
-    n = num_train if limit is None else min(limit, num_train)
     jfn = jax.jit(fn)
-    outs = []
-    for start in range(0, n, config.eval_batch_size):
-      idx = np.arange(start, min(start + config.eval_batch_size, n))
-      outs.append(jax.device_get(jfn(*data_lib.get_batch(dataset.train, idx))))
-    return jax.tree.map(lambda *xs: np.concatenate(xs), *outs)
+    outs = [
+      jfn(images, labels)
+      for images, labels, _ in batches_of(dataset.train, config.eval_batch_size, limit)
+    ]
+    return jax.tree.map(lambda *xs: jnp.concatenate(xs), *outs)
 
   params, constants = method.init(jax.random.key(config.seed), map_train)
-  tx, calls = make_optimizer(config, method, params)
-  rows = find_row_tables(method, tx, params)
-  params = _pad_rows(params, rows.params, n_dev)
-  state = TrainState(jnp.zeros([], jnp.int32), params, tx.init(params), constants)
-  shardings = state_shardings(mesh, state, rows)
-  state = jax.device_put(state, shardings)
+  tx, solver = optimizers.from_config(
+    config,
+    default_solver=method.default_solver,
+    primal_labels=method.primal_labels(params["primal"]),
+    group_rates=method.group_rates,
+  )
+  tables = rows_lib.find(method.tables(params), tx, params)
+
+  def init_state(params, constants):
+    params = rows_lib.pad(params, tables.params, n_dev)
+    return TrainState(jnp.zeros([], jnp.int32), params, tx.init(params), constants)
+
+  shardings = state_shardings(mesh, jax.eval_shape(init_state, params, constants), tables)
+  state = jax.jit(init_state, out_shardings=shardings)(params, constants)
   batch_sharding = jax.NamedSharding(mesh, jax.P("data"))
   batch_shardings = base.Batch(batch_sharding, batch_sharding, batch_sharding)
-  train_step = jax.jit(make_train_step(method, tx, calls, rows),
-                       in_shardings=(shardings, batch_shardings),
-                       out_shardings=(shardings, None), donate_argnums=0)
-  return Experiment(config, dataset, net, method, tx, calls, rows, mesh, shardings,
-                    batch_sharding, state, train_step)
-
-
-def _split_value(split):
-  if isinstance(split, str) and split not in ("default", "every"):
-    try:
-      return [int(s) for s in split.split(",") if s.strip()]
-    except ValueError:
-      raise ConfigError(f"config.network.split: expected 'default', 'every' or a comma "
-                        f"separated list of block indices, got {split!r}") from None
-  return split
-
-
-def _network_extras(config):
-  extras = {}
-  if config.network.get("depth"):
-    extras["depth"] = config.network.depth
-  if config.network.get("width"):
-    extras["width"] = config.network.width
-  return extras
+  train_step = jax.jit(
+    make_train_step(method, tx, tables),
+    in_shardings=(shardings, batch_shardings),
+    out_shardings=(shardings, None),
+    donate_argnums=0,
+  )
+  return Experiment(
+    config,
+    dataset,
+    net,
+    method,
+    tx,
+    solver,
+    tables,
+    mesh,
+    shardings,
+    batch_sharding,
+    state,
+    train_step,
+  )
 
 
 def make_batch(exp: Experiment, step: int) -> base.Batch:
-  idx = data_lib.batch_indices(len(exp.dataset.train.labels), exp.config.batch_size, step,
-                               exp.config.seed)
+  idx = data_lib.batch_indices(
+    len(exp.dataset.train.labels), exp.config.batch_size, step, exp.config.seed
+  )
   images, labels = data_lib.get_batch(exp.dataset.train, idx)
   batch = base.Batch(images, labels, idx.astype(np.int32))
   return jax.device_put(batch, base.Batch(*([exp.batch_sharding] * 3)))
@@ -401,10 +315,12 @@ def make_batch(exp: Experiment, step: int) -> base.Batch:
 
 
 def _checkpoint_manager(workdir: str, config) -> ocp.CheckpointManager:
-  options = ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints,
-                                         enable_async_checkpointing=False)
-  return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),
-                               options=options)
+  options = ocp.CheckpointManagerOptions(
+    max_to_keep=config.keep_checkpoints, enable_async_checkpointing=False
+  )
+  return ocp.CheckpointManager(
+    os.path.join(os.path.abspath(workdir), "checkpoints"), options=options
+  )
 
 
 @jax.jit
@@ -447,10 +363,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
     try:
       state = ckpt.restore(start, args=ocp.args.StandardRestore(state))
     except (ValueError, TypeError, KeyError) as e:
-      raise TrainingError(
-          f"the checkpoint at step {start} in {os.path.join(workdir, 'checkpoints')} does "
-          f"not match this config ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
-          "resume with the config that wrote it, or use a new --workdir") from None
+      raise errors.TrainingError(
+        f"the checkpoint at step {start} in {os.path.join(workdir, 'checkpoints')} does "
+        f"not match this config ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+        "resume with the config that wrote it, or use a new --workdir"
+      ) from None
     print(f"resuming from the checkpoint at step {start} in {workdir}", file=sys.stderr)
     reporting.truncate_metrics(metrics_path, start)
   else:
@@ -460,17 +377,23 @@ def train_and_evaluate(config, workdir: str) -> dict:
   with open(os.path.join(workdir, "config.json"), "w") as f:
     f.write(config.to_json_best_effort(indent=2))
 
-  eval_batch, defect_batch, top_k = make_eval_fns(exp.net, exp.method, exp.rows)
+  accuracy_fn, defect_fn, top_k = make_eval_fns(exp.net, exp.method, exp.tables)
   writer = reporting.MetricsWriter(metrics_path, enabled=jax.process_index() == 0)
 
   def run_eval(step):
-    weights = eval_weights(config, state)
-    test = evaluate(exp.dataset.test, weights, eval_batch, config.eval_batch_size)
-    val = evaluate(exp.dataset.validation, weights, eval_batch, config.eval_batch_size)
-    defects = train_defects(config, exp.dataset, state, defect_batch)
-    record = {"step": step, "kind": "eval", "test_accuracy": test["accuracy"],
-              "test_loss": test["loss"], "validation_accuracy": val["accuracy"],
-              "mean_defect": float(np.mean(defects)) if len(defects) else 0.0}
+    params = iterate(state)
+    weights = params["primal"]["weights"]
+    test = evaluate(exp.dataset.test, weights, accuracy_fn, config.eval_batch_size)
+    val = evaluate(exp.dataset.validation, weights, accuracy_fn, config.eval_batch_size)
+    defects = train_defects(config, exp.dataset, params, state.constants, defect_fn)
+    record = {
+      "step": step,
+      "kind": "eval",
+      "test_accuracy": test["accuracy"],
+      "test_loss": test["loss"],
+      "validation_accuracy": val["accuracy"],
+      "mean_defect": float(np.mean(defects)) if len(defects) else 0.0,
+    }
     if top_k > 1:
       record["test_top5_accuracy"] = test["top_k_accuracy"]
       record["validation_top5_accuracy"] = val["top_k_accuracy"]
@@ -493,12 +416,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
         host = jax.device_get(metrics)
         if not _finite(host):
           bad = [k for k, v in host.items() if not np.all(np.isfinite(v))]
-          raise TrainingError(
-              f"training diverged at step {done}: non-finite {', '.join(bad)}; the last "
-              f"good checkpoint (step {last_good}) is kept in "
-              f"{os.path.join(workdir, 'checkpoints')}")
-        record = {"step": done, "kind": "train", **_scalars(host),
-                  "seconds": time.time() - t_train}
+          raise errors.TrainingError(
+            f"training diverged at step {done}: non-finite {', '.join(bad)}; the last "
+            f"good checkpoint (step {last_good}) is kept in "
+            f"{os.path.join(workdir, 'checkpoints')}"
+          )
+        record = {"step": done, "kind": "train", **_scalars(host), "seconds": time.time() - t_train}
         writer.write(record)
         bar.set_postfix(reporting.postfix(record, last_eval))
       if done % config.eval_every == 0 or done == config.num_steps:
@@ -506,9 +429,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
         bar.set_postfix(reporting.postfix(record, last_eval))
       if save_now:
         if not bool(_all_finite(state.params)):  # the metrics were taken before the update
-          raise TrainingError(
-              f"training diverged at step {done}: non-finite parameters; the last good "
-              f"checkpoint (step {last_good}) is kept in {os.path.join(workdir, 'checkpoints')}")
+          raise errors.TrainingError(
+            f"training diverged at step {done}: non-finite parameters; the last good "
+            f"checkpoint (step {last_good}) is kept in {os.path.join(workdir, 'checkpoints')}"
+          )
         ckpt.save(done, args=ocp.args.StandardSave(state))
         last_good = done
       bar.update(1)
@@ -521,17 +445,17 @@ def train_and_evaluate(config, workdir: str) -> dict:
     last_eval = run_eval(config.num_steps)
   seconds = time.time() - t_start
   summary = {
-      "method": config.method,
-      "solver": config.solver or exp.method.default_solver,
-      "dataset": exp.dataset.name,
-      "steps": int(config.num_steps),
-      "test_accuracy": float(last_eval["test_accuracy"]),
-      "validation_accuracy": float(last_eval["validation_accuracy"]),
-      "test_loss": float(last_eval["test_loss"]),
-      "final_defect": float(last_eval["mean_defect"]),
-      "defects": [last_eval[k] for k in sorted(last_eval) if k.startswith("defect_")],
-      "seconds": seconds,
-      "resumed_from": int(start),
+    "method": config.method,
+    "solver": exp.solver,
+    "dataset": exp.dataset.name,
+    "steps": int(config.num_steps),
+    "test_accuracy": float(last_eval["test_accuracy"]),
+    "validation_accuracy": float(last_eval["validation_accuracy"]),
+    "test_loss": float(last_eval["test_loss"]),
+    "final_defect": float(last_eval["mean_defect"]),
+    "defects": [last_eval[k] for k in sorted(last_eval) if k.startswith("defect_")],
+    "seconds": seconds,
+    "resumed_from": int(start),
   }
   if "test_top5_accuracy" in last_eval:
     summary["test_top5_accuracy"] = float(last_eval["test_top5_accuracy"])
@@ -544,6 +468,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
 def summary_line(summary: dict) -> str:
   """One line a script can parse: ``SUMMARY key=value ...``."""
-  return ("SUMMARY method={method} solver={solver} dataset={dataset} steps={steps} "
-          "test_accuracy={test_accuracy:.4f} final_defect={final_defect:.6g} "
-          "seconds={seconds:.1f}").format(**summary)
+  return (
+    "SUMMARY method={method} solver={solver} dataset={dataset} steps={steps} "
+    "test_accuracy={test_accuracy:.4f} final_defect={final_defect:.6g} "
+    "seconds={seconds:.1f}"
+  ).format(**summary)

@@ -10,17 +10,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:  # configs/ is a plain directory next to the package
   sys.path.insert(0, ROOT)
 
-CONFIG_OF_METHOD = {
-    "backprop": "backprop", "penalty": "penalty", "gda": "gda",
-    "augmented_lagrangian": "augmented_lagrangian", "extraprop": "extraprop",
-    "distprop": "default",
-}
-
 
 def shrunken_config(method: str = "distprop", **overrides):
-  """The method's real config on a small MLP and 1,000 training digits."""
+  """The method's real config (``configs/<method>.py``) on a small MLP and 1,000 digits."""
   from configs import smoke
-  config = importlib.import_module(f"configs.{CONFIG_OF_METHOD[method]}").get_config()
+
+  config = importlib.import_module(f"configs.{method}").get_config()
   config = smoke.shrink(config)
   config.num_steps = 150
   config.log_every = 50
@@ -48,23 +43,23 @@ def make_config():
 
 @pytest.fixture
 def tfds_mock(monkeypatch):
-    """tfds.testing.mock_data with its data_source __getitems__ bug fixed.
+  """tfds.testing.mock_data with its data_source __getitems__ bug fixed.
 
-    In tfds 4.9.10 mock_data installs ``partial(_getitems, generator=...)``
-    as an *instance* attribute of a MagicMock, so it is not bound and the call
-    fails with "missing 1 required positional argument: 'record_keys'".
-    ``__getitem__`` works (MagicMock binds supported dunders on the type).
-    """
-    tfds = pytest.importorskip("tensorflow_datasets")
-    from tensorflow_datasets.testing import mocking
+  In tfds 4.9.10 mock_data installs ``partial(_getitems, generator=...)``
+  as an *instance* attribute of a MagicMock, so it is not bound and the call
+  fails with "missing 1 required positional argument: 'record_keys'".
+  ``__getitem__`` works (MagicMock binds supported dunders on the type).
+  """
+  tfds = pytest.importorskip("tensorflow_datasets")
+  from tensorflow_datasets.testing import mocking
 
-    def getitems(record_keys, generator, serialized=False):
-        assert not serialized
-        return [generator[k] for k in record_keys]
+  def getitems(record_keys, generator, serialized=False):
+    assert not serialized
+    return [generator[k] for k in record_keys]
 
-    monkeypatch.setattr(mocking, "_getitems", getitems)
+  monkeypatch.setattr(mocking, "_getitems", getitems)
 
-    def mock(num_examples):
-        return tfds.testing.mock_data(num_examples=num_examples)
+  def mock(num_examples):
+    return tfds.testing.mock_data(num_examples=num_examples)
 
-    return mock
+  return mock

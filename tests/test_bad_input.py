@@ -7,13 +7,16 @@ import sys
 import pytest
 
 from lagrangian_jax import data as data_lib
+from lagrangian_jax import errors
 from lagrangian_jax import train
 from tests.conftest import ROOT
 from tests.conftest import apply_overrides
 from tests.conftest import shrunken_config
 
 
-@pytest.mark.parametrize("overrides, needle", [
+@pytest.mark.parametrize(
+  "overrides, needle",
+  [
     ({"method": "sgd_magic"}, "config.method: unknown method 'sgd_magic'"),
     ({"solver": "newton"}, "config.solver: unknown solver 'newton'"),
     ({"optimizer": "lion"}, "config.optimizer: unknown step rule 'lion'"),
@@ -21,16 +24,17 @@ from tests.conftest import shrunken_config
     ({"learning_rates.dual": -1.0}, "config.learning_rates.dual: must be a non-negative"),
     ({"distprop.margin": -0.5}, "config.distprop.margin: must be >= 0"),
     ({"distprop.sigma_floor": 0.0}, "config.distprop.sigma_floor: must be > 0"),
-    ({"distprop.multipliers": "row"}, "config.distprop.multipliers must be one of"),
-    ({"network.split": "7"}, "config.network: split"),
+    ({"distprop.multipliers": "row"}, "config.distprop.multipliers: must be one of"),
+    ({"network.split": "7"}, "config.network.split: value(s) [7] out of range"),
     ({"network.split": "x,y"}, "config.network.split: expected"),
-    ({"network.name": "resnet"}, "config.network: name: unknown network 'resnet'"),
+    ({"network.name": "resnet"}, "config.network.name: unknown network 'resnet'"),
     ({"batch_size": 0}, "config.batch_size: must be positive"),
     ({"mesh.num_devices": 64}, "config.mesh.num_devices: 64 requested"),
-])
+  ],
+)
 def test_bad_config_values_name_the_key(overrides, needle):
   config = apply_overrides(shrunken_config("distprop"), overrides)
-  with pytest.raises(train.ConfigError) as e:
+  with pytest.raises(errors.ConfigError) as e:
     train.build_experiment(config)
   message = str(e.value)
   assert needle in message, message
@@ -54,19 +58,27 @@ def test_missing_data_directory_names_the_path(tmp_path):
 
 def _launch(*args, timeout=300):
   env = dict(os.environ, JAX_PLATFORMS="cpu")
-  return subprocess.run([sys.executable, "-m", "experiments.main", *args], cwd=ROOT,
-                        env=env, capture_output=True, text=True, timeout=timeout)
+  return subprocess.run(
+    [sys.executable, "-m", "experiments.main", *args],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+  )
 
 
 def test_launcher_prints_one_line_and_exits_nonzero(tmp_path):
   cases = [
-      (["--config.learning_rates.weights=-0.1"], "config.learning_rates.weights"),
-      (["--config.data.name=idx", f"--config.data.data_dir={tmp_path}/missing"],
-       f"{tmp_path}/missing"),
+    (["--config.learning_rates.weights=-0.1"], "config.learning_rates.weights"),
+    (
+      ["--config.data.name=idx", f"--config.data.data_dir={tmp_path}/missing"],
+      f"{tmp_path}/missing",
+    ),
   ]
   for extra, needle in cases:
     proc = _launch("--config=configs/default.py", f"--workdir={tmp_path}/run", *extra)
     assert proc.returncode == 1, proc.stderr
-    errors = [l for l in proc.stderr.splitlines() if l.startswith("error: ")]
-    assert len(errors) == 1 and needle in errors[0], proc.stderr
+    lines = [l for l in proc.stderr.splitlines() if l.startswith("error: ")]
+    assert len(lines) == 1 and needle in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr

@@ -77,40 +77,94 @@ F_RTOL = 1e-5
 CALLS = 6000
 
 PROBLEMS = {
-    "NW12.1": dict(f=lambda x: x[0] + x[1], x0=[-1.5, -0.5], xs=[-1.0, -1.0], fs=-2.0,
-                   eq=lambda x: jnp.stack([x[0]**2 + x[1]**2 - 2])),
-    "NW12.3": dict(f=lambda x: x[0] + x[1], x0=[-1.5, -0.5], xs=[-1.0, -1.0], fs=-2.0,
-                   ineq=lambda x: jnp.stack([x[0]**2 + x[1]**2 - 2])),
-    "HS6": dict(f=lambda x: (1 - x[0])**2, x0=[-1.2, 1.0], xs=[1.0, 1.0], fs=0.0,
-                eq=lambda x: jnp.stack([10 * (x[1] - x[0]**2)])),
-    "HS7": dict(f=lambda x: jnp.log(1 + x[0]**2) - x[1], x0=[2.0, 2.0],
-                xs=[0.0, math.sqrt(3)], fs=-math.sqrt(3),
-                eq=lambda x: jnp.stack([(1 + x[0]**2)**2 + x[1]**2 - 4])),
-    "HS28": dict(f=lambda x: (x[0] + x[1])**2 + (x[1] + x[2])**2, x0=[-4.0, 1.0, 1.0],
-                 xs=[0.5, -0.5, 0.5], fs=0.0,
-                 eq=lambda x: jnp.stack([x[0] + 2 * x[1] + 3 * x[2] - 1])),
-    "HS35": dict(f=lambda x: (9 - 8 * x[0] - 6 * x[1] - 4 * x[2] + 2 * x[0]**2 + 2 * x[1]**2
-                              + x[2]**2 + 2 * x[0] * x[1] + 2 * x[0] * x[2]),
-                 x0=[0.5, 0.5, 0.5], xs=[4 / 3, 7 / 9, 4 / 9], fs=1 / 9,
-                 ineq=lambda x: jnp.concatenate([jnp.stack([x[0] + x[1] + 2 * x[2] - 3]), -x])),
-    "HS39": dict(f=lambda x: -x[0], x0=[2.0, 2.0, 2.0, 2.0], xs=[1.0, 1.0, 0.0, 0.0], fs=-1.0,
-                 eq=lambda x: jnp.stack([x[1] - x[0]**3 - x[2]**2, x[0]**2 - x[1] - x[3]**2])),
-    "HS42": dict(f=lambda x: (x[0] - 1)**2 + (x[1] - 2)**2 + (x[2] - 3)**2 + (x[3] - 4)**2,
-                 x0=[1.0, 1.0, 1.0, 1.0], xs=[2.0, 2.0, 0.6 * SQRT2, 0.8 * SQRT2],
-                 fs=28 - 10 * SQRT2,
-                 eq=lambda x: jnp.stack([x[0] - 2, x[2]**2 + x[3]**2 - 2])),
-    "HS48": dict(f=lambda x: (x[0] - 1)**2 + (x[1] - x[2])**2 + (x[3] - x[4])**2,
-                 x0=[3.0, 5.0, -3.0, 2.0, -2.0], xs=[1.0] * 5, fs=0.0,
-                 eq=lambda x: jnp.stack([jnp.sum(x) - 5, x[2] - 2 * (x[3] + x[4]) + 3])),
-    "HS71": dict(f=lambda x: x[0] * x[3] * (x[0] + x[1] + x[2]) + x[2], x0=[1.0, 5.0, 5.0, 1.0],
-                 xs=[1.0, 4.7429994, 3.8211503, 1.3794082], fs=17.0140173,
-                 eq=lambda x: jnp.stack([jnp.sum(x**2) - 40]),
-                 ineq=lambda x: jnp.concatenate(
-                     [jnp.stack([25 - x[0] * x[1] * x[2] * x[3]]), 1 - x, x - 5])),
-    "HS40": dict(f=lambda x: -x[0] * x[1] * x[2] * x[3], x0=[0.8] * 4,
-                 xs=[2**(-1 / 3), 2**(-1 / 2), 2**(-11 / 12), 2**(-1 / 4)], fs=-0.25,
-                 eq=lambda x: jnp.stack([x[0]**3 + x[1]**2 - 1, x[0]**2 * x[3] - x[2],
-                                         x[3]**2 - x[1]])),
+  "NW12.1": dict(
+    f=lambda x: x[0] + x[1],
+    x0=[-1.5, -0.5],
+    xs=[-1.0, -1.0],
+    fs=-2.0,
+    eq=lambda x: jnp.stack([x[0] ** 2 + x[1] ** 2 - 2]),
+  ),
+  "NW12.3": dict(
+    f=lambda x: x[0] + x[1],
+    x0=[-1.5, -0.5],
+    xs=[-1.0, -1.0],
+    fs=-2.0,
+    ineq=lambda x: jnp.stack([x[0] ** 2 + x[1] ** 2 - 2]),
+  ),
+  "HS6": dict(
+    f=lambda x: (1 - x[0]) ** 2,
+    x0=[-1.2, 1.0],
+    xs=[1.0, 1.0],
+    fs=0.0,
+    eq=lambda x: jnp.stack([10 * (x[1] - x[0] ** 2)]),
+  ),
+  "HS7": dict(
+    f=lambda x: jnp.log(1 + x[0] ** 2) - x[1],
+    x0=[2.0, 2.0],
+    xs=[0.0, math.sqrt(3)],
+    fs=-math.sqrt(3),
+    eq=lambda x: jnp.stack([(1 + x[0] ** 2) ** 2 + x[1] ** 2 - 4]),
+  ),
+  "HS28": dict(
+    f=lambda x: (x[0] + x[1]) ** 2 + (x[1] + x[2]) ** 2,
+    x0=[-4.0, 1.0, 1.0],
+    xs=[0.5, -0.5, 0.5],
+    fs=0.0,
+    eq=lambda x: jnp.stack([x[0] + 2 * x[1] + 3 * x[2] - 1]),
+  ),
+  "HS35": dict(
+    f=lambda x: (
+      9
+      - 8 * x[0]
+      - 6 * x[1]
+      - 4 * x[2]
+      + 2 * x[0] ** 2
+      + 2 * x[1] ** 2
+      + x[2] ** 2
+      + 2 * x[0] * x[1]
+      + 2 * x[0] * x[2]
+    ),
+    x0=[0.5, 0.5, 0.5],
+    xs=[4 / 3, 7 / 9, 4 / 9],
+    fs=1 / 9,
+    ineq=lambda x: jnp.concatenate([jnp.stack([x[0] + x[1] + 2 * x[2] - 3]), -x]),
+  ),
+  "HS39": dict(
+    f=lambda x: -x[0],
+    x0=[2.0, 2.0, 2.0, 2.0],
+    xs=[1.0, 1.0, 0.0, 0.0],
+    fs=-1.0,
+    eq=lambda x: jnp.stack([x[1] - x[0] ** 3 - x[2] ** 2, x[0] ** 2 - x[1] - x[3] ** 2]),
+  ),
+  "HS42": dict(
+    f=lambda x: (x[0] - 1) ** 2 + (x[1] - 2) ** 2 + (x[2] - 3) ** 2 + (x[3] - 4) ** 2,
+    x0=[1.0, 1.0, 1.0, 1.0],
+    xs=[2.0, 2.0, 0.6 * SQRT2, 0.8 * SQRT2],
+    fs=28 - 10 * SQRT2,
+    eq=lambda x: jnp.stack([x[0] - 2, x[2] ** 2 + x[3] ** 2 - 2]),
+  ),
+  "HS48": dict(
+    f=lambda x: (x[0] - 1) ** 2 + (x[1] - x[2]) ** 2 + (x[3] - x[4]) ** 2,
+    x0=[3.0, 5.0, -3.0, 2.0, -2.0],
+    xs=[1.0] * 5,
+    fs=0.0,
+    eq=lambda x: jnp.stack([jnp.sum(x) - 5, x[2] - 2 * (x[3] + x[4]) + 3]),
+  ),
+  "HS71": dict(
+    f=lambda x: x[0] * x[3] * (x[0] + x[1] + x[2]) + x[2],
+    x0=[1.0, 5.0, 5.0, 1.0],
+    xs=[1.0, 4.7429994, 3.8211503, 1.3794082],
+    fs=17.0140173,
+    eq=lambda x: jnp.stack([jnp.sum(x**2) - 40]),
+    ineq=lambda x: jnp.concatenate([jnp.stack([25 - x[0] * x[1] * x[2] * x[3]]), 1 - x, x - 5]),
+  ),
+  "HS40": dict(
+    f=lambda x: -x[0] * x[1] * x[2] * x[3],
+    x0=[0.8] * 4,
+    xs=[2 ** (-1 / 3), 2 ** (-1 / 2), 2 ** (-11 / 12), 2 ** (-1 / 4)],
+    fs=-0.25,
+    eq=lambda x: jnp.stack([x[0] ** 3 + x[1] ** 2 - 1, x[0] ** 2 * x[3] - x[2], x[3] ** 2 - x[1]]),
+  ),
 }
 
 
@@ -141,6 +195,7 @@ def make_lagrangian(prob):
     x, dual = params["primal"], params["dual"]
     eq, ineq = constraints(prob, x)
     return lj.lagrangian(prob["f"](x), eq, dual.get("eq"), ineq, dual.get("ineq"))
+
   return lagrangian
 
 
@@ -154,6 +209,7 @@ def solve_saddle(prob, tx, calls=CALLS):
     grads = jax.grad(lagrangian)(params)
     updates, state = tx.update(grads, state, params)
     return optax.apply_updates(params, updates), state
+
   for _ in range(calls):
     params, state = step(params, state)
   return params, state
@@ -200,27 +256,43 @@ def test_nw12_1_multiplier():
 
 # Other measured (problem, solver) pairs from the table.
 OTHER_PAIRS = [
-    ("NW12.1", "gda", lambda: lj.gda(0.01, nonnegative=is_ineq)),
-    ("HS35", "gda", lambda: lj.gda(0.01, nonnegative=is_ineq)),
-    ("NW12.3", "past_extragradient(sgd)", lambda: lj.past_extragradient(
-        lj.descent_ascent(optax.sgd(0.02), optax.sgd(0.02), nonnegative=is_ineq))),
-    ("HS28", "past_extragradient(sgd)", lambda: lj.past_extragradient(
-        lj.descent_ascent(optax.sgd(0.02), optax.sgd(0.02), nonnegative=is_ineq))),
-    ("HS48", "past_extragradient(sgd)", lambda: lj.past_extragradient(
-        lj.descent_ascent(optax.sgd(0.02), optax.sgd(0.02), nonnegative=is_ineq))),
-    ("HS7", "past_extra_adagrad", lambda: lj.past_extra_adagrad(0.5, nonnegative=is_ineq)),
+  ("NW12.1", "gda", lambda: lj.gda(0.01, nonnegative=is_ineq)),
+  ("HS35", "gda", lambda: lj.gda(0.01, nonnegative=is_ineq)),
+  (
+    "NW12.3",
+    "past_extragradient(sgd)",
+    lambda: lj.past_extragradient(
+      lj.descent_ascent(optax.sgd(0.02), optax.sgd(0.02), nonnegative=is_ineq)
+    ),
+  ),
+  (
+    "HS28",
+    "past_extragradient(sgd)",
+    lambda: lj.past_extragradient(
+      lj.descent_ascent(optax.sgd(0.02), optax.sgd(0.02), nonnegative=is_ineq)
+    ),
+  ),
+  (
+    "HS48",
+    "past_extragradient(sgd)",
+    lambda: lj.past_extragradient(
+      lj.descent_ascent(optax.sgd(0.02), optax.sgd(0.02), nonnegative=is_ineq)
+    ),
+  ),
+  ("HS7", "past_extra_adagrad", lambda: lj.past_extra_adagrad(0.5, nonnegative=is_ineq)),
 ]
 
 
-@pytest.mark.parametrize("name,solver,make", OTHER_PAIRS,
-                         ids=[f"{n}-{s}" for n, s, _ in OTHER_PAIRS])
+@pytest.mark.parametrize(
+  "name,solver,make", OTHER_PAIRS, ids=[f"{n}-{s}" for n, s, _ in OTHER_PAIRS]
+)
 def test_other_saddle_solvers(name, solver, make):
   del solver
   prob = PROBLEMS[name]
   params, state = solve_saddle(prob, make())
   x = params["primal"]
   if name == "HS28" or name == "NW12.3" or name == "HS48":
-    x = lj.past_extragradient_iterate(params, state)["primal"]
+    x = lj.current_iterate(params, state)["primal"]
   check_solution(prob, x)
 
 
@@ -242,19 +314,23 @@ def method_of_multipliers(prob, penalty=10.0, outer=30, inner=300, lr=0.02):
 
     def L(x):
       eq, ineq = constraints(prob, x)
-      return lj.augmented_lagrangian(prob["f"](x), eq, dual.get("eq"), ineq,
-                                     dual.get("ineq"), penalty=penalty)
+      return lj.augmented_lagrangian(
+        prob["f"](x), eq, dual.get("eq"), ineq, dual.get("ineq"), penalty=penalty
+      )
 
     def body(_, carry):
       x, s = carry
       u, s = opt.update(jax.grad(L)(x), s, x)
       return optax.apply_updates(x, u), s
+
     x, _ = jax.lax.fori_loop(0, inner, body, (params["primal"], opt.init(params["primal"])))
     eq, ineq = constraints(prob, x)
-    lam, mu = lj.method_of_multipliers_update(dual.get("eq"), eq, dual.get("ineq"), ineq,
-                                              penalty=penalty)
+    lam, mu = lj.method_of_multipliers_update(
+      dual.get("eq"), eq, dual.get("ineq"), ineq, penalty=penalty
+    )
     new_dual = {k: v for k, v in (("eq", lam), ("ineq", mu)) if v is not None}
     return {"primal": x, "dual": new_dual}
+
   params = initial_params(prob)
   for _ in range(outer):
     params = outer_step(params)

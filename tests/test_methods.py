@@ -7,6 +7,7 @@ import pytest
 
 from lagrangian_jax import methods
 from lagrangian_jax import networks
+from lagrangian_jax import rows as rows_lib
 from lagrangian_jax import train
 from lagrangian_jax.methods import base
 from tests.conftest import shrunken_config
@@ -14,20 +15,24 @@ from tests.conftest import shrunken_config
 
 def _fake_map_train(num_train, dim, num_classes=10):
   """A map_train over a synthetic data set: costs nothing under jax.eval_shape."""
+
   def map_train(fn, limit=None):
     n = num_train if limit is None else min(limit, num_train)
     x = jnp.zeros((n, 784), jnp.float32)
     y = jnp.arange(n, dtype=jnp.int32) % num_classes
     return fn(x, y)
+
   return map_train
 
 
 def _aux_and_dual_size(config, num_train):
-  net = networks.build_network("mlp", depth=2, width=64, split=[1],
-                               split_activation=config.network.split_activation)
+  net = networks.build_network(
+    "mlp", depth=2, width=64, split=[1], split_activation=config.network.split_activation
+  )
   method = methods.make_method(config, net, num_train)
   params, constants = jax.eval_shape(
-      lambda: method.init(jax.random.key(0), _fake_map_train(num_train, 784)))
+    lambda: method.init(jax.random.key(0), _fake_map_train(num_train, 784))
+  )
   size = lambda t: sum(int(np.prod(x.shape)) for x in jax.tree.leaves(t))
   return size(params["primal"]["aux"]) + size(params["dual"]) + size(constants)
 
@@ -45,7 +50,7 @@ def test_distprop_state_does_not_grow_with_the_data_set(prototype_init):
 def test_extraprop_state_grows_linearly_with_the_data_set():
   config = shrunken_config("extraprop")
   a, b = _aux_and_dual_size(config, 1_000), _aux_and_dual_size(config, 1_000_000)
-  assert a == 1_000 * 64 * 2          # states and multipliers, one row per example
+  assert a == 1_000 * 64 * 2  # states and multipliers, one row per example
   assert b == 1_000_000 * 64 * 2
 
 
@@ -74,7 +79,7 @@ def test_a_step_changes_only_the_batch_rows_of_tables(method, multipliers):
   rows = np.asarray(batch.indices)
   others = np.setdiff1d(np.arange(len(exp.dataset.train.labels)), rows)
   changed = {"params": 0, "opt_state": 0}
-  for name, flags in (("params", exp.rows.params), ("opt_state", exp.rows.opt_state)):
+  for name, flags in (("params", exp.tables.params), ("opt_state", exp.tables.opt_state)):
     leaves_b = jax.tree.leaves(getattr(before, name))
     leaves_a = jax.tree.leaves(getattr(after, name))
     for b, a, is_table in zip(leaves_b, leaves_a, flags):
@@ -82,9 +87,9 @@ def test_a_step_changes_only_the_batch_rows_of_tables(method, multipliers):
         np.testing.assert_array_equal(a[others], b[others])
         changed[name] += int(np.any(a[rows] != b[rows]))
   # every parameter table moved on the batch rows (extraprop: states and multipliers)
-  assert changed["params"] == sum(exp.rows.params) == (2 if method == "extraprop" else 1)
+  assert changed["params"] == sum(exp.tables.params) == (2 if method == "extraprop" else 1)
   # the optimizer mirrors rows too (accumulators; the extragradient anchor is reset to 0)
-  assert changed["opt_state"] >= 1 and sum(exp.rows.opt_state) > sum(exp.rows.params)
+  assert changed["opt_state"] >= 1 and sum(exp.tables.opt_state) > sum(exp.tables.params)
 
 
 def test_extraprop_states_start_at_a_valid_forward_pass():
@@ -92,8 +97,11 @@ def test_extraprop_states_start_at_a_valid_forward_pass():
   exp = train.build_experiment(config)
   idx = np.arange(100)
   images, labels = exp.dataset.train.images[idx], exp.dataset.train.labels[idx]
-  d = exp.method.defects(train._gather(exp.initial_state.params, exp.rows.params, idx),
-                         exp.initial_state.constants, base.Batch(images, labels, idx))
+  d = exp.method.defects(
+    rows_lib.gather(exp.initial_state.params, exp.tables.params, idx),
+    exp.initial_state.constants,
+    base.Batch(images, labels, idx),
+  )
   np.testing.assert_allclose(np.asarray(d), 0.0, atol=1e-5)
 
 
@@ -106,12 +114,12 @@ def test_distprop_noise_is_fixed_and_sigma_has_a_floor():
   batch = train.make_batch(exp, 0)
   v1, _ = exp.method.objective(state.params, state.constants, batch)
   v2, _ = exp.method.objective(state.params, state.constants, batch)
-  assert float(v1) == float(v2)            # no fresh noise between evaluations
+  assert float(v1) == float(v2)  # no fresh noise between evaluations
   for step in range(5):
     state, _ = exp.train_step(state, train.make_batch(exp, step))
   np.testing.assert_array_equal(np.asarray(state.constants["noise"][0]), noise)
   rho = state.params["primal"]["aux"]["prototypes"][0]["rho"]
-  rho = rho.at[0].set(-1e4)                # softplus underflows to 0
+  rho = rho.at[0].set(-1e4)  # softplus underflows to 0
   sigma = jax.nn.softplus(rho) + 0.05
   assert float(jnp.min(sigma)) >= 0.05
 
@@ -126,11 +134,12 @@ def test_distprop_loss_scores_samples_against_their_class_over_the_logits_axis()
   batch = base.Batch(jnp.zeros((4, 784)), jnp.zeros((4,), jnp.int32), jnp.arange(4))
   _, aux = method.objective(params, constants, batch)
   proto = params["primal"]["aux"]["prototypes"][0]
-  noise = constants["noise"][0]                                    # (S, C, H)
+  noise = constants["noise"][0]  # (S, C, H)
   s, c, h = noise.shape
   samples = proto["mu"][None] + noise * (jax.nn.softplus(proto["rho"]) + 1e-2)[None]
-  logits = networks.apply_segment(net, params["primal"]["weights"], 1,
-                                  samples.reshape(-1, h)).reshape(s, c, 10)
+  logits = networks.apply_segment(
+    net, params["primal"]["weights"], 1, samples.reshape(-1, h)
+  ).reshape(s, c, 10)
   own = np.arange(c)
   want = -np.mean(np.asarray(jax.nn.log_softmax(logits, axis=-1))[:, own, own])
   wrong = -np.mean(np.asarray(jax.nn.log_softmax(logits, axis=1))[:, own, own])

@@ -7,15 +7,20 @@ import subprocess
 import sys
 import time
 
+import jax
 import numpy as np
 import orbax.checkpoint as ocp
-import jax
 
 from tests.conftest import ROOT
 
-COMMON = ["--config=configs/smoke.py", "--config.num_steps=600", "--config.eval_every=600",
-          "--config.checkpoint_every=20", "--config.log_every=20",
-          "--config.progress_bar=false"]
+COMMON = [
+  "--config=configs/smoke.py",
+  "--config.num_steps=600",
+  "--config.eval_every=600",
+  "--config.checkpoint_every=20",
+  "--config.log_every=20",
+  "--config.progress_bar=false",
+]
 
 
 def _cmd(workdir, *extra):
@@ -42,8 +47,9 @@ def test_sigkill_then_rerun_matches_uninterrupted_run(tmp_path):
   full, killed = str(tmp_path / "full"), str(tmp_path / "killed")
   subprocess.run(_cmd(full), cwd=ROOT, env=_env(), check=True, capture_output=True)
 
-  proc = subprocess.Popen(_cmd(killed), cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL)
+  proc = subprocess.Popen(
+    _cmd(killed), cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+  )
   deadline = time.time() + 240
   while time.time() < deadline and not any(s >= 60 for s in _steps(killed)):
     time.sleep(0.02)
@@ -65,16 +71,26 @@ def test_sigkill_then_rerun_matches_uninterrupted_run(tmp_path):
 
 def test_divergence_exits_nonzero_and_keeps_last_good_checkpoint(tmp_path):
   workdir = str(tmp_path / "run")
-  ok = subprocess.run(_cmd(workdir, "--config.num_steps=40"), cwd=ROOT, env=_env(),
-                      capture_output=True, text=True)
+  ok = subprocess.run(
+    _cmd(workdir, "--config.num_steps=40"), cwd=ROOT, env=_env(), capture_output=True, text=True
+  )
   assert ok.returncode == 0, ok.stderr
   assert _steps(workdir)[-1] == 40
   good = _restore(workdir, 40)
 
-  bad = subprocess.run(_cmd(workdir, "--config.num_steps=100",
-                            "--config.learning_rates.weights=1e30",
-                            "--config.learning_rates.aux=1e30", "--config.log_every=1"),
-                       cwd=ROOT, env=_env(), capture_output=True, text=True)
+  bad = subprocess.run(
+    _cmd(
+      workdir,
+      "--config.num_steps=100",
+      "--config.learning_rates.weights=1e30",
+      "--config.learning_rates.aux=1e30",
+      "--config.log_every=1",
+    ),
+    cwd=ROOT,
+    env=_env(),
+    capture_output=True,
+    text=True,
+  )
   assert bad.returncode == 1
   errors = [l for l in bad.stderr.splitlines() if l.startswith("error: ")]
   assert len(errors) == 1 and "diverged" in errors[0] and "step 40" in errors[0], bad.stderr
@@ -85,9 +101,15 @@ def test_divergence_exits_nonzero_and_keeps_last_good_checkpoint(tmp_path):
 
 def test_resuming_with_an_incompatible_config_is_a_clear_error(tmp_path):
   workdir = str(tmp_path / "run")
-  subprocess.run(_cmd(workdir, "--config.num_steps=20"), cwd=ROOT, env=_env(), check=True,
-                 capture_output=True)
-  proc = subprocess.run(_cmd(workdir, "--config.num_steps=40", "--config.network.width=32"),
-                        cwd=ROOT, env=_env(), capture_output=True, text=True)
+  subprocess.run(
+    _cmd(workdir, "--config.num_steps=20"), cwd=ROOT, env=_env(), check=True, capture_output=True
+  )
+  proc = subprocess.run(
+    _cmd(workdir, "--config.num_steps=40", "--config.network.width=32"),
+    cwd=ROOT,
+    env=_env(),
+    capture_output=True,
+    text=True,
+  )
   assert proc.returncode == 1
   assert "does not match this config" in proc.stderr, proc.stderr

@@ -32,7 +32,7 @@ SCRIPT = textwrap.dedent("""
       exp8, s8, m8 = run(method, 8, **extra)
       _, s1, m1 = run(method, 1, **extra)
       # tables are really split by rows over the 8 devices, the batch too
-      for leaf, is_table in zip(jax.tree.leaves(s8.params), exp8.rows.params):
+      for leaf, is_table in zip(jax.tree.leaves(s8.params), exp8.tables.params):
         if is_table:
           assert leaf.sharding.spec == jax.P("data"), leaf.sharding
           assert len(leaf.addressable_shards) == 8
@@ -51,9 +51,9 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_sharded_run_equals_single_device_run():
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS="--xla_force_host_platform_device_count=8")
-  proc = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=600)
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=8")
+  proc = subprocess.run(
+    [sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+  )
   assert proc.returncode == 0, proc.stdout + proc.stderr
   assert proc.stdout.count("OK") == 4, proc.stdout

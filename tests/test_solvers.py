@@ -44,7 +44,8 @@ def one_call(tx, lagrangian, params, state):
 
 def close(tree, expected, atol=1e-6):
   np.testing.assert_allclose(
-      [float(tree["primal"]), float(tree["dual"])], expected, rtol=0, atol=atol)
+    [float(tree["primal"]), float(tree["dual"])], expected, rtol=0, atol=atol
+  )
 
 
 # =================================================================================
@@ -52,10 +53,14 @@ def close(tree, expected, atol=1e-6):
 # =================================================================================
 
 
-@pytest.mark.parametrize("make", [
+@pytest.mark.parametrize(
+  "make",
+  [
     lambda: lj.gda(0.1),
     lambda: lj.descent_ascent(optax.sgd(0.1), optax.sgd(0.1)),
-], ids=["gda", "descent_ascent"])
+  ],
+  ids=["gda", "descent_ascent"],
+)
 def test_gda_exact_sequence(make):
   tx = make()
   params, state = p0(), None
@@ -79,10 +84,14 @@ def test_descent_ascent_different_rates_and_custom_keys():
   np.testing.assert_allclose([float(u["w"]), float(u["lam"])], [-0.1, 0.5], atol=1e-7)
 
 
-@pytest.mark.parametrize("make", [
+@pytest.mark.parametrize(
+  "make",
+  [
     lambda: lj.extra_sgd(0.1),
     lambda: lj.extragradient(lj.descent_ascent(optax.sgd(0.1), optax.sgd(0.1))),
-], ids=["extra_sgd", "extragradient(descent_ascent(sgd))"])
+  ],
+  ids=["extra_sgd", "extragradient(descent_ascent(sgd))"],
+)
 def test_extragradient_sgd_exact_sequence_updates_from_anchor(make):
   tx = make()
   params = p0()
@@ -115,8 +124,9 @@ def test_extragradient_adagrad_exact_sequence(accumulate, via_alias):
   if via_alias:
     tx = lj.extra_adagrad(0.1, 0.2, accumulate=accumulate)
   else:
-    tx = lj.extragradient(lj.descent_ascent(optax.adagrad(0.1), optax.adagrad(0.2)),
-                          accumulate=accumulate)
+    tx = lj.extragradient(
+      lj.descent_ascent(optax.adagrad(0.1), optax.adagrad(0.2)), accumulate=accumulate
+    )
   params = p0()
   state = tx.init(params)
   # phase 0: both accumulators G = .1 + 1 = 1.1 (dual sees -1, squared 1)
@@ -126,23 +136,30 @@ def test_extragradient_adagrad_exact_sequence(accumulate, via_alias):
   close(params, [xh, yh])
   acc = state.inner_state
   if accumulate == "both":
-    np.testing.assert_allclose([float(acc.primal[0].sum_of_squares),
-                                float(acc.dual[0].sum_of_squares)], [1.1, 1.1], rtol=1e-6)
+    np.testing.assert_allclose(
+      [float(acc.primal[0].sum_of_squares), float(acc.dual[0].sum_of_squares)],
+      [1.1, 1.1],
+      rtol=1e-6,
+    )
   else:  # the extrapolation's state is discarded
-    np.testing.assert_allclose([float(acc.primal[0].sum_of_squares),
-                                float(acc.dual[0].sum_of_squares)], [0.1, 0.1], rtol=1e-6)
+    np.testing.assert_allclose(
+      [float(acc.primal[0].sum_of_squares), float(acc.dual[0].sum_of_squares)],
+      [0.1, 0.1],
+      rtol=1e-6,
+    )
   # phase 1: g(x_half) = (gx, gy) = (yh, xh)
   gx, gy = yh, xh
   g0 = 1.1 if accumulate == "both" else 0.1  # accumulator before this call
   gxx, gyy = g0 + gx**2, g0 + gy**2
-  x1 = 1 - 0.1 * gx / math.sqrt(gxx + 1e-7)   # from x_t = 1
+  x1 = 1 - 0.1 * gx / math.sqrt(gxx + 1e-7)  # from x_t = 1
   y1 = 1 + 0.2 * gy / math.sqrt(gyy + 1e-7)
   u, params, state = one_call(tx, bilinear, params, state)
   close(params, [x1, y1], atol=2e-6)
   close(u, [x1 - xh, y1 - yh], atol=2e-6)
   acc = state.inner_state
-  np.testing.assert_allclose([float(acc.primal[0].sum_of_squares),
-                              float(acc.dual[0].sum_of_squares)], [gxx, gyy], rtol=1e-6)
+  np.testing.assert_allclose(
+    [float(acc.primal[0].sum_of_squares), float(acc.dual[0].sum_of_squares)], [gxx, gyy], rtol=1e-6
+  )
   assert int(state.phase) == 0
 
 
@@ -158,12 +175,12 @@ def test_extra_adam_exact_two_half_steps():
   assert int(state.inner_state.primal[0].count) == 1
   # half-step 2 (count 2): g_x = y_half = 1.1 ; dual fed -x_half = -.9
   gx, gy = 1 + s, -(1 - s)
-  mx = 0.9 * (0.1 * 1.0) + 0.1 * gx          # = .09 + .11 = .2
+  mx = 0.9 * (0.1 * 1.0) + 0.1 * gx  # = .09 + .11 = .2
   vx = 0.999 * (0.001 * 1.0) + 0.001 * gx**2  # = .000999 + .00121 = .002209
-  my = 0.9 * (0.1 * -1.0) + 0.1 * gy         # = -.09 - .09 = -.18
+  my = 0.9 * (0.1 * -1.0) + 0.1 * gy  # = -.09 - .09 = -.18
   vy = 0.999 * (0.001 * 1.0) + 0.001 * gy**2  # = .000999 + .00081 = .001809
-  bc1, bc2 = 1 - 0.9**2, 1 - 0.999**2         # .19, .001999
-  x1 = 1 - 0.1 * (mx / bc1) / (math.sqrt(vx / bc2) + 1e-8)   # from x_t = 1
+  bc1, bc2 = 1 - 0.9**2, 1 - 0.999**2  # .19, .001999
+  x1 = 1 - 0.1 * (mx / bc1) / (math.sqrt(vx / bc2) + 1e-8)  # from x_t = 1
   y1 = 1 - 0.1 * (my / bc1) / (math.sqrt(vy / bc2) + 1e-8)
   u, params, state = one_call(tx, bilinear, params, state)
   close(params, [x1, y1], atol=2e-6)
@@ -184,14 +201,12 @@ def test_past_extragradient_sgd_exact_sequence():
   u, params, state = one_call(tx, square, params, state)
   np.testing.assert_allclose(float(u["primal"]), -0.4, atol=1e-7)
   np.testing.assert_allclose(float(params["primal"]), 0.6, atol=1e-7)
-  np.testing.assert_allclose(float(lj.past_extragradient_iterate(params, state)["primal"]),
-                             0.8, atol=1e-7)
+  np.testing.assert_allclose(float(lj.current_iterate(params, state)["primal"]), 0.8, atol=1e-7)
   # call 2: x_t = .6 - (-.2) = .8, g = 2*.6 = 1.2: x_2 = .8 - .12 = .68, x_{5/2} = .56
   u, params, state = one_call(tx, square, params, state)
   np.testing.assert_allclose(float(u["primal"]), -0.04, atol=1e-7)
   np.testing.assert_allclose(float(params["primal"]), 0.56, atol=1e-7)
-  np.testing.assert_allclose(float(lj.past_extragradient_iterate(params, state)["primal"]),
-                             0.68, atol=1e-7)
+  np.testing.assert_allclose(float(lj.current_iterate(params, state)["primal"]), 0.68, atol=1e-7)
   # call 3: x_t = .68, g = 1.12: x_3 = .568, x_{7/2} = .456 ; update .456 - .56 = -.104
   u, params, state = one_call(tx, square, params, state)
   np.testing.assert_allclose(float(u["primal"]), -0.104, atol=1e-6)
@@ -232,27 +247,33 @@ def test_projection_extragradient_both_phases_exact_zero():
 
 
 def test_projection_past_extragradient_exact_zero():
-  tx = lj.past_extragradient(lj.descent_ascent(optax.sgd(0.1), optax.sgd(0.1),
-                                               nonnegative=True))
+  tx = lj.past_extragradient(lj.descent_ascent(optax.sgd(0.1), optax.sgd(0.1), nonnegative=True))
   params = p0(1.0, 0.05)
   state = tx.init(params)
   for _ in range(3):
     _, params, state = one_call(tx, projection_L, params, state)
     assert float(params["dual"]) == 0.0
-  assert float(lj.past_extragradient_iterate(params, state)["dual"]) == 0.0
+  assert float(lj.current_iterate(params, state)["dual"]) == 0.0
 
 
-@pytest.mark.parametrize("nonnegative", [
+@pytest.mark.parametrize(
+  "nonnegative",
+  [
     {"eq": False, "ineq": True},
     lambda path, leaf: "ineq" in jax.tree_util.keystr(path),
-], ids=["prefix", "callable"])
+  ],
+  ids=["prefix", "callable"],
+)
 def test_projection_selects_leaves(nonnegative):
   tx = lj.gda(0.1, nonnegative=nonnegative)
-  params = {"primal": jnp.asarray(0.0),
-            "dual": {"eq": jnp.asarray(0.05), "ineq": jnp.asarray(0.05)}}
+  params = {
+    "primal": jnp.asarray(0.0),
+    "dual": {"eq": jnp.asarray(0.05), "ineq": jnp.asarray(0.05)},
+  }
 
   def L(p):  # both constraints have value -1 -> ascent step -.1
     return p["primal"] ** 2 + (p["dual"]["eq"] + p["dual"]["ineq"]) * (p["primal"] - 1.0)
+
   _, params, _ = one_call(tx, L, params, tx.init(params))
   np.testing.assert_allclose(float(params["dual"]["eq"]), -0.05, atol=1e-7)
   assert float(params["dual"]["ineq"]) == 0.0
@@ -292,25 +313,78 @@ def test_extragradient_phase_past_and_missing():
   assert int(lj.extragradient_phase(tx.init(p0()))) == 1
   with pytest.raises(ValueError, match="no extragradient state"):
     lj.extragradient_phase(lj.gda(0.1).init(p0()))
-  with pytest.raises(ValueError, match="no past_extragradient"):
-    lj.past_extragradient_iterate(p0(), lj.extra_sgd(0.1).init(p0()))
+  # without a solver state the iterate is params itself
+  assert lj.current_iterate(p0(), lj.gda(0.1).init(p0())) == p0()
 
 
-def test_extragradient_step_equals_two_manual_calls():
-  tx = lj.extra_adagrad(0.1, 0.05)
+def test_current_iterate_is_x_t_for_every_solver():
+  params = p0(0.7, -0.3)
+  # extragradient between its two half-steps: params are x_{t+1/2}, the iterate x_t
+  tx = lj.extra_sgd(0.1)
+  _, half, state = one_call(tx, bilinear, params, tx.init(params))
+  close(lj.current_iterate(half, state), [0.7, -0.3])
+  # after a whole iteration the phase is 0 and params are the iterate
+  _, full, state = one_call(tx, bilinear, half, state)
+  close(lj.current_iterate(full, state), [float(full["primal"]), float(full["dual"])])
+  # past extragradient: params are x_{t+1} + e; g = (y, x) = (-.3, .7), steps of .1:
+  # x_1 = (.7 + .03, -.3 + .07), e = the same step again
+  tx = lj.past_extragradient(lj.gda(0.1))
+  _, p, state = one_call(tx, bilinear, params, tx.init(params))
+  close(p, [0.76, -0.16])
+  close(lj.current_iterate(p, state), [0.73, -0.23])
+
+
+@pytest.mark.parametrize("accumulate", ["both", "update"])
+def test_one_call_iteration_equals_two_manual_calls(accumulate):
+  tx = lj.extra_adagrad(0.1, 0.05, accumulate=accumulate)
   params = p0(0.7, -0.3)
   state = tx.init(params)
   manual_p, manual_s = contract_loop(tx, bilinear, params, 2, state)
-  step_p, step_s = lj.extragradient_step(tx, jax.grad(bilinear), params, state)
-  chex_equal = jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b),
-                            (manual_p, manual_s), (step_p, step_s))
-  del chex_equal
+  step_p, step_s = lj.solver_step(tx, jax.grad(bilinear), params, state)
+  # The optimizer states are bitwise equal (same gradients, same accumulators); the
+  # params differ only by rounding: x_{t+1/2} + (s_2 - s_1) against x_t + s_2.
+  jax.tree.map(np.testing.assert_array_equal, manual_s, step_s)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), manual_p, step_p)
   # docstring example values: x = 1 - .5 * 1.5, y = 1 + .5 * .5
-  p, _, aux = lj.extragradient_step(
-      lj.extra_sgd(0.5), lambda q: (jax.grad(bilinear)(q), q["primal"]), p0(),
-      lj.extra_sgd(0.5).init(p0()), has_aux=True)
+  p, _, aux = lj.solver_step(
+    lj.extra_sgd(0.5),
+    lambda q: (jax.grad(bilinear)(q), q["primal"]),
+    p0(),
+    lj.extra_sgd(0.5).init(p0()),
+    has_aux=True,
+  )
   close(p, [0.25, 1.25])
-  np.testing.assert_allclose(float(aux), 0.5)  # aux at the extrapolated point
+  np.testing.assert_allclose(float(aux), 1.0)  # aux at the iterate x_t, not x_{t+1/2}
+
+
+def test_one_call_iteration_exact_sequence():
+  """extra_sgd(.5) on x*y from (1, 1), one ``update`` call per iteration.
+
+  Iteration 1: g(x_t) = (1, 1) -> x_half = (.5, 1.5); g(x_half) = (1.5, .5)
+  -> x_1 = (1 - .75, 1 + .25) = (.25, 1.25). Iteration 2: g = (1.25, .25) ->
+  x_half = (.25 - .625, 1.25 + .125) = (-.375, 1.375); g(x_half) = (1.375, -.375)
+  -> x_2 = (.25 - .6875, 1.25 - .1875) = (-.4375, 1.0625).
+  """
+  tx = lj.extra_sgd(0.5)
+  params, state = p0(), tx.init(p0())
+  calls = []
+
+  def grad_fn(p):
+    calls.append(1)
+    return jax.grad(bilinear)(p)
+
+  for expected in ([0.25, 1.25], [-0.4375, 1.0625]):
+    updates, state = tx.update(grad_fn(params), state, params, grad_fn=grad_fn)
+    params = optax.apply_updates(params, updates)
+    close(params, expected)
+    assert int(lj.extragradient_phase(state)) == 0
+  assert len(calls) == 4  # two gradients per iteration
+
+
+def test_one_call_mode_needs_params():
+  tx = lj.extra_sgd(0.5)
+  with pytest.raises(ValueError, match="needs params"):
+    tx.update(jax.grad(bilinear)(p0()), tx.init(p0()), grad_fn=jax.grad(bilinear))
 
 
 # =================================================================================
@@ -334,7 +408,9 @@ def test_bilinear_gda_diverges():
   np.testing.assert_allclose(distances[-1], math.sqrt(2) * 1.01**25, rtol=1e-4)
 
 
-@pytest.mark.parametrize("make,calls", [
+@pytest.mark.parametrize(
+  "make,calls",
+  [
     (lambda: lj.extra_sgd(0.5), 2 * 100),
     (lambda: lj.extragradient(lj.descent_ascent(optax.sgd(0.5), optax.sgd(0.5))), 2 * 100),
     (lambda: lj.past_extragradient(lj.descent_ascent(optax.sgd(0.3), optax.sgd(0.3))), 200),
@@ -342,8 +418,15 @@ def test_bilinear_gda_diverges():
     # measured: lr .5 needs ~2e4 calls (dist 3.3e-1 after 600, 8e-6 after 2e4); lr 1.0:
     # 3.9e-3 after 600 calls, 2e-8 after 2000.
     (lambda: lj.past_extra_adagrad(1.0), 1500),
-], ids=["extra_sgd", "extragradient(sgd)", "past_extragradient(sgd)", "extra_adagrad",
-        "past_extra_adagrad"])
+  ],
+  ids=[
+    "extra_sgd",
+    "extragradient(sgd)",
+    "past_extragradient(sgd)",
+    "extra_adagrad",
+    "past_extra_adagrad",
+  ],
+)
 def test_bilinear_extragradient_family_converges(make, calls):
   tx = make()
   step = jax.jit(lambda p, s: contract_loop(tx, bilinear, p, 1, s))
@@ -373,8 +456,9 @@ def test_chain_with_clip_by_global_norm():
 
 def test_inject_hyperparams_schedule_changes_the_step():
   sched = optax.linear_schedule(0.1, 0.0, 4)  # .1, .075, .05, .025, 0 per call
-  tx = optax.inject_hyperparams(lj.extra_adagrad)(primal_learning_rate=sched,
-                                                  dual_learning_rate=0.1)
+  tx = optax.inject_hyperparams(lj.extra_adagrad)(
+    primal_learning_rate=sched, dual_learning_rate=0.1
+  )
   params = p0()
   state = tx.init(params)
   np.testing.assert_allclose(float(state.hyperparams["primal_learning_rate"]), 0.1)
@@ -401,14 +485,17 @@ def test_inject_hyperparams_schedule_changes_the_step():
 
 def test_multi_transform_frozen_leaves_do_not_move():
   tx = optax.multi_transform(
-      {"eg": lj.extragradient(lj.descent_ascent(optax.sgd(0.1), optax.sgd(0.1))),
-       "frozen": optax.set_to_zero()},
-      {"primal": {"w": "eg", "b": "frozen"}, "dual": "eg"})
-  params = {"primal": {"w": jnp.asarray(1.0), "b": jnp.asarray(5.0)},
-            "dual": jnp.asarray(1.0)}
+    {
+      "eg": lj.extragradient(lj.descent_ascent(optax.sgd(0.1), optax.sgd(0.1))),
+      "frozen": optax.set_to_zero(),
+    },
+    {"primal": {"w": "eg", "b": "frozen"}, "dual": "eg"},
+  )
+  params = {"primal": {"w": jnp.asarray(1.0), "b": jnp.asarray(5.0)}, "dual": jnp.asarray(1.0)}
 
   def L(p):  # the w*y game plus a frozen leaf with a nonzero gradient
     return p["primal"]["w"] * p["dual"] + p["primal"]["b"] ** 2
+
   state = tx.init(params)
   seq = []
   for _ in range(4):
@@ -417,22 +504,25 @@ def test_multi_transform_frozen_leaves_do_not_move():
     assert float(params["primal"]["b"]) == 5.0
   assert seq == [0, 1, 0, 1]
   # same as the extra_sgd sequence above: (.89, 1.09) then (.7721, 1.1681)
-  np.testing.assert_allclose([float(params["primal"]["w"]), float(params["dual"])],
-                             [0.7721, 1.1681], atol=1e-6)
+  np.testing.assert_allclose(
+    [float(params["primal"]["w"]), float(params["dual"])], [0.7721, 1.1681], atol=1e-6
+  )
 
 
 def _all_txs():
   return {
-      "gda": lambda: lj.gda(0.1),
-      "extra_sgd": lambda: lj.extra_sgd(0.2),
-      "extra_adagrad_both": lambda: lj.extra_adagrad(0.5),
-      "extra_adagrad_update": lambda: lj.extra_adagrad(0.5, accumulate="update"),
-      "extra_adam": lambda: lj.extra_adam(0.02),
-      "past_extra_adagrad": lambda: lj.past_extra_adagrad(0.3),
-      "extragradient(descent_ascent)": lambda: lj.extragradient(
-          lj.descent_ascent(optax.adagrad(0.5), optax.sgd(0.2))),
-      "past_extragradient(descent_ascent)": lambda: lj.past_extragradient(
-          lj.descent_ascent(optax.sgd(0.15), optax.sgd(0.15))),
+    "gda": lambda: lj.gda(0.1),
+    "extra_sgd": lambda: lj.extra_sgd(0.2),
+    "extra_adagrad_both": lambda: lj.extra_adagrad(0.5),
+    "extra_adagrad_update": lambda: lj.extra_adagrad(0.5, accumulate="update"),
+    "extra_adam": lambda: lj.extra_adam(0.02),
+    "past_extra_adagrad": lambda: lj.past_extra_adagrad(0.3),
+    "extragradient(descent_ascent)": lambda: lj.extragradient(
+      lj.descent_ascent(optax.adagrad(0.5), optax.sgd(0.2))
+    ),
+    "past_extragradient(descent_ascent)": lambda: lj.past_extragradient(
+      lj.descent_ascent(optax.sgd(0.15), optax.sgd(0.15))
+    ),
   }
 
 
@@ -449,6 +539,7 @@ def test_jitted_update_compiles_once_over_both_phases():
     grads = jax.grad(bilinear)(params)
     updates, state = tx.update(grads, state, params)
     return optax.apply_updates(params, updates), state
+
   params, state = p0(), tx.init(p0())
   for _ in range(6):
     params, state = step(params, state)
@@ -464,6 +555,7 @@ def test_param_and_state_dtypes_are_kept(name, dtype):
 
   def L(p):
     return jnp.sum(p["primal"] ** 2) + jnp.sum(p["dual"] * (p["primal"][0] - 1.0))
+
   state = tx.init(params)
   step = jax.jit(lambda p, s: contract_loop(tx, L, p, 1, s))
   sig0 = jax.tree.map(lambda x: (x.dtype, x.weak_type), state)
@@ -479,18 +571,25 @@ def test_param_and_state_dtypes_are_kept(name, dtype):
 # =================================================================================
 
 ALIASES = {
-    "gda": lj.gda, "extra_sgd": lj.extra_sgd, "extra_adagrad": lj.extra_adagrad,
-    "extra_adam": lj.extra_adam, "past_extra_adagrad": lj.past_extra_adagrad,
+  "gda": lj.gda,
+  "extra_sgd": lj.extra_sgd,
+  "extra_adagrad": lj.extra_adagrad,
+  "extra_adam": lj.extra_adam,
+  "past_extra_adagrad": lj.past_extra_adagrad,
 }
 
 
 @pytest.mark.parametrize("name", sorted(ALL))
-@pytest.mark.parametrize("bad", [
+@pytest.mark.parametrize(
+  "bad",
+  [
     {"x": jnp.asarray(1.0), "y": jnp.asarray(1.0)},
     {"primal": jnp.asarray(1.0)},
     {"primal": jnp.asarray(1.0), "dual": jnp.asarray(1.0), "extra": jnp.asarray(1.0)},
     [jnp.asarray(1.0), jnp.asarray(1.0)],
-], ids=["flat_dict", "missing_dual", "extra_key", "list"])
+  ],
+  ids=["flat_dict", "missing_dual", "extra_key", "list"],
+)
 def test_params_without_primal_dual_split_raise(name, bad):
   with pytest.raises(ValueError, match="primal"):
     ALL[name]().init(bad)
@@ -505,7 +604,7 @@ def test_gradients_not_matching_params_raise(name):
   with pytest.raises(ValueError, match="do not match"):
     tx.update(extra_leaf, state, params)
   wrong_shape = {"primal": {"w": jnp.ones((3,))}, "dual": jnp.ones((1,))}
-  with pytest.raises(ValueError, match=r"\['w'\].*shape \(3,\), expected \(2,\)"):
+  with pytest.raises(ValueError, match=r"mismatched shapes.*'(primal/)?w'.*\(3,\) != \(2,\)"):
     tx.update(wrong_shape, state, params)
 
 
@@ -522,13 +621,16 @@ def test_negative_learning_rates_raise_naming_the_argument(name):
   make(optax.linear_schedule(0.1, 0.0, 10))  # schedules are not checked
 
 
-@pytest.mark.parametrize("make", [
+@pytest.mark.parametrize(
+  "make",
+  [
     lambda a: lj.extragradient(lj.gda(0.1), accumulate=a),
     lambda a: lj.past_extragradient(lj.gda(0.1), accumulate=a),
     lambda a: lj.extra_adagrad(0.1, accumulate=a),
     lambda a: lj.extra_adam(0.1, accumulate=a),
     lambda a: lj.past_extra_adagrad(0.1, accumulate=a),
-])
+  ],
+)
 def test_invalid_accumulate_raises(make):
   with pytest.raises(ValueError, match="accumulate"):
     make("sometimes")
@@ -548,8 +650,11 @@ X_STAR = -A_MAT.T @ Y_STAR
 
 def saddle_L(p):
   x, y = p["primal"], p["dual"]
-  return (0.5 * jnp.sum(x**2) + jnp.dot(y, jnp.asarray(A_MAT, F32) @ x - jnp.asarray(B_VEC, F32))
-          - 0.5 * REG * jnp.sum(y**2))
+  return (
+    0.5 * jnp.sum(x**2)
+    + jnp.dot(y, jnp.asarray(A_MAT, F32) @ x - jnp.asarray(B_VEC, F32))
+    - 0.5 * REG * jnp.sum(y**2)
+  )
 
 
 @pytest.mark.parametrize("name", sorted(ALL))
@@ -566,6 +671,7 @@ def test_battery(name):
     # unknown extra keyword arguments are accepted and ignored
     updates, state = tx.update(grads, state, params, foo=1, bar="x")
     return optax.apply_updates(params, updates), state
+
   sig0 = jax.tree.map(lambda x: (x.dtype, x.weak_type, x.shape), state)
   for _ in range(3000):
     params, state = step(params, state)
@@ -573,7 +679,32 @@ def test_battery(name):
   assert jax.tree.map(lambda x: (x.dtype, x.weak_type, x.shape), state) == sig0
   # an eager call with extra kwargs works too
   tx.update(jax.grad(saddle_L)(params), state, params, foo=1)
-  if name.startswith("past"):
-    params = lj.past_extragradient_iterate(params, state)
+  params = lj.current_iterate(params, state)
+  np.testing.assert_allclose(np.asarray(params["primal"]), X_STAR, atol=1e-3)
+  np.testing.assert_allclose(np.asarray(params["dual"]), Y_STAR, atol=1e-3)
+
+
+@pytest.mark.parametrize("name", sorted(ALL))
+def test_battery_one_call_per_iteration(name):
+  """Every solver through the trainer's interface: ``solver_step``, jitted once."""
+  tx = ALL[name]()
+  params = {"primal": jnp.zeros((3,), F32), "dual": jnp.zeros((2,), F32)}
+  state = tx.init(params)
+  traces = []
+
+  @jax.jit
+  def step(params, state):
+    traces.append(1)
+    return lj.solver_step(tx, jax.grad(saddle_L), params, state)
+
+  sig0 = jax.tree.map(lambda x: (x.dtype, x.weak_type, x.shape), state)
+  # 1,000 gradients for the extragradients: Adam at a constant rate does not settle (it
+  # is within 3e-7 of X_STAR after 500 iterations, then wanders up to ~0.07 off by 3,000
+  # in either mode, measured), and the others have converged by then
+  for _ in range(500 if name.startswith("extra") else 3000):
+    params, state = step(params, state)
+  assert len(traces) == 1 and step._cache_size() == 1
+  assert jax.tree.map(lambda x: (x.dtype, x.weak_type, x.shape), state) == sig0
+  params = lj.current_iterate(params, state)
   np.testing.assert_allclose(np.asarray(params["primal"]), X_STAR, atol=1e-3)
   np.testing.assert_allclose(np.asarray(params["dual"]), Y_STAR, atol=1e-3)

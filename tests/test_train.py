@@ -6,10 +6,17 @@ import os
 import numpy as np
 import pytest
 
+from lagrangian_jax import methods
 from lagrangian_jax import train
+from tests.conftest import ROOT
 from tests.conftest import shrunken_config
 
-METHODS = ["backprop", "penalty", "gda", "augmented_lagrangian", "extraprop", "distprop"]
+METHODS = list(methods.METHODS)
+
+
+def test_every_method_has_its_config():
+  for name in METHODS:
+    assert os.path.exists(os.path.join(ROOT, "configs", f"{name}.py")), name
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -33,12 +40,19 @@ def test_other_solvers_drive_distprop(solver, tmp_path):
 
 
 def test_run_writes_metrics_plots_summary_and_line(tmp_path):
-  config = shrunken_config("distprop", num_steps=60, log_every=20, eval_every=30,
-                           checkpoint_every=30)
+  config = shrunken_config(
+    "distprop", num_steps=60, log_every=20, eval_every=30, checkpoint_every=30
+  )
   summary = train.train_and_evaluate(config, str(tmp_path))
   files = set(os.listdir(tmp_path))
-  assert {"metrics.jsonl", "summary.json", "accuracy.png", "defect.png", "config.json",
-          "checkpoints"} <= files
+  assert {
+    "metrics.jsonl",
+    "summary.json",
+    "accuracy.png",
+    "defect.png",
+    "config.json",
+    "checkpoints",
+  } <= files
   records = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
   # every log step, and every checkpoint step (its metrics are checked finite before saving)
   assert [r["step"] for r in records if r["kind"] == "train"] == [20, 30, 40, 60]
@@ -57,14 +71,15 @@ def test_run_writes_metrics_plots_summary_and_line(tmp_path):
 def test_evaluation_is_the_real_forward_pass(tmp_path):
   """Test accuracy equals argmax of f_L(...f_0(x)) computed independently."""
   from lagrangian_jax import networks
+
   config = shrunken_config("distprop", num_steps=20, eval_every=20, checkpoint_every=20)
   exp = train.build_experiment(config)
   state = exp.initial_state
   for step in range(20):
     state, _ = exp.train_step(state, train.make_batch(exp, step))
-  eval_batch, _, _ = train.make_eval_fns(exp.net, exp.method, exp.rows)
-  weights = train.eval_weights(config, state)
-  got = train.evaluate(exp.dataset.test, weights, eval_batch, 250)["accuracy"]
+  accuracy_fn, _, _ = train.make_eval_fns(exp.net, exp.method, exp.tables)
+  weights = train.iterate(state)["primal"]["weights"]
+  got = train.evaluate(exp.dataset.test, weights, accuracy_fn, 250)["accuracy"]
   h = exp.dataset.test.images
   for i in range(len(exp.net.segments)):
     h = networks.apply_segment(exp.net, weights, i, h)

@@ -1,32 +1,44 @@
-"""Training methods: each a pure objective over pytrees plus its initialisation."""
+"""Training methods: each a pure objective over pytrees plus its initialisation.
+
+``METHODS`` is the one list of methods: the launcher's errors, the configs
+(``configs/<name>.py``) and the tests derive from it.
+"""
 
 from __future__ import annotations
 
+import functools
+
+from lagrangian_jax import errors
 from lagrangian_jax.methods import backprop
-from lagrangian_jax.methods import base
 from lagrangian_jax.methods import distprop
 from lagrangian_jax.methods import lifted
 from lagrangian_jax.methods.base import Batch
 from lagrangian_jax.methods.base import Method
 
-METHODS = ("backprop", "penalty", "gda", "augmented_lagrangian", "extraprop", "distprop")
+__all__ = ["METHODS", "Batch", "Method", "make_method"]
+
+# name -> make(config, net, num_train) -> Method
+METHODS = {
+  "backprop": backprop.make,
+  "penalty": functools.partial(
+    lifted.make, name="penalty", formulation="penalty", default_solver="descent"
+  ),
+  "gda": functools.partial(lifted.make, name="gda", formulation="lagrangian", default_solver="gda"),
+  "augmented_lagrangian": functools.partial(
+    lifted.make, name="augmented_lagrangian", formulation="augmented", default_solver="gda"
+  ),
+  "extraprop": functools.partial(
+    lifted.make, name="extraprop", formulation="lagrangian", default_solver="extragradient"
+  ),
+  "distprop": distprop.make,
+}
 
 
 def make_method(config, net, num_train: int) -> Method:
-  """The method named by ``config.method``."""
-  name = config.method
-  if name == "backprop":
-    return backprop.make(config, net, num_train)
-  if name == "distprop":
-    return distprop.make(config, net, num_train)
-  lifted_methods = {
-      "extraprop": ("lagrangian", "extragradient"),
-      "gda": ("lagrangian", "gda"),
-      "augmented_lagrangian": ("augmented", "gda"),
-      "penalty": ("penalty", "descent"),
-  }
-  if name in lifted_methods:
-    formulation, solver = lifted_methods[name]
-    return lifted.make(config, net, num_train, name=name, formulation=formulation,
-                       default_solver=solver)
-  raise base.ConfigError(f"config.method: unknown method {name!r}; choose one of {list(METHODS)}")
+  """The method named by ``config.method``; each method checks its own config keys."""
+  errors.require(
+    config.method in METHODS,
+    "method",
+    f"unknown method {config.method!r}; choose one of {list(METHODS)}",
+  )
+  return METHODS[config.method](config, net, num_train)

@@ -30,5 +30,11 @@ def make(config, net: networks.SplitNetwork, num_train: int) -> base.Method:
     del params, constants, batch
     return jnp.zeros((num_splits,), jnp.float32)
 
-  return base.Method(name="backprop", default_solver="descent", init=init,
-                     objective=objective, tables=base.no_tables, defects=defects)
+  return base.Method(
+    name="backprop",
+    default_solver="descent",
+    init=init,
+    objective=objective,
+    tables=base.no_tables,
+    defects=defects,
+  )

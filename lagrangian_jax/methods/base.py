@@ -7,13 +7,14 @@ A method is a pure objective (a Lagrangian, or a plain loss) over a pytree
 plus its initialisation. ``weights`` are the network segments' parameters, ``aux`` the
 auxiliary primal variables (ExtraProp's state tables, DistProp's prototypes), and
 ``multipliers`` the Lagrange multipliers. The training loop (``train.py``) knows
-nothing of the maths: it differentiates ``objective``, hands the gradient to a solver,
+nothing of the maths: it differentiates ``objective``, hands the gradient to the solver,
 and gathers/scatters the rows of per-example tables named by ``tables``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -24,12 +25,9 @@ from lagrangian_jax import formulations
 PyTree = Any
 
 
-class ConfigError(ValueError):
-  """A bad configuration value; the message names the config key."""
-
-
 class Batch(NamedTuple):
   """One training batch. ``indices`` are the examples' rows in per-example tables."""
+
   images: jax.Array
   labels: jax.Array
   indices: jax.Array
@@ -40,7 +38,8 @@ class Method(NamedTuple):
 
   Attributes:
     name: the config name of the method.
-    default_solver: 'extragradient', 'past_extragradient', 'gda' or 'descent'.
+    default_solver: the solver used when ``config.solver`` is empty
+      (``optimizers.SOLVERS``).
     init: ``init(rng, map_train) -> (params, constants)``; ``map_train(fn, limit=None)``
       applies ``fn(images, labels)`` to the training set in batches and concatenates
       the results (used to initialise states to a valid forward pass).
@@ -50,43 +49,33 @@ class Method(NamedTuple):
       are per-example tables (leading axis = training example), updated sparsely.
     defects: ``defects(params, constants, batch) -> (num_splits,)`` the mean absolute
       defect of each split's constraint on this batch (tables gathered).
-    nonnegative: ``descent_ascent(nonnegative=...)`` for the multipliers.
     primal_labels: ``primal_labels(primal) -> pytree (prefix) of str`` naming the
       learning-rate group of each primal leaf; default: its top-level key
       (``weights`` or ``aux``).
-    extra_rates: learning rates of groups other than ``weights`` / ``aux``.
+    group_rates: learning rates of groups other than ``weights`` / ``aux``.
   """
+
   name: str
   default_solver: str
   init: Callable[..., tuple[PyTree, PyTree]]
   objective: Callable[..., tuple[jax.Array, dict]]
   tables: Callable[[PyTree], PyTree]
   defects: Callable[..., jax.Array]
-  nonnegative: Any = None
   primal_labels: Callable[[PyTree], PyTree] = lambda primal: {k: k for k in primal}
-  extra_rates: Any = None
+  group_rates: Any = None
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
   """Mean softmax cross-entropy over the class axis (the last one) of ``logits``."""
-  return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(
-      logits.astype(jnp.float32), labels))
+  return jnp.mean(
+    optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+  )
 
 
 def no_tables(params: PyTree) -> PyTree:
   return jax.tree.map(lambda _: False, params)
 
 
-def per_example_mean_inner(multipliers: jax.Array, constraint: jax.Array) -> jax.Array:
-  """``(1/B) sum_i <lambda_i, g_i>`` for batched (B, ...) arrays: a batch-size-free scale."""
-  return jnp.sum(multipliers * constraint) / constraint.shape[0]
-
-
-def per_example_mean_square(constraint: jax.Array) -> jax.Array:
-  """``(1/B) sum_i |g_i|^2``."""
-  return jnp.sum(jnp.square(constraint)) / constraint.shape[0]
-
-
-def split_defects(constraints: list) -> jax.Array:
+def split_defects(constraints) -> jax.Array:
   """``(num_splits,)``: the mean absolute value of each split's constraint."""
   return jnp.stack([formulations.mean_abs_defect(g) for g in constraints])

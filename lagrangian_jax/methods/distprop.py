@@ -1,4 +1,4 @@
-r"""DistProp: per-class Gaussians replace per-example states (paper Section 3, Alg. 1).
+r"""DistProp: per-class Gaussians replace per-example states (paper Section 3, Algorithm 1).
 
 For every split ``l`` and class ``c`` a Gaussian with mean ``mu_l[c]`` and scale
 ``sigma_l[c] = softplus(rho_l[c]) + sigma_floor`` (the floor keeps z-scores finite).
@@ -6,15 +6,18 @@ Fixed, pre-drawn noise ``eps_l`` of shape ``(S, C, *state_shape)`` (derandomisat
 reparametrisation) gives ``S`` synthetic states per class,
 ``s_l = mu_l + eps_l * sigma_l``, identical at the extrapolation and the update.
 
-Constraints, made epsilon-insensitive with the margin ``m`` (eq. 3):
+Constraints (Algorithm 1's dataset projection ``g_0`` and its synthetic-state
+constraints for later splits), made epsilon-insensitive with the margin ``m`` (eq. 3):
 
 .. math::
   g_0^{(i)} = \mathrm{shrink}_m\!\left(\frac{f_0(x_i) - \mu_0[y_i]}{\sigma_0[y_i]}\right),
   \qquad
   g_l^{(s,c)} = \mathrm{shrink}_m\!\left(\frac{f_l(s_{l-1}^{(s,c)}) - \mu_l[c]}{\sigma_l[c]}\right)
 
-and the Lagrangian (means over the batch and over the ``S x C`` samples, so learning
-rates do not depend on the batch size or the number of classes):
+and the Lagrangian of eq. 1 over these constraints, built with
+``formulations.lagrangian`` (or ``augmented_lagrangian`` when ``c_aug > 0``) with
+``reduction="batch_mean"``: means over the batch and over the ``S x C`` samples, so
+learning rates do not depend on the batch size or the number of classes:
 
 .. math::
   L = \frac{1}{SC}\sum_{s,c} \ell(f_L(s_{L-1}^{(s,c)}), c)
@@ -49,12 +52,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lagrangian_jax import errors
 from lagrangian_jax import formulations
 from lagrangian_jax import networks
 from lagrangian_jax.methods import base
 
 MULTIPLIERS = ("class", "example", "l1")
 PROTOTYPE_INITS = ("data", "sphere")
+SHRINKAGES = ("soft", "hard")
 
 
 def _softplus_inverse(y):
@@ -64,15 +69,37 @@ def _softplus_inverse(y):
 
 def make(config, net: networks.SplitNetwork, num_train: int) -> base.Method:
   opts = config.distprop
-  if opts.multipliers not in MULTIPLIERS:
-    raise base.ConfigError(f"config.distprop.multipliers must be one of {MULTIPLIERS}, "
-                     f"got {opts.multipliers!r}")
-  if opts.prototype_init not in PROTOTYPE_INITS:
-    raise base.ConfigError(f"config.distprop.prototype_init must be one of {PROTOTYPE_INITS}, "
-                     f"got {opts.prototype_init!r}")
+  need = errors.require
+  need(
+    opts.multipliers in MULTIPLIERS,
+    "distprop.multipliers",
+    f"must be one of {list(MULTIPLIERS)}, got {opts.multipliers!r}",
+  )
+  need(
+    opts.prototype_init in PROTOTYPE_INITS,
+    "distprop.prototype_init",
+    f"must be one of {list(PROTOTYPE_INITS)}, got {opts.prototype_init!r}",
+  )
+  need(
+    opts.shrinkage in SHRINKAGES,
+    "distprop.shrinkage",
+    f"must be one of {list(SHRINKAGES)}, got {opts.shrinkage!r}",
+  )
+  for key, low, strict in (
+    ("margin", 0, False),
+    ("sigma_floor", 0, True),
+    ("samples_per_class", 1, False),
+    ("augmentation", 0, False),
+    ("sigma_learning_rate_scale", 0, False),
+  ):
+    value = opts[key]
+    need(
+      value > low if strict else value >= low,
+      f"distprop.{key}",
+      f"must be {'>' if strict else '>='} {low}, got {value}",
+    )
   num_splits = len(net.state_shapes)
-  if num_splits == 0:
-    raise base.ConfigError("method 'distprop' needs at least one split: set config.network.split")
+  need(num_splits > 0, "network.split", "method 'distprop' needs at least one split")
   num_classes, samples = net.num_classes, int(opts.samples_per_class)
   floor, margin, shrinkage = float(opts.sigma_floor), float(opts.margin), opts.shrinkage
   augmentation = float(opts.augmentation)
@@ -81,19 +108,22 @@ def make(config, net: networks.SplitNetwork, num_train: int) -> base.Method:
     return jax.nn.softplus(proto["rho"]) + floor
 
   def sample(proto, noise):
-    return proto["mu"][None] + noise * sigma_of(proto)[None]        # (S, C, *H)
+    return proto["mu"][None] + noise * sigma_of(proto)[None]  # (S, C, *H)
 
   def flat(x):
-    return x.reshape((-1,) + x.shape[2:])                         # (S*C, *H)
+    return x.reshape((-1,) + x.shape[2:])  # (S*C, *H)
 
-  sample_labels = jnp.tile(jnp.arange(num_classes), samples)        # class of each flat row
+  sample_labels = jnp.tile(jnp.arange(num_classes), samples)  # class of each flat row
 
   def init(rng, map_train):
     k_w, k_noise, k_proto = jax.random.split(rng, 3)
     weights = networks.init_network(net, k_w)
-    noise = tuple(jax.random.normal(jax.random.fold_in(k_noise, l),
-                                    (samples, num_classes) + tuple(shape), jnp.float32)
-                  for l, shape in enumerate(net.state_shapes))
+    noise = tuple(
+      jax.random.normal(
+        jax.random.fold_in(k_noise, l), (samples, num_classes) + tuple(shape), jnp.float32
+      )
+      for l, shape in enumerate(net.state_shapes)
+    )
     protos = []
     for l, shape in enumerate(net.state_shapes):
       if opts.prototype_init == "sphere":
@@ -106,15 +136,19 @@ def make(config, net: networks.SplitNetwork, num_train: int) -> base.Method:
       else:
         if l == 0:
           feats, labels = map_train(
-              lambda x, y: (networks.apply_segment(net, weights, 0, x), y),
-              limit=opts.init_examples)
+            lambda x, y: (networks.apply_segment(net, weights, 0, x), y), limit=opts.init_examples
+          )
         else:
           prev = {"mu": protos[-1]["mu"], "rho": protos[-1]["rho"]}
           feats = networks.apply_segment(net, weights, l, flat(sample(prev, noise[l - 1])))
           labels = sample_labels
         mu, sigma = _class_statistics(feats, labels, num_classes)
-      protos.append({"mu": jnp.asarray(mu, jnp.float32),
-                     "rho": _softplus_inverse(jnp.asarray(sigma, jnp.float32) - floor)})
+      protos.append(
+        {
+          "mu": jnp.asarray(mu, jnp.float32),
+          "rho": _softplus_inverse(jnp.asarray(sigma, jnp.float32) - floor),
+        }
+      )
     h0 = tuple(net.state_shapes[0])
     if opts.multipliers == "class":
       lam0 = jnp.zeros((num_classes,) + h0, jnp.float32)
@@ -122,10 +156,13 @@ def make(config, net: networks.SplitNetwork, num_train: int) -> base.Method:
       lam0 = jnp.zeros((num_train,) + h0, jnp.float32)
     else:
       lam0 = jnp.zeros((num_train,), jnp.float32)
-    lams = (lam0,) + tuple(jnp.zeros((num_classes,) + tuple(s), jnp.float32)
-                           for s in net.state_shapes[1:])
-    params = {"primal": {"weights": weights, "aux": {"prototypes": tuple(protos)}},
-              "dual": {"multipliers": lams}}
+    lams = (lam0,) + tuple(
+      jnp.zeros((num_classes,) + tuple(s), jnp.float32) for s in net.state_shapes[1:]
+    )
+    params = {
+      "primal": {"weights": weights, "aux": {"prototypes": tuple(protos)}},
+      "dual": {"multipliers": lams},
+    }
     return params, {"noise": noise}
 
   def constraints(params, constants, batch):
@@ -138,11 +175,12 @@ def make(config, net: networks.SplitNetwork, num_train: int) -> base.Method:
       axes = tuple(range(1, z0.ndim))
       g = [jax.nn.relu(jnp.mean(jnp.abs(z0), axis=axes) - margin)]
     else:
-      g = [formulations.epsilon_insensitive(z0, margin, shrinkage)]
+      g = [formulations.epsilon_insensitive(z0, margin, shrinkage)]  # eq. 3
     s = [flat(sample(p, e)) for p, e in zip(protos, noise)]
     for l in range(1, num_splits):
-      z = (networks.apply_segment(net, w, l, s[l - 1]) - protos[l]["mu"][sample_labels]) \
-          / sigma_of(protos[l])[sample_labels]
+      z = (networks.apply_segment(net, w, l, s[l - 1]) - protos[l]["mu"][sample_labels]) / sigma_of(
+        protos[l]
+      )[sample_labels]
       g.append(formulations.epsilon_insensitive(z, margin, shrinkage))
     return g, s, h0
 
@@ -152,12 +190,15 @@ def make(config, net: networks.SplitNetwork, num_train: int) -> base.Method:
     lams = params["dual"]["multipliers"]
     logits = networks.apply_segment(net, w, num_splits, s[-1])
     loss = base.cross_entropy(logits, sample_labels)
+    # each constraint row's multiplier: its class's (or its example's) row
     lam0 = lams[0][batch.labels] if opts.multipliers == "class" else lams[0]
-    value = loss + base.per_example_mean_inner(lam0, g[0])
-    for l in range(1, num_splits):
-      value = value + base.per_example_mean_inner(lams[l][sample_labels], g[l])
+    rows = (lam0,) + tuple(lams[l][sample_labels] for l in range(1, num_splits))
     if augmentation > 0:
-      value = value + 0.5 * augmentation * sum(base.per_example_mean_square(x) for x in g)
+      value = formulations.augmented_lagrangian(
+        loss, tuple(g), rows, penalty=augmentation, reduction="batch_mean"
+      )
+    else:
+      value = formulations.lagrangian(loss, tuple(g), rows, reduction="batch_mean")
     return value, {"loss": loss, "defect": base.split_defects(g)}
 
   def defects(params, constants, batch):
@@ -177,9 +218,16 @@ def make(config, net: networks.SplitNetwork, num_train: int) -> base.Method:
     return {"weights": "weights", "aux": {"prototypes": protos}}
 
   sigma_rate = float(config.learning_rates.aux) * float(opts.sigma_learning_rate_scale)
-  return base.Method(name="distprop", default_solver="extragradient", init=init,
-                     objective=objective, tables=tables, defects=defects,
-                     primal_labels=primal_labels, extra_rates={"sigma": sigma_rate})
+  return base.Method(
+    name="distprop",
+    default_solver="extragradient",
+    init=init,
+    objective=objective,
+    tables=tables,
+    defects=defects,
+    primal_labels=primal_labels,
+    group_rates={"sigma": sigma_rate},
+  )
 
 
 def _class_statistics(feats, labels, num_classes: int):

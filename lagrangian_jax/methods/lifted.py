@@ -12,15 +12,17 @@ Each split ``l`` has a state table of shape ``(N_train, *state_shape)``. With
 States start at a forward pass of the freshly initialised network, so every defect
 starts at 0 (paper, "Initialize to a valid solution").
 
-Formulations (the Lagrangian uses per-example multipliers, a table like the states):
+Formulations, built with ``lagrangian_jax.formulations`` (the Lagrangian uses
+per-example multipliers, a table like the states):
   * ``lagrangian``: ``mean_i [l_i + sum_l <lambda_l^(i), g_l^(i)>]`` -- ExtraProp with
     extragradient, GDA with descent-ascent;
   * ``augmented``: the same plus ``(c/2) mean_i sum_l |g_l^(i)|^2``;
   * ``penalty``: ``mean_i [l_i + (c/2) sum_l |g_l^(i)|^2]``, no multipliers
     ("Regularized" in the paper).
 
-Reductions are means over the batch; a step reads and writes only the batch's rows of
-the tables (``train.py`` gathers them before and scatters them after the solver step).
+Reductions are means over the batch (``reduction="batch_mean"``, documented in
+``formulations``); a step reads and writes only the batch's rows of the tables
+(``train.py`` gathers them before and scatters them after the solver step).
 """
 
 from __future__ import annotations
@@ -28,21 +30,33 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from lagrangian_jax import errors
+from lagrangian_jax import formulations
 from lagrangian_jax import networks
 from lagrangian_jax.methods import base
 
 FORMULATIONS = ("lagrangian", "augmented", "penalty")
 
 
-def make(config, net: networks.SplitNetwork, num_train: int, *, name: str,
-         formulation: str, default_solver: str) -> base.Method:
+def make(
+  config,
+  net: networks.SplitNetwork,
+  num_train: int,
+  *,
+  name: str,
+  formulation: str,
+  default_solver: str,
+) -> base.Method:
   if formulation not in FORMULATIONS:
-    raise base.ConfigError(f"formulation must be one of {FORMULATIONS}, got {formulation!r}")
+    raise ValueError(f"formulation must be one of {FORMULATIONS}, got {formulation!r}")
   num_splits = len(net.state_shapes)
-  if num_splits == 0:
-    raise base.ConfigError(f"method {name!r} needs at least one split: set config.network.split")
-  reparam = jax.nn.relu if config.network.split_activation == "relu" else (lambda h: h)
+  errors.require(num_splits > 0, "network.split", f"method {name!r} needs at least one split")
   penalty = float(config.penalty)
+  if formulation == "augmented":
+    errors.require(penalty > 0, "penalty", f"must be > 0 for {name}, got {penalty}")
+  elif formulation == "penalty":
+    errors.require(penalty >= 0, "penalty", f"must be >= 0, got {penalty}")
+  reparam = jax.nn.relu if config.network.split_activation == "relu" else (lambda h: h)
   has_multipliers = formulation != "penalty"
 
   def init(rng, map_train):
@@ -51,16 +65,17 @@ def make(config, net: networks.SplitNetwork, num_train: int, *, name: str,
     states = tuple(jnp.asarray(s, jnp.float32) for s in states)
     for s, shape in zip(states, net.state_shapes):
       assert s.shape == (num_train, *shape), (s.shape, num_train, shape)
-    params = {"primal": {"weights": weights, "aux": {"states": states}},
-              "dual": {"multipliers": tuple(jnp.zeros_like(s) for s in states)}
-                      if has_multipliers else {}}
+    params = {
+      "primal": {"weights": weights, "aux": {"states": states}},
+      "dual": {"multipliers": tuple(jnp.zeros_like(s) for s in states)} if has_multipliers else {},
+    }
     return params, {}
 
   def constraints(params, batch):
     w = params["primal"]["weights"]
     h = [reparam(s) for s in params["primal"]["aux"]["states"]]
     inputs = [batch.images] + h[:-1]
-    g = [h[l] - networks.apply_segment(net, w, l, inputs[l]) for l in range(num_splits)]
+    g = tuple(h[l] - networks.apply_segment(net, w, l, inputs[l]) for l in range(num_splits))
     return g, h
 
   def objective(params, constants, batch):
@@ -68,12 +83,16 @@ def make(config, net: networks.SplitNetwork, num_train: int, *, name: str,
     g, h = constraints(params, batch)
     logits = networks.apply_segment(net, params["primal"]["weights"], num_splits, h[-1])
     loss = base.cross_entropy(logits, batch.labels)
-    value = loss
-    if has_multipliers:
-      for lam, gl in zip(params["dual"]["multipliers"], g):
-        value = value + base.per_example_mean_inner(lam, gl)
-    if formulation in ("augmented", "penalty"):
-      value = value + 0.5 * penalty * sum(base.per_example_mean_square(gl) for gl in g)
+    if formulation == "penalty":
+      value = formulations.quadratic_penalty(loss, g, penalty=penalty, reduction="batch_mean")
+    elif formulation == "augmented":
+      value = formulations.augmented_lagrangian(
+        loss, g, params["dual"]["multipliers"], penalty=penalty, reduction="batch_mean"
+      )
+    else:
+      value = formulations.lagrangian(
+        loss, g, params["dual"]["multipliers"], reduction="batch_mean"
+      )
     return value, {"loss": loss, "defect": base.split_defects(g)}
 
   def defects(params, constants, batch):
@@ -88,5 +107,11 @@ def make(config, net: networks.SplitNetwork, num_train: int, *, name: str,
       flags["dual"] = jax.tree.map(lambda _: True, params["dual"])
     return flags
 
-  return base.Method(name=name, default_solver=default_solver, init=init,
-                     objective=objective, tables=tables, defects=defects)
+  return base.Method(
+    name=name,
+    default_solver=default_solver,
+    init=init,
+    objective=objective,
+    tables=tables,
+    defects=defects,
+  )

@@ -1,0 +1,106 @@
+"""Types and helpers shared by every data source: splits, normalisation, carving.
+
+Every source (:mod:`~lagrangian_jax.data.in_memory`, :mod:`~lagrangian_jax.data.tfds_source`)
+returns a :class:`Dataset` of three splits, normalises with :func:`_normalise` and carves
+validation (and, for mnist_5k, test) out of train with :func:`_carve`, so a seed means
+the same thing whichever source is used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from lagrangian_jax.errors import DataError
+
+# Normalisation statistics of pixels scaled to [0, 1]. MNIST's live here because both
+# the embedded digits and tfds:mnist use them.
+MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
+
+
+class Split(NamedTuple):
+  """One split: images (N, H, W, C) float32 (or a lazy source) and labels.
+
+  ``images`` is either an ``np.ndarray`` or a random-access object with
+  ``__len__`` and ``__getitem__(indices) -> float32 (k, H, W, C)``
+  (see :class:`LazyImageSource`). Always read batches with :func:`get_batch`.
+  """
+
+  images: Any
+  labels: Any  # np.ndarray int32 (N,), or LazyLabels for lazy sources.
+
+
+class Dataset(NamedTuple):
+  """A loaded data set: three splits plus what a model needs to know."""
+
+  name: str
+  train: Split
+  validation: Split
+  test: Split
+  num_classes: int
+  image_shape: tuple[int, int, int]
+
+
+def _normalise(images_uint8: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+  """uint8-valued NHWC -> float32 ``(x / 255 - mean) / std`` per channel.
+
+  >>> _normalise(np.full((1, 1, 1, 1), 255, np.uint8), (0.5,), (0.5,)).item()
+  1.0
+  """
+  mean = np.asarray(mean, np.float32)
+  std = np.asarray(std, np.float32)
+  x = np.asarray(images_uint8, np.float32) / np.float32(255.0)
+  return ((x - mean) / std).astype(np.float32, copy=False)
+
+
+def _num_validation(num_examples: int, fraction: float, what: str) -> int:
+  """Validation size for ``fraction`` of ``num_examples``; leaves >= 1 train row."""
+  if not 0.0 <= fraction < 1.0:
+    raise DataError(f"{what}: validation_fraction must be in [0, 1), got {fraction!r}.")
+  n_val = int(round(fraction * num_examples))
+  if n_val >= num_examples:
+    raise DataError(
+      f"{what}: validation_fraction={fraction} of {num_examples} examples "
+      "leaves no training data; use a smaller fraction."
+    )
+  return n_val
+
+
+def _carve(
+  num_examples: int,
+  num_held_out: Sequence[int],
+  seed: int,
+  max_train_examples: int | None,
+) -> tuple[np.ndarray, ...]:
+  """Seeded split of ``range(num_examples)`` into held-out parts and train.
+
+  Returns ``(*held_out, train)``, each sorted (sequential reads for lazy
+  sources); the parts are disjoint and, without a cap, cover every index.
+  ``max_train_examples`` keeps a random subset of train, so the held-out
+  parts do not depend on the cap.
+
+  >>> [p.tolist() for p in _carve(5, [2], seed=0, max_train_examples=None)]
+  [[2, 4], [0, 1, 3]]
+  """
+  perm = np.random.default_rng(seed).permutation(num_examples)
+  parts, start = [], 0
+  for n in num_held_out:
+    parts.append(np.sort(perm[start : start + n]))
+    start += n
+  train = perm[start:]
+  if max_train_examples is not None:
+    train = train[:max_train_examples]
+  parts.append(np.sort(train))
+  return tuple(parts)
+
+
+def _check_image_size(image_size: int | None, native: tuple[int, int, int], what: str) -> None:
+  # Only ImageNet is resized; silently ignoring the argument elsewhere would
+  # train a model on a shape the caller did not ask for.
+  if image_size is not None and image_size != native[0]:
+    raise DataError(
+      f"{what}: image_size={image_size} is not supported (native size "
+      f"{native[0]}x{native[1]}); leave image_size unset for this data set."
+    )

@@ -1,0 +1,254 @@
+"""Sources read through ``tfds.data_source``: tfds:mnist, tfds:cifar10, tfds:imagenet2012.
+
+The data set must already be prepared as array_record (nothing here downloads), which
+gives random access without TensorFlow. MNIST and CIFAR-10 are small and materialised
+in memory; ImageNet stays on disk behind :class:`LazyImageSource`, which decodes,
+resizes and centre-crops only the rows a batch asks for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+
+from lagrangian_jax.data.base import MNIST_MEAN
+from lagrangian_jax.data.base import MNIST_STD
+from lagrangian_jax.data.base import Dataset
+from lagrangian_jax.data.base import Split
+from lagrangian_jax.data.base import _carve
+from lagrangian_jax.data.base import _check_image_size
+from lagrangian_jax.data.base import _normalise
+from lagrangian_jax.data.base import _num_validation
+from lagrangian_jax.errors import DataError
+
+# Normalisation statistics of pixels scaled to [0, 1].
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# Standard ImageNet eval preprocessing: resize the short side to 256/224 of
+# the crop, then centre-crop.
+IMAGENET_DEFAULT_SIZE = 224
+IMAGENET_RESIZE_RATIO = 256 / 224
+
+
+class _TfdsSpec(NamedTuple):
+  test_split: str
+  validation_split: str | None  # None: carve from train with the seed.
+  mean: tuple[float, ...]
+  std: tuple[float, ...]
+  lazy: bool
+
+
+_TFDS_SPECS = {
+  "mnist": _TfdsSpec("test", None, MNIST_MEAN, MNIST_STD, lazy=False),
+  "cifar10": _TfdsSpec("test", None, CIFAR10_MEAN, CIFAR10_STD, lazy=False),
+  # ImageNet's tfds "test" split has no labels (all -1), so its labelled
+  # "validation" split serves as test and validation is carved from train.
+  "imagenet2012": _TfdsSpec("validation", None, IMAGENET_MEAN, IMAGENET_STD, lazy=True),
+}
+
+# Records are read in chunks so materialising never holds all raw records twice.
+_TFDS_READ_CHUNK = 4096
+
+
+def _open_tfds(name: str, split: str, data_dir: str | None):
+  """``tfds.data_source`` that never downloads; failures become DataError."""
+  where = data_dir or "the default tfds data_dir (~/tensorflow_datasets or $TFDS_DATA_DIR)"
+  try:
+    import tensorflow_datasets as tfds
+  except ImportError as err:
+    raise DataError(
+      f"tfds:{name} needs tensorflow-datasets: pip install tensorflow-datasets."
+    ) from err
+  try:
+    return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+  except Exception as err:  # tfds raises many types here; all mean "not usable".
+    # One line: tfds messages span several lines and list hundreds of names.
+    reason = " ".join(str(err).split())[:300] or type(err).__name__
+    manual = (
+      " (ImageNet also needs the ILSVRC2012 tar files in the tfds manual_dir)"
+      if name == "imagenet2012"
+      else ""
+    )
+    raise DataError(
+      f"tfds data set {name!r} split {split!r} is not prepared in {where} as "
+      f"array_record: download/prepare it first with `tfds build {name} "
+      f"--file_format=array_record"
+      + (f" --data_dir={data_dir}" if data_dir else "")
+      + f"` or tfds.builder({name!r}, data_dir=..., file_format='array_record')"
+      f".download_and_prepare(){manual}; tfds said: {reason}"
+    ) from err
+
+
+def _read_records(source, indices: Sequence[int]) -> list[dict]:
+  # __getitems__ lets array_record batch and parallelise the reads.
+  return list(source.__getitems__([int(i) for i in indices]))
+
+
+def _materialise(source, indices: np.ndarray, spec: _TfdsSpec) -> tuple[np.ndarray, np.ndarray]:
+  """Read ``indices`` of a tfds source into normalised images and labels."""
+  images, labels = [], []
+  for start in range(0, len(indices), _TFDS_READ_CHUNK):
+    records = _read_records(source, indices[start : start + _TFDS_READ_CHUNK])
+    images.append(_normalise(np.stack([r["image"] for r in records]), spec.mean, spec.std))
+    labels.append(np.asarray([r["label"] for r in records], np.int32))
+  if not images:  # e.g. validation_fraction=0: keep the NHWC rank.
+    shape = np.shape(source[0]["image"]) if len(source) else (0, 0, 0)
+    return np.zeros((0, *shape), np.float32), np.zeros((0,), np.int32)
+  return np.concatenate(images), np.concatenate(labels)
+
+
+def _resize_center_crop(image: np.ndarray, size: int) -> np.ndarray:
+  """uint8 HWC -> uint8 (size, size, 3): short side to size*256/224, centre crop."""
+  from PIL import Image
+
+  image = np.asarray(image)
+  if image.ndim == 2:
+    image = image[..., None]
+  if image.shape[-1] == 1:  # A few ImageNet JPEGs are greyscale.
+    image = np.repeat(image, 3, axis=-1)
+  h, w = image.shape[:2]
+  short = max(size, int(round(size * IMAGENET_RESIZE_RATIO)))
+  scale = short / min(h, w)
+  new_h, new_w = max(size, int(round(h * scale))), max(size, int(round(w * scale)))
+  resized = np.asarray(
+    Image.fromarray(image[..., :3].astype(np.uint8)).resize((new_w, new_h), Image.BILINEAR)
+  )
+  top, left = (new_h - size) // 2, (new_w - size) // 2
+  return resized[top : top + size, left : left + size]
+
+
+class LazyImageSource:
+  """Random-access images of a tfds split, decoded only when indexed.
+
+  ``source[indices]`` reads the records ``row_ids[indices]``, resizes and
+  centre-crops each to ``image_size`` and normalises; it returns float32
+  ``(k, image_size, image_size, 3)``. :meth:`fetch` also returns the labels
+  from the same read, which is what :func:`get_batch` uses.
+
+  Example::
+
+    images, labels = ds.train.images.fetch(np.arange(8))
+  """
+
+  def __init__(self, source, row_ids: np.ndarray, image_size: int, mean, std):
+    self._source = source
+    self._row_ids = np.asarray(row_ids, np.int64)
+    self.image_size = int(image_size)
+    self._mean, self._std = tuple(mean), tuple(std)
+
+  def __len__(self) -> int:
+    return len(self._row_ids)
+
+  @property
+  def shape(self) -> tuple[int, int, int, int]:
+    return (len(self), self.image_size, self.image_size, 3)
+
+  def fetch(self, indices) -> tuple[np.ndarray, np.ndarray]:
+    """Images float32 (k,H,W,3) and labels int32 (k,) of ``indices``."""
+    rows = self._row_ids[np.asarray(indices, np.int64).reshape(-1)]
+    if len(rows) == 0:
+      return np.zeros((0, *self.shape[1:]), np.float32), np.zeros((0,), np.int32)
+    records = _read_records(self._source, rows)
+    images = np.stack([_resize_center_crop(r["image"], self.image_size) for r in records])
+    labels = np.asarray([r["label"] for r in records], np.int32)
+    return _normalise(images, self._mean, self._std), labels
+
+  def __getitem__(self, indices) -> np.ndarray:
+    return self.fetch(indices)[0]
+
+
+class LazyLabels:
+  """Labels of a :class:`LazyImageSource`, read from the records on demand.
+
+  Reading ImageNet's 1.28M labels up front would mean reading the whole data
+  set, so labels stay lazy; ``len()`` and ``shape`` are free, indexing reads
+  (and decodes) the records. Prefer :func:`get_batch`, which reads once.
+  """
+
+  dtype = np.dtype(np.int32)
+
+  def __init__(self, images: LazyImageSource):
+    self._images = images
+
+  def __len__(self) -> int:
+    return len(self._images)
+
+  @property
+  def shape(self) -> tuple[int]:
+    return (len(self),)
+
+  def __getitem__(self, indices) -> np.ndarray:
+    return self._images.fetch(indices)[1]
+
+
+def _load_tfds(
+  name: str,
+  data_dir: str | None,
+  validation_fraction: float,
+  seed: int,
+  max_train_examples: int | None,
+  image_size: int | None,
+) -> Dataset:
+  spec = _TFDS_SPECS[name]
+  what = f"tfds:{name}"
+  train_src = _open_tfds(name, "train", data_dir)
+  test_src = _open_tfds(name, spec.test_split, data_dir)
+  # Index arithmetic on the full train source instead of "train[:90%]"
+  # split strings: it is seeded like the other loaders and works with
+  # tfds.testing.mock_data, which ignores slicing.
+  n_train = len(train_src)
+  if spec.validation_split is None:
+    n_val = _num_validation(n_train, validation_fraction, what)
+    val_idx, train_idx = _carve(n_train, [n_val], seed, max_train_examples)
+    val_src = train_src
+  else:
+    val_src = _open_tfds(name, spec.validation_split, data_dir)
+    (train_idx,) = _carve(n_train, [], seed, max_train_examples)
+    val_idx = np.arange(len(val_src))
+  test_idx = np.arange(len(test_src))
+  num_classes = _tfds_num_classes(train_src, name)
+
+  if spec.lazy:
+    size = IMAGENET_DEFAULT_SIZE if image_size is None else int(image_size)
+    if size < 1:
+      raise DataError(f"{what}: image_size must be >= 1, got {image_size!r}.")
+
+    def lazy(src, idx):
+      images = LazyImageSource(src, idx, size, spec.mean, spec.std)
+      return Split(images, LazyLabels(images))
+
+    return Dataset(
+      what,
+      lazy(train_src, train_idx),
+      lazy(val_src, val_idx),
+      lazy(test_src, test_idx),
+      num_classes,
+      (size, size, 3),
+    )
+
+  # Checked on one record before paying for reading the whole split.
+  image_shape = tuple(int(d) for d in np.shape(train_src[0]["image"]))
+  _check_image_size(image_size, image_shape, what)
+  return Dataset(
+    name=what,
+    train=Split(*_materialise(train_src, train_idx, spec)),
+    validation=Split(*_materialise(val_src, val_idx, spec)),
+    test=Split(*_materialise(test_src, test_idx, spec)),
+    num_classes=num_classes,
+    image_shape=image_shape,
+  )
+
+
+def _tfds_num_classes(source, name: str) -> int:
+  try:
+    return int(source.dataset_info.features["label"].num_classes)
+  except Exception as err:  # Missing metadata: the data set is unusable here.
+    raise DataError(
+      f"tfds data set {name!r} has no 'label' ClassLabel feature in its "
+      "metadata; only image classification data sets are supported."
+    ) from err
