@@ -25,10 +25,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.grad_clip = 0.0  # > 0: clip the global gradient norm first
   config.learning_rates = ml_collections.ConfigDict({"weights": 0.01, "aux": 0.01, "dual": 0.01})
   config.penalty = 1.0  # c of the penalty / augmented-Lagrangian methods
+  config.multiplier_every = 1  # the method of multipliers: lambda += c g every this many steps
 
   config.distprop = ml_collections.ConfigDict()
   config.distprop.margin = 0.1
   config.distprop.samples_per_class = 32
+  config.distprop.noise = "fixed"  # fixed (one snapshot) | per_step (Algorithm 1's eps_k)
   config.distprop.sigma_floor = 1e-2
   config.distprop.shrinkage = "soft"  # eq. 3 as written; "hard" as in the authors' later code
   config.distprop.multipliers = "class"  # class | example | l1
@@ -58,6 +60,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.mesh = ml_collections.ConfigDict({"num_devices": -1})
 
   config.seed = 0
+  config.num_seeds = 1  # seeds seed .. seed + N - 1 in one vmapped program
+  config.average_decay = 0.0  # > 0: evaluate an EMA of the iterate's weights
   config.batch_size = 128
   config.num_steps = 700
   config.log_every = 50

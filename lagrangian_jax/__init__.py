@@ -11,6 +11,7 @@ from lagrangian_jax.formulations import hard_shrink
 from lagrangian_jax.formulations import lagrangian
 from lagrangian_jax.formulations import mean_abs_defect
 from lagrangian_jax.formulations import method_of_multipliers_update
+from lagrangian_jax.formulations import per_example_rows
 from lagrangian_jax.formulations import quadratic_penalty
 from lagrangian_jax.formulations import soft_shrink
 from lagrangian_jax.formulations import tree_inner
@@ -22,11 +23,13 @@ from lagrangian_jax.optimizers import past_extra_adagrad
 from lagrangian_jax.optimizers import saddle_point
 from lagrangian_jax.solvers import DescentAscentState
 from lagrangian_jax.solvers import ExtragradientState
+from lagrangian_jax.solvers import MultipliersState
 from lagrangian_jax.solvers import PastExtragradientState
 from lagrangian_jax.solvers import current_iterate
 from lagrangian_jax.solvers import descent_ascent
 from lagrangian_jax.solvers import extragradient
 from lagrangian_jax.solvers import extragradient_phase
+from lagrangian_jax.solvers import method_of_multipliers
 from lagrangian_jax.solvers import past_extragradient
 from lagrangian_jax.solvers import solver_step
 

@@ -19,8 +19,10 @@ for constraints ``g`` of shape ``(B, ...)``, one row per example of a mini-batch
 ``<lambda, g>`` becomes ``(1/B) sum_i <lambda_i, g_i>`` and ``|g|^2`` becomes
 ``(1/B) sum_i |g_i|^2``, the same mean over examples as the loss ``(1/B) sum_i l_i``.
 The objective's scale, and with it every shared learning rate, then does not depend on
-the batch size. The price: a per-example variable that appears in one row only (a
-state or multiplier table row) gets ``1/B`` of its row's gradient.
+the batch size. A per-example variable that appears in one row only (a state or
+multiplier table row) would get ``1/B`` of its own term's gradient, so its step would
+shrink as the batch grows; :func:`per_example_rows` marks such variables so that their
+gradient is their own example's term's, at its natural scale, whatever the batch size.
 
 Sign conventions (used throughout the library):
   * equality multipliers ``lam`` are free; inequality multipliers ``mu`` are >= 0;
@@ -103,6 +105,38 @@ def tree_inner(multipliers: PyTree, constraints: PyTree, *, reduction: str = "su
 def _wide(x) -> jnp.dtype:
   """The accumulation dtype: at least float32, float64 under x64."""
   return jnp.promote_types(jnp.result_type(x), jnp.float32)
+
+
+def per_example_rows(rows: PyTree) -> PyTree:
+  r"""Per-example variables (one row per example of the batch) at their natural scale.
+
+  The identity on values; on gradients, each leaf's gradient is multiplied by its
+  leading dimension ``B``. Under ``reduction="batch_mean"`` the objective is
+  ``(1/B) sum_i L_i`` and row ``i`` of such a variable appears in ``L_i`` only, so its
+  gradient becomes :math:`\nabla_{v_i} L_i`: the same for a fixed example whatever the
+  batch size (a batch of one gives the same row gradient as a batch of a thousand).
+  Weights shared by all examples keep the mean gradient.
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> rows = jnp.ones((4, 2))
+    >>> L = lambda v: jnp.sum(per_example_rows(v) * 3.0) / v.shape[0]   # a batch mean
+    >>> jax.grad(L)(rows)[0].tolist()                                    # 3, not 3 / 4
+    [3.0, 3.0]
+  """
+  return jax.tree.map(_scale_gradient_by_rows, rows)
+
+
+@jax.custom_jvp
+def _scale_gradient_by_rows(x: jax.Array) -> jax.Array:
+  return x
+
+
+@_scale_gradient_by_rows.defjvp
+def _scale_gradient_by_rows_jvp(primals, tangents):
+  (x,), (dx,) = primals, tangents
+  # Linear in dx, so its transpose (the gradient) is the same scaling.
+  return x, dx * jnp.asarray(x.shape[0] if x.ndim else 1, dx.dtype)
 
 
 def _sum_squares(tree: PyTree, reduction: str = "sum") -> jax.Array:

@@ -39,7 +39,7 @@ __all__ = [
   "saddle_point",
 ]
 
-SOLVERS = ("extragradient", "past_extragradient", "gda", "descent")
+SOLVERS = ("extragradient", "past_extragradient", "gda", "descent", "multipliers")
 STEP_RULES = ("adagrad", "sgd", "adam")
 
 # The defaults, each written once.
@@ -115,6 +115,8 @@ def saddle_point(
   b2: float = ADAM_B2,
   accumulate: str = "both",
   clip_norm: float = 0.0,
+  penalty: Rate = 1.0,
+  multiplier_every: int = 1,
   nonnegative: Any = None,
   primal_key: str = "primal",
   dual_key: str = "dual",
@@ -127,7 +129,9 @@ def saddle_point(
   inside the solver: ``"gda"`` applies them as they are (simultaneous descent-ascent),
   ``"descent"`` freezes the multipliers (``T_lambda = 0``: plain minimisation, for
   penalty methods and backprop), ``"extragradient"`` and ``"past_extragradient"`` wrap
-  them in :func:`~lagrangian_jax.extragradient` / :func:`~lagrangian_jax.past_extragradient`.
+  them in :func:`~lagrangian_jax.extragradient` / :func:`~lagrangian_jax.past_extragradient`,
+  and ``"multipliers"`` is :func:`~lagrangian_jax.method_of_multipliers`: the primal step,
+  then ``lambda + c g`` (no dual step rule; ``dual_learning_rate`` is not used).
 
   Args:
     solver: one of :data:`SOLVERS`.
@@ -142,6 +146,8 @@ def saddle_point(
     b1, b2: Adam's.
     accumulate: the extragradients' ``accumulate`` (``"both"``: ExtraAdagrad).
     clip_norm: ``> 0`` clips the global norm of every gradient the solver uses first.
+    penalty, multiplier_every: the method of multipliers' ``c`` (or schedule) and how
+      often it updates the multipliers (``"multipliers"`` only).
     nonnegative: which multipliers are inequality multipliers (``descent_ascent``).
     primal_key, dual_key: the two keys of ``params``.
 
@@ -181,6 +187,14 @@ def saddle_point(
     )
 
   primal = _per_group(rule, primal_learning_rate, primal_labels, "primal_learning_rate")
+  if solver == "multipliers":
+    if nonnegative is not None:
+      raise ValueError("the method of multipliers here handles equality multipliers only")
+    if clip_norm > 0:  # the multipliers take no gradient step: clip the primal one
+      primal = optax.chain(optax.clip_by_global_norm(clip_norm), primal)
+    return solvers.method_of_multipliers(
+      primal, penalty=penalty, every=multiplier_every, primal_key=primal_key, dual_key=dual_key
+    )
   check_learning_rate(dual_learning_rate, "dual_learning_rate")
   dual = optax.set_to_zero() if solver == "descent" else rule(dual_learning_rate)
   inner = solvers.descent_ascent(
@@ -327,7 +341,8 @@ def from_config(
 
   Reads ``config.solver`` (``''``: ``default_solver``), ``config.optimizer`` (the step
   rule), ``config.learning_rates.{weights,aux,dual}``, ``config.adagrad_init``,
-  ``config.momentum``, ``config.accumulate`` and ``config.grad_clip``. The primal groups
+  ``config.momentum``, ``config.accumulate``, ``config.grad_clip``, and for the method
+  of multipliers ``config.penalty`` and ``config.multiplier_every``. The primal groups
   are ``weights``, ``aux`` and any ``group_rates`` a method adds (DistProp's ``sigma``);
   only the groups that ``primal_labels`` uses get a transformation.
 
@@ -362,6 +377,11 @@ def from_config(
     config.adagrad_init >= 0, "adagrad_init", f"must be >= 0, got {config.adagrad_init}"
   )
   errors.require(config.grad_clip >= 0, "grad_clip", f"must be >= 0, got {config.grad_clip}")
+  errors.require(
+    isinstance(config.multiplier_every, int) and config.multiplier_every >= 1,
+    "multiplier_every",
+    f"must be an integer >= 1, got {config.multiplier_every!r}",
+  )
   rates = {"weights": lr.weights, "aux": lr.aux, **(group_rates or {})}
   used = set(jax.tree.leaves(primal_labels))
   tx = saddle_point(
@@ -374,5 +394,7 @@ def from_config(
     momentum=config.momentum or None,
     accumulate=config.accumulate,
     clip_norm=config.grad_clip,
+    penalty=config.penalty,
+    multiplier_every=config.multiplier_every,
   )
   return tx, solver

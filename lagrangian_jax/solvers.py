@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import optax
 
 from lagrangian_jax import _trees
+from lagrangian_jax import formulations
 
 PyTree = Any
 
@@ -49,6 +50,8 @@ __all__ = [
   "descent_ascent",
   "extragradient",
   "extragradient_phase",
+  "method_of_multipliers",
+  "MultipliersState",
   "past_extragradient",
   "solver_step",
 ]
@@ -60,6 +63,17 @@ def _check_like(tree: PyTree, reference: PyTree, who: str, what: str) -> None:
   _trees.check_like(
     tree, reference, f"{who}: {what} do not match the pytree this optimizer was initialised with"
   )
+
+
+def _split(tree: PyTree, keys: tuple[str, str], who: str, what: str):
+  """``(tree[primal_key], tree[dual_key])``, or a readable error."""
+  if not isinstance(tree, Mapping) or set(tree.keys()) != set(keys):
+    got = sorted(tree.keys()) if isinstance(tree, Mapping) else type(tree).__name__
+    raise ValueError(
+      f"{who}: {what} must be a dict with exactly the keys {list(keys)} (primal variables "
+      f"and multipliers); got {got}. Pass primal_key=/dual_key= to use other names."
+    )
+  return tree[keys[0]], tree[keys[1]]
 
 
 def _tree_select(pred: jax.Array, on_true: PyTree, on_false: PyTree) -> PyTree:
@@ -151,14 +165,7 @@ def descent_ascent(
   keys = (primal_key, dual_key)
 
   def split(tree, what):
-    if not isinstance(tree, Mapping) or set(tree.keys()) != set(keys):
-      got = sorted(tree.keys()) if isinstance(tree, Mapping) else type(tree).__name__
-      raise ValueError(
-        f"descent_ascent: {what} must be a dict with exactly the keys "
-        f"{list(keys)} (primal variables and multipliers); got {got}. Pass "
-        "primal_key=/dual_key= to use other names."
-      )
-    return tree[primal_key], tree[dual_key]
+    return _split(tree, keys, "descent_ascent", what)
 
   def init_fn(params):
     x, y = split(params, "params")
@@ -411,6 +418,108 @@ def past_extragradient(
     )
     extra = jax.tree.map(lambda e, ref: e.astype(ref.dtype), extra, state.extrapolation)
     return out, PastExtragradientState(extrapolation=extra, inner_state=inner_state)
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+# ----------------------------------------------------------------------------------
+# Method of multipliers
+# ----------------------------------------------------------------------------------
+
+
+class MultipliersState(NamedTuple):
+  """State of :func:`method_of_multipliers`: the iteration count and the primal state."""
+
+  count: jax.Array
+  primal: optax.OptState
+
+
+def method_of_multipliers(
+  primal: optax.GradientTransformation,
+  *,
+  penalty: optax.ScalarOrSchedule = 1.0,
+  every: int = 1,
+  primal_key: str = "primal",
+  dual_key: str = "dual",
+) -> optax.GradientTransformationExtraArgs:
+  r"""The method of multipliers (Hestenes 1969, Powell 1969) for an augmented Lagrangian.
+
+  For ``L_c(x, lambda) = f + <lambda, g> + (c/2)|g|^2`` one iteration is a primal step on
+  ``L_c`` with the multipliers fixed, then (every ``every`` iterations) the first-order
+  multiplier update at the new point (``formulations.method_of_multipliers_update``):
+
+  .. math::
+    x_{t+1} = x_t + T(\nabla_x L_c(x_t, \lambda_t)), \qquad
+    \lambda_{t+1} = \lambda_t + c_t\, \nabla_\lambda L_c(x_{t+1}, \lambda_t)
+                  = \lambda_t + c_t\, g(x_{t+1})
+
+  Unlike descent-ascent the multipliers move by ``c g`` itself (no step rule, no
+  learning rate), sequentially after the primal step. With ``grad_fn`` (one call per
+  iteration, :func:`solver_step`) the constraint is evaluated at ``x_{t+1}``; without it
+  the given gradient's ``g(x_t)`` is used. ``penalty`` may be a schedule of the iteration
+  count (e.g. an increasing ``c``), so the multiplier updates have their own schedule.
+  Inequality multipliers are not supported here (use :func:`descent_ascent`).
+
+  Args:
+    primal: the optax transformation of the primal step, e.g. ``optax.adagrad(0.1)``.
+    penalty: ``c`` (the same ``c`` as in the augmented Lagrangian), or a schedule.
+    every: update the multipliers every this many iterations (>= 1).
+    primal_key, dual_key: the two keys of ``params``.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, optax
+    >>> import lagrangian_jax as lj
+    >>> def L(p):          # min x^2  s.t.  x - 1 = 0, augmented with c = 1
+    ...   x, lam = p['primal'], p['dual']
+    ...   return lj.augmented_lagrangian(x**2, x - 1.0, lam, penalty=1.0)
+    >>> params = {'primal': jnp.array(0.), 'dual': jnp.array(0.)}
+    >>> tx = lj.method_of_multipliers(optax.sgd(0.2), penalty=1.0)
+    >>> state = tx.init(params)
+    >>> for _ in range(200):
+    ...   params, state = lj.solver_step(tx, jax.grad(L), params, state)
+    >>> round(float(params['primal']), 4), round(float(params['dual']), 4)
+    (1.0, -2.0)
+  """
+  if not isinstance(every, int) or every < 1:
+    raise ValueError(f"method_of_multipliers: every must be an integer >= 1, got {every!r}")
+  if isinstance(penalty, (int, float)) and not penalty > 0:
+    raise ValueError(f"method_of_multipliers: penalty must be > 0, got {penalty}")
+  primal = optax.with_extra_args_support(primal)
+  keys = (primal_key, dual_key)
+
+  def init_fn(params):
+    x, _ = _split(params, keys, "method_of_multipliers", "params")
+    return MultipliersState(count=jnp.zeros([], jnp.int32), primal=primal.init(x))
+
+  def update_fn(updates, state, params=None, *, grad_fn=None, **extra_args):
+    if params is None:
+      raise ValueError("method_of_multipliers: update needs params")
+    gx, gy = _split(updates, keys, "method_of_multipliers", "gradients")
+    x, y = _split(params, keys, "method_of_multipliers", "params")
+    _check_like(gx, x, "method_of_multipliers", "primal gradients")
+    _check_like(gy, y, "method_of_multipliers", "dual gradients")
+    ux, sx = primal.update(gx, state.primal, x, **extra_args)
+    c = penalty(state.count) if callable(penalty) else penalty
+
+    def multiplier_step():
+      g = gy
+      if grad_fn is not None:  # the constraint at the new primal point
+        _, g = _split(
+          grad_fn({primal_key: optax.apply_updates(x, ux), dual_key: y}),
+          keys,
+          "method_of_multipliers",
+          "gradients from grad_fn",
+        )
+      new_y, _ = formulations.method_of_multipliers_update(y, g, penalty=c)
+      return jax.tree.map(lambda n, o: (n - o).astype(o.dtype), new_y, y)
+
+    uy = jax.lax.cond(
+      (state.count + 1) % every == 0, multiplier_step, lambda: optax.tree.zeros_like(y)
+    )
+    out = {primal_key: ux, dual_key: uy}
+    if type(updates) is not dict:
+      out = type(updates)(out)
+    return out, MultipliersState(count=state.count + 1, primal=sx)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 

@@ -72,11 +72,11 @@ def test_a_step_changes_only_the_batch_rows_of_tables(method, multipliers):
   state = exp.initial_state
   for step in range(3):
     state, _ = exp.train_step(state, train.make_batch(exp, step))
-  before = jax.tree.map(np.array, state)
+  before = jax.tree.map(np.array, train.unstack(state))
   batch = train.make_batch(exp, 3)
   after, _ = exp.train_step(state, batch)
-  after = jax.tree.map(np.array, after)
-  rows = np.asarray(batch.indices)
+  after = jax.tree.map(np.array, train.unstack(after))
+  rows = np.asarray(batch.indices[0])
   others = np.setdiff1d(np.arange(len(exp.dataset.train.labels)), rows)
   changed = {"params": 0, "opt_state": 0}
   for name, flags in (("params", exp.tables.params), ("opt_state", exp.tables.opt_state)):
@@ -97,9 +97,10 @@ def test_extraprop_states_start_at_a_valid_forward_pass():
   exp = train.build_experiment(config)
   idx = np.arange(100)
   images, labels = exp.dataset.train.images[idx], exp.dataset.train.labels[idx]
+  state = train.unstack(exp.initial_state)
   d = exp.method.defects(
-    rows_lib.gather(exp.initial_state.params, exp.tables.params, idx),
-    exp.initial_state.constants,
+    rows_lib.gather(state.params, exp.tables.params, idx),
+    state.constants,
     base.Batch(images, labels, idx),
   )
   np.testing.assert_allclose(np.asarray(d), 0.0, atol=1e-5)
@@ -111,17 +112,33 @@ def test_distprop_noise_is_fixed_and_sigma_has_a_floor():
   exp = train.build_experiment(config)
   state = exp.initial_state
   noise = np.asarray(state.constants["noise"][0])
-  batch = train.make_batch(exp, 0)
-  v1, _ = exp.method.objective(state.params, state.constants, batch)
-  v2, _ = exp.method.objective(state.params, state.constants, batch)
+  one = train.unstack(state)
+  batch = train.unstack(train.make_batch(exp, 0))
+  v1, _ = exp.method.objective(one.params, one.constants, batch)
+  v2, _ = exp.method.objective(one.params, one.constants, batch)
   assert float(v1) == float(v2)  # no fresh noise between evaluations
   for step in range(5):
     state, _ = exp.train_step(state, train.make_batch(exp, step))
   np.testing.assert_array_equal(np.asarray(state.constants["noise"][0]), noise)
-  rho = state.params["primal"]["aux"]["prototypes"][0]["rho"]
+  rho = train.unstack(state).params["primal"]["aux"]["prototypes"][0]["rho"]
   rho = rho.at[0].set(-1e4)  # softplus underflows to 0
   sigma = jax.nn.softplus(rho) + 0.05
   assert float(jnp.min(sigma)) >= 0.05
+
+
+def test_distprop_per_step_noise_is_a_function_of_the_step():
+  """Algorithm 1's eps_k: the same at both half-steps (same batch.step), new each step."""
+  config = shrunken_config("distprop", **{"distprop.noise": "per_step"})
+  exp = train.build_experiment(config)
+  one = train.unstack(exp.initial_state)
+  assert "noise" not in one.constants
+  b0, b1 = (train.unstack(train.make_batch(exp, k)) for k in (0, 1))
+  same_batch_other_step = b0._replace(step=b1.step)
+  v0, _ = exp.method.objective(one.params, one.constants, b0)
+  assert float(v0) == float(exp.method.objective(one.params, one.constants, b0)[0])
+  assert float(v0) != float(
+    exp.method.objective(one.params, one.constants, same_batch_other_step)[0]
+  )
 
 
 def test_distprop_loss_scores_samples_against_their_class_over_the_logits_axis():

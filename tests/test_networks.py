@@ -119,7 +119,12 @@ def test_alexnet_224_shapes_abstract():
 
 def test_split_options():
   assert build_network("mnist_cnn").state_shapes == ((128,),)
-  assert build_network("mnist_cnn", split="every").state_shapes == ((26, 26, 32), (128,))
+  assert build_network("mnist_cnn", split="every").state_shapes == (
+    (26, 26, 32),
+    (9216,),
+    (128,),
+  )
+  assert build_network("mnist_cnn", split=[2]).state_shapes == ((9216,),)  # the paper's
   assert build_network("mnist_cnn", split=[1]).state_shapes == ((26, 26, 32),)
   assert build_network("mnist_cnn", split=()).state_shapes == ()  # one segment = plain net
   assert build_network("cifar_lenet", split="every").state_shapes == (
@@ -140,8 +145,8 @@ def test_split_options():
 @pytest.mark.parametrize(
   "kwargs, words",
   [
-    (dict(name="mnist_cnn", split=[0]), ["split", "[0]", "1..2"]),
-    (dict(name="mnist_cnn", split=[3]), ["split", "[3]", "1..2"]),
+    (dict(name="mnist_cnn", split=[0]), ["split", "[0]", "1..3"]),
+    (dict(name="mnist_cnn", split=[4]), ["split", "[4]", "1..3"]),
     (dict(name="cifar_lenet", split=[3, 2]), ["split", "strictly increasing", "1..4"]),
     (dict(name="cifar_lenet", split=[2, 2]), ["split", "strictly increasing"]),
     (dict(name="mnist_cnn", split="sometimes"), ["split", "'sometimes'", "every", "default"]),
@@ -232,6 +237,25 @@ def test_split_activation_relu_vs_identity():
   # Default split: relu on the (128,) state.
   d = build_network("mlp", depth=1, width=8, split_activation="relu")
   assert float(apply_segment(d, _cheap_params(d), 0, x).min()) >= 0.0
+
+
+def test_split_activation_deferred_keeps_the_function_and_frees_the_states():
+  relu = build_network("mnist_cnn", split="every", split_activation="relu")
+  deferred = build_network("mnist_cnn", split="every", split_activation="deferred")
+  params = _cheap_params(relu)
+  x = _x(relu, batch=2)
+  h_re = apply_segment(relu, params, 0, x)
+  h_de = apply_segment(deferred, params, 0, x)
+  assert float(h_de.min()) < 0.0  # free (pre-activation) states
+  np.testing.assert_allclose(h_re, jax.nn.relu(h_de), rtol=1e-6, atol=1e-6)
+  # the next segment opens with the ReLU: same value from either state
+  np.testing.assert_allclose(
+    apply_segment(deferred, params, 1, h_de), apply_segment(deferred, params, 1, h_re), atol=1e-6
+  )
+  # and the whole network computes the same function
+  np.testing.assert_allclose(
+    forward(deferred, params, x), forward(relu, params, x), rtol=1e-5, atol=1e-5
+  )
 
 
 # ---------------------------------------------------- conv / pool formulations ---

@@ -34,16 +34,16 @@ SCRIPT = textwrap.dedent("""
       # tables are really split by rows over the 8 devices, the batch too
       for leaf, is_table in zip(jax.tree.leaves(s8.params), exp8.tables.params):
         if is_table:
-          assert leaf.sharding.spec == jax.P("data"), leaf.sharding
+          assert leaf.sharding.spec == jax.P(None, "data"), leaf.sharding  # (seed, row, ...)
           assert len(leaf.addressable_shards) == 8
-          assert leaf.addressable_shards[0].data.shape[0] * 8 == leaf.shape[0]
+          assert leaf.addressable_shards[0].data.shape[1] * 8 == leaf.shape[1]
       batch = train.make_batch(exp8, 0)
       assert len({s.device for s in batch.images.addressable_shards}) == 8
       s8, s1 = jax.device_get(s8), jax.device_get(s1)
       for a, b in zip(jax.tree.leaves(s8), jax.tree.leaves(s1)):
         a, b = np.asarray(a), np.asarray(b)
-        if a.shape != b.shape:          # tables padded to a multiple of 8 rows
-          a = a[: b.shape[0]]
+        if a.shape != b.shape:  # tables padded to a multiple of 8 rows (axis 1: seed first)
+          a = a[:, : b.shape[1]]
         np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
       np.testing.assert_allclose(m8["objective"], m1["objective"], rtol=1e-4)
       print("OK", method, extra)

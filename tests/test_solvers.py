@@ -381,6 +381,40 @@ def test_one_call_iteration_exact_sequence():
   assert len(calls) == 4  # two gradients per iteration
 
 
+def test_method_of_multipliers_exact_sequence():
+  """min x^2 s.t. x - 1 = 0 with L_c = x^2 + lam (x - 1) + (c/2)(x - 1)^2, c = 1, sgd(.25).
+
+  From x = 0, lam = 0: dL/dx = 2x + lam + (x - 1) = -1 -> x_1 = .25; the multiplier
+  step at x_1: lam_1 = 0 + 1 * (.25 - 1) = -.75. Next: dL/dx = .5 - .75 - .75 = -1
+  -> x_2 = .5, lam_2 = -.75 + (.5 - 1) = -1.25. With every=2 only the second
+  iteration moves lam, by g(x_2).
+  """
+
+  def L(p):
+    x, lam = p["primal"], p["dual"]
+    return lj.augmented_lagrangian(x**2, x - 1.0, lam, penalty=1.0)
+
+  tx = lj.method_of_multipliers(optax.sgd(0.25), penalty=1.0)
+  params, state = p0(0.0, 0.0), tx.init(p0(0.0, 0.0))
+  params, state = lj.solver_step(tx, jax.grad(L), params, state)
+  close(params, [0.25, -0.75])
+  params, state = lj.solver_step(tx, jax.grad(L), params, state)
+  close(params, [0.5, -1.25])
+  tx = lj.method_of_multipliers(optax.sgd(0.25), penalty=1.0, every=2)
+  params, state = p0(0.0, 0.0), tx.init(p0(0.0, 0.0))
+  params, state = lj.solver_step(tx, jax.grad(L), params, state)
+  close(params, [0.25, 0.0])
+  # dL/dx = .5 + 0 - .75 = -.25 -> x_2 = .3125; lam_2 = .3125 - 1
+  params, state = lj.solver_step(tx, jax.grad(L), params, state)
+  close(params, [0.3125, -0.6875])
+  # a schedule of c: c_0 = 2 -> lam_1 = 2 * (.25 - 1)
+  tx = lj.method_of_multipliers(optax.sgd(0.25), penalty=lambda count: 2.0 + count)
+  params, state = lj.solver_step(tx, jax.grad(L), p0(0.0, 0.0), tx.init(p0(0.0, 0.0)))
+  close(params, [0.25, -1.5])
+  with pytest.raises(ValueError, match="every"):
+    lj.method_of_multipliers(optax.sgd(0.1), every=0)
+
+
 def test_one_call_mode_needs_params():
   tx = lj.extra_sgd(0.5)
   with pytest.raises(ValueError, match="needs params"):
@@ -523,6 +557,8 @@ def _all_txs():
     "past_extragradient(descent_ascent)": lambda: lj.past_extragradient(
       lj.descent_ascent(optax.sgd(0.15), optax.sgd(0.15))
     ),
+    # without grad_fn (two-call battery) the multiplier step uses g(x_t): stable for c <= .1
+    "method_of_multipliers": lambda: lj.method_of_multipliers(optax.sgd(0.2), penalty=0.1),
   }
 
 

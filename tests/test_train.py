@@ -79,7 +79,8 @@ def test_evaluation_is_the_real_forward_pass(tmp_path):
     state, _ = exp.train_step(state, train.make_batch(exp, step))
   accuracy_fn, _, _ = train.make_eval_fns(exp.net, exp.method, exp.tables)
   weights = train.iterate(state)["primal"]["weights"]
-  got = train.evaluate(exp.dataset.test, weights, accuracy_fn, 250)["accuracy"]
+  got = float(train.evaluate(exp.dataset.test, weights, accuracy_fn, 250)["accuracy"][0])
+  weights = train.unstack(weights)  # the only seed
   h = exp.dataset.test.images
   for i in range(len(exp.net.segments)):
     h = networks.apply_segment(exp.net, weights, i, h)

@@ -10,8 +10,11 @@ import functools
 
 from lagrangian_jax import errors
 from lagrangian_jax.methods import backprop
+from lagrangian_jax.methods import dfa
 from lagrangian_jax.methods import distprop
+from lagrangian_jax.methods import dtp
 from lagrangian_jax.methods import lifted
+from lagrangian_jax.methods import oam
 from lagrangian_jax.methods.base import Batch
 from lagrangian_jax.methods.base import Method
 
@@ -25,12 +28,15 @@ METHODS = {
   ),
   "gda": functools.partial(lifted.make, name="gda", formulation="lagrangian", default_solver="gda"),
   "augmented_lagrangian": functools.partial(
-    lifted.make, name="augmented_lagrangian", formulation="augmented", default_solver="gda"
+    lifted.make, name="augmented_lagrangian", formulation="augmented", default_solver="multipliers"
   ),
   "extraprop": functools.partial(
     lifted.make, name="extraprop", formulation="lagrangian", default_solver="extragradient"
   ),
   "distprop": distprop.make,
+  "dfa": dfa.make,
+  "dtp": dtp.make,
+  "oam": oam.make,
 }
 
 

@@ -26,11 +26,13 @@ PyTree = Any
 
 
 class Batch(NamedTuple):
-  """One training batch. ``indices`` are the examples' rows in per-example tables."""
+  """One training batch: ``indices`` are the examples' rows in per-example tables,
+  ``step`` the iteration it is drawn for (randomness that is a function of the step)."""
 
   images: jax.Array
   labels: jax.Array
   indices: jax.Array
+  step: jax.Array | int = 0
 
 
 class Method(NamedTuple):

@@ -2,9 +2,13 @@ r"""DistProp: per-class Gaussians replace per-example states (paper Section 3, A
 
 For every split ``l`` and class ``c`` a Gaussian with mean ``mu_l[c]`` and scale
 ``sigma_l[c] = softplus(rho_l[c]) + sigma_floor`` (the floor keeps z-scores finite).
-Fixed, pre-drawn noise ``eps_l`` of shape ``(S, C, *state_shape)`` (derandomisation by
-reparametrisation) gives ``S`` synthetic states per class,
-``s_l = mu_l + eps_l * sigma_l``, identical at the extrapolation and the update.
+Noise ``eps_l`` of shape ``(S, C, *state_shape)`` (derandomisation by reparametrisation)
+gives ``S`` synthetic states per class, ``s_l = mu_l + eps_l * sigma_l``, identical at
+the extrapolation and the update (``config.distprop.noise``):
+  * ``"fixed"``: one snapshot drawn at initialisation (Section 3.1's "fixed snapshot");
+    the blocks after a split only ever see those ``S x C`` inputs.
+  * ``"per_step"``: ``eps_k`` drawn for every iteration ``k``, as Algorithm 1 has it: a
+    pure function of the seed and the step (the same at both half-steps, and on resume).
 
 Constraints (Algorithm 1's dataset projection ``g_0`` and its synthetic-state
 constraints for later splits), made epsilon-insensitive with the margin ``m`` (eq. 3):
@@ -60,6 +64,7 @@ from lagrangian_jax.methods import base
 MULTIPLIERS = ("class", "example", "l1")
 PROTOTYPE_INITS = ("data", "sphere")
 SHRINKAGES = ("soft", "hard")
+NOISES = ("fixed", "per_step")
 
 
 def _softplus_inverse(y):
@@ -115,15 +120,27 @@ def make(config, net: networks.SplitNetwork, num_train: int) -> base.Method:
 
   sample_labels = jnp.tile(jnp.arange(num_classes), samples)  # class of each flat row
 
-  def init(rng, map_train):
-    k_w, k_noise, k_proto = jax.random.split(rng, 3)
-    weights = networks.init_network(net, k_w)
-    noise = tuple(
+  def draw_noise(key):
+    return tuple(
       jax.random.normal(
-        jax.random.fold_in(k_noise, l), (samples, num_classes) + tuple(shape), jnp.float32
+        jax.random.fold_in(key, l), (samples, num_classes) + tuple(shape), jnp.float32
       )
       for l, shape in enumerate(net.state_shapes)
     )
+
+  def noise_of(constants, step):
+    if opts.noise == "fixed":
+      return constants["noise"]
+    return draw_noise(jax.random.fold_in(jax.random.wrap_key_data(constants["noise_key"]), step))
+
+  def init(rng, map_train):
+    k_w, k_noise, k_proto = jax.random.split(rng, 3)
+    weights = networks.init_network(net, k_w)
+    if opts.noise == "fixed":
+      constants = {"noise": draw_noise(k_noise)}
+    else:  # raw key data: checkpoints and the seed axis hold plain arrays
+      constants = {"noise_key": jax.random.key_data(k_noise)}
+    noise = noise_of(constants, 0)
     protos = []
     for l, shape in enumerate(net.state_shapes):
       if opts.prototype_init == "sphere":
@@ -163,12 +180,12 @@ def make(config, net: networks.SplitNetwork, num_train: int) -> base.Method:
       "primal": {"weights": weights, "aux": {"prototypes": tuple(protos)}},
       "dual": {"multipliers": lams},
     }
-    return params, {"noise": noise}
+    return params, constants
 
   def constraints(params, constants, batch):
     w = params["primal"]["weights"]
     protos = params["primal"]["aux"]["prototypes"]
-    noise = constants["noise"]
+    noise = noise_of(constants, batch.step)
     h0 = networks.apply_segment(net, w, 0, batch.images)
     z0 = (h0 - protos[0]["mu"][batch.labels]) / sigma_of(protos[0])[batch.labels]
     if opts.multipliers == "l1":
@@ -191,7 +208,10 @@ def make(config, net: networks.SplitNetwork, num_train: int) -> base.Method:
     logits = networks.apply_segment(net, w, num_splits, s[-1])
     loss = base.cross_entropy(logits, sample_labels)
     # each constraint row's multiplier: its class's (or its example's) row
-    lam0 = lams[0][batch.labels] if opts.multipliers == "class" else lams[0]
+    if opts.multipliers == "class":
+      lam0 = lams[0][batch.labels]
+    else:  # a per-example table: each row at its example's natural scale
+      lam0 = formulations.per_example_rows(lams[0])
     rows = (lam0,) + tuple(lams[l][sample_labels] for l in range(1, num_splits))
     if augmentation > 0:
       value = formulations.augmented_lagrangian(

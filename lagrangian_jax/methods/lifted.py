@@ -6,9 +6,15 @@ For segments ``f_0 .. f_L`` and training example ``i``:
   \min_{w, h} \frac1N \sum_i \ell(f_L(h_{L-1}^{(i)}), y_i)
   \quad\text{s.t.}\quad g_l^{(i)} = h_l^{(i)} - f_l(h_{l-1}^{(i)}) = 0,\ h_{-1}^{(i)} = x_i
 
-Each split ``l`` has a state table of shape ``(N_train, *state_shape)``. With
-``split_activation="relu"`` the states are reparametrised in the activation domain,
-``h = relu(\hat h)`` (paper, "Activation Functions"), and ``\hat h`` is the free variable.
+Each split ``l`` has a state table of shape ``(N_train, *state_shape)``. Where the state
+lives is ``config.network.split_activation``:
+  * ``"deferred"``: free states, the pre-activations at the split; the next segment
+    applies the ReLU. Every entry of every state can move.
+  * ``"relu"``: the activation-domain reparametrisation of the paper ("Activation
+    Functions"), ``h = relu(\hat h)`` with ``\hat h`` the free variable. An entry of
+    ``\hat h`` that is or becomes ``<= 0`` has zero gradient and never moves again (about
+    half of them at initialisation).
+  * ``"identity"``: the ReLU at the split is removed from the network (as DistProp does).
 States start at a forward pass of the freshly initialised network, so every defect
 starts at 0 (paper, "Initialize to a valid solution").
 
@@ -21,8 +27,10 @@ per-example multipliers, a table like the states):
     ("Regularized" in the paper).
 
 Reductions are means over the batch (``reduction="batch_mean"``, documented in
-``formulations``); a step reads and writes only the batch's rows of the tables
-(``train.py`` gathers them before and scatters them after the solver step).
+``formulations``), and the state and multiplier rows are ``formulations.per_example_rows``:
+a row's gradient is that of its own example's term, whatever the batch size. A step
+reads and writes only the batch's rows of the tables (``train.py`` gathers them before
+and scatters them after the solver step).
 """
 
 from __future__ import annotations
@@ -73,7 +81,7 @@ def make(
 
   def constraints(params, batch):
     w = params["primal"]["weights"]
-    h = [reparam(s) for s in params["primal"]["aux"]["states"]]
+    h = [reparam(s) for s in formulations.per_example_rows(params["primal"]["aux"]["states"])]
     inputs = [batch.images] + h[:-1]
     g = tuple(h[l] - networks.apply_segment(net, w, l, inputs[l]) for l in range(num_splits))
     return g, h
@@ -85,14 +93,14 @@ def make(
     loss = base.cross_entropy(logits, batch.labels)
     if formulation == "penalty":
       value = formulations.quadratic_penalty(loss, g, penalty=penalty, reduction="batch_mean")
-    elif formulation == "augmented":
-      value = formulations.augmented_lagrangian(
-        loss, g, params["dual"]["multipliers"], penalty=penalty, reduction="batch_mean"
-      )
     else:
-      value = formulations.lagrangian(
-        loss, g, params["dual"]["multipliers"], reduction="batch_mean"
-      )
+      lams = formulations.per_example_rows(params["dual"]["multipliers"])
+      if formulation == "augmented":
+        value = formulations.augmented_lagrangian(
+          loss, g, lams, penalty=penalty, reduction="batch_mean"
+        )
+      else:
+        value = formulations.lagrangian(loss, g, lams, reduction="batch_mean")
     return value, {"loss": loss, "defect": base.split_defects(g)}
 
   def defects(params, constants, batch):

@@ -1,0 +1,166 @@
+"""Hyper-parameter search on the validation split: a grid or a random search over config keys.
+
+Every trial is a real run (``train.train_and_evaluate``) of the base config with some keys
+overridden; trials are ranked by validation accuracy (the test split is never looked at
+to choose). Each trial's figures go to ``DIR/trials.jsonl`` (one JSON object per line,
+appended as they finish, so an interrupted sweep resumes where it stopped) and
+``DIR/trials.csv``; the chosen overrides to ``DIR/best.json``.
+
+Run (a grid of 3 x 2 = 6 trials of 300 steps):
+  python -m experiments.sweep --config=configs/extraprop.py --workdir=runs/sweep_extraprop \
+    --grid="learning_rates.weights=0.003,0.01,0.03 learning_rates.aux=0.05,0.2" \
+    --config.num_steps=300
+
+``--random=K`` draws K trials uniformly from the grid instead (``--seed`` fixes them).
+Values are parsed as Python literals when they can be (``0.01``, ``True``, ``'relu'``)
+and kept as strings otherwise. The last line is ``BEST validation_accuracy=... key=value
+...``.
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import itertools
+import json
+import os
+import random
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from lagrangian_jax import errors
+from lagrangian_jax import train
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "Directory for the trials' runs and the results.")
+flags.DEFINE_string("grid", None, "Space-separated key=v1,v2,... items (config keys).")
+flags.DEFINE_integer("random", 0, "Draw this many trials at random from the grid (0: all).")
+flags.DEFINE_integer("seed", 0, "Seed of the random draw.")
+config_flags.DEFINE_config_file("config", None, "The base configuration file.", lock_config=True)
+flags.mark_flags_as_required(["config", "workdir", "grid"])
+
+COLUMNS = ("validation_accuracy", "test_accuracy", "final_defect", "seconds")
+
+
+def _value(text: str):
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
+
+
+def parse_grid(grid: str) -> dict[str, list]:
+  """``"a.b=1,2 c=x"`` -> ``{"a.b": [1, 2], "c": ["x"]}``.
+
+  Example:
+    >>> parse_grid("learning_rates.aux=0.05,0.2 network.split_activation=relu,deferred")
+    {'learning_rates.aux': [0.05, 0.2], 'network.split_activation': ['relu', 'deferred']}
+  """
+  space = {}
+  for item in grid.split():
+    key, sep, values = item.partition("=")
+    if not sep or not values:
+      raise errors.ConfigError(f"--grid: expected key=v1,v2,... items, got {item!r}")
+    space[key] = [_value(v) for v in values.split(",")]
+  return space
+
+
+def trials(space: dict[str, list], draw: int = 0, seed: int = 0) -> list[dict]:
+  """The grid's points in a fixed order, or ``draw`` of them sampled without repeats."""
+  points = [dict(zip(space, combo)) for combo in itertools.product(*space.values())]
+  if draw and draw < len(points):
+    points = random.Random(seed).sample(points, draw)
+  return points
+
+
+def apply(config, overrides: dict):
+  """A copy of ``config`` with ``{"a.b": v}`` set; unknown keys name themselves."""
+  config = config.copy_and_resolve_references()
+  for key, value in overrides.items():
+    *parents, last = key.split(".")
+    node = config
+    for p in parents:
+      if p not in node:
+        raise errors.ConfigError(f"config.{key}: no such key (at {p!r})")
+      node = node[p]
+    if last not in node:
+      raise errors.ConfigError(f"config.{key}: no such key")
+    try:
+      node[last] = type(node[last])(value) if isinstance(node[last], float) else value
+    except (TypeError, ValueError) as e:
+      raise errors.ConfigError(f"config.{key}: cannot set {value!r} ({e})") from None
+  return config
+
+
+def trial_name(overrides: dict) -> str:
+  return "_".join(f"{k.split('.')[-1]}={v}" for k, v in overrides.items()) or "base"
+
+
+def run_sweep(config, workdir: str, space: dict[str, list], draw: int = 0, seed: int = 0):
+  """Runs (or resumes) the sweep; returns ``(rows, best_row)``."""
+  os.makedirs(workdir, exist_ok=True)
+  done_path = os.path.join(workdir, "trials.jsonl")
+  done = {}
+  if os.path.exists(done_path):
+    for line in open(done_path):
+      row = json.loads(line)
+      done[json.dumps(row["overrides"], sort_keys=True)] = row
+  rows = []
+  config.unlock()
+  config.progress_bar = False
+  for overrides in trials(space, draw, seed):
+    key = json.dumps(overrides, sort_keys=True)
+    if key in done:
+      rows.append(done[key])
+      continue
+    run_dir = os.path.join(workdir, "trials", trial_name(overrides))
+    try:
+      summary = train.train_and_evaluate(apply(config, overrides), run_dir)
+      row = {"overrides": overrides, **{c: summary[c] for c in COLUMNS}, "error": ""}
+    except errors.TrainingError as e:  # a diverged trial is a result, not a crash
+      row = {"overrides": overrides, **{c: float("nan") for c in COLUMNS}, "error": str(e)}
+    with open(done_path, "a") as f:
+      f.write(json.dumps(row) + "\n")
+    rows.append(row)
+    print(
+      f"trial {len(rows)}: {trial_name(overrides)} validation_accuracy="
+      f"{row['validation_accuracy']:.4f}",
+      flush=True,
+    )
+  ok = [r for r in rows if not r["error"]]
+  best = max(ok, key=lambda r: r["validation_accuracy"]) if ok else None
+  with open(os.path.join(workdir, "trials.csv"), "w", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow([*space, *COLUMNS, "error"])
+    for r in rows:
+      writer.writerow([*(r["overrides"][k] for k in space), *(r[c] for c in COLUMNS), r["error"]])
+  with open(os.path.join(workdir, "best.json"), "w") as f:
+    json.dump(best, f, indent=2)
+  return rows, best
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError("Too many command-line arguments.")
+  if not FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
+  try:
+    _, best = run_sweep(
+      FLAGS.config, FLAGS.workdir, parse_grid(FLAGS.grid), FLAGS.random, FLAGS.seed
+    )
+  except errors.Error as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+  if best is None:
+    print("error: every trial failed; see trials.jsonl", file=sys.stderr)
+    sys.exit(1)
+  picked = " ".join(f"{k}={v}" for k, v in best["overrides"].items())
+  print(f"BEST validation_accuracy={best['validation_accuracy']:.4f} {picked}", flush=True)
+
+
+if __name__ == "__main__":
+  app.run(main)

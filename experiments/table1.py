@@ -1,0 +1,601 @@
+"""The paper's Table 1 as a report anyone can rerun: every method, N seeds, one data set.
+
+Run (all nine default rows, 3 seeds of the README's 700 steps on the embedded MNIST-5k):
+  python -m experiments.table1 --dataset=mnist_5k --seeds=3 --steps=700 --workdir=runs/table1
+
+``--methods=backprop_adam,distprop,dfa`` picks rows: a name of :data:`ROWS`, or any method
+of ``lagrangian_jax.methods.METHODS`` (its ``configs/<name>.py`` as is). When
+``configs/<row>.py`` exists it is that row's config and replaces the table's entry (a tuned
+``configs/backprop_sgd.py``, say). ``--dataset`` is ``config.data.name``: ``mnist_5k``,
+``fashion_mnist``, ``idx:<dir>``, ``tfds:...`` (``--data_dir`` for the latter two);
+``--shrink`` applies ``configs/smoke.py``'s ``shrink`` to every row (a quick look, tests).
+
+Each row is one ``train.train_and_evaluate`` run in ``DIR/<row>`` with all seeds in one
+vmapped program (``config.num_seeds``); rerunning the command resumes unfinished rows from
+their checkpoints and skips finished ones. A row that diverges is a result ("diverged",
+with its message), not a crash. Writes ``DIR/table1.json``, ``DIR/table1.md``,
+``DIR/accuracy.png`` and ``DIR/defect.png``; the last line is ``TABLE1 dir=... rows=...
+<row>=<mean test accuracy> ...``. Expected failures print one ``error: ...`` line, exit 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+import importlib
+import json
+import os
+import shlex
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lagrangian_jax import data as data_lib
+from lagrangian_jax import errors
+from lagrangian_jax import methods as methods_lib
+from lagrangian_jax import networks
+from lagrangian_jax import optimizers
+from lagrangian_jax import reporting
+from lagrangian_jax import train
+
+FLAGS = flags.FLAGS
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:  # configs/ is a plain directory next to the package
+  sys.path.insert(0, ROOT)
+
+# The rows, in the table's order: name -> (config module in configs/, {config key: value}).
+ROWS = {
+  "backprop_sgd": (
+    "backprop",
+    {"optimizer": "sgd", "momentum": 0.9, "learning_rates.weights": 0.05},
+  ),
+  "backprop_adam": ("backprop", {}),
+  "penalty": ("penalty", {}),
+  "gda": ("gda", {}),
+  "augmented_lagrangian": ("augmented_lagrangian", {}),
+  "extraprop": ("extraprop", {}),
+  "distprop": ("distprop", {}),
+  "extraprop_past": ("extraprop", {"solver": "past_extragradient"}),
+  "distprop_past": ("distprop", {"solver": "past_extragradient"}),
+}
+
+# The paper's Table 1, MNIST test accuracy, for reference next to whatever data set ran.
+PAPER_MNIST = {
+  "backprop_sgd": 0.9881,
+  "penalty": 0.9627,  # "Regularized"
+  "gda": 0.9743,
+  "extraprop": 0.9827,
+  "distprop": 0.9903,
+}
+
+# Keys a rerun may change without invalidating a row's checkpoints.
+_RESUMABLE_KEYS = ("num_steps", "progress_bar")
+
+
+# ----------------------------------------------------------------------------------
+# Rows and their configs
+# ----------------------------------------------------------------------------------
+
+
+def valid_rows() -> list[str]:
+  """The table's rows, then every other method of ``methods.METHODS`` under its name."""
+  return [*ROWS, *(m for m in methods_lib.METHODS if m not in ROWS)]
+
+
+def _config_path(module: str) -> str:
+  return os.path.join(ROOT, "configs", f"{module}.py")
+
+
+def resolve_rows(names: Sequence[str] | None = None) -> dict[str, tuple[str, dict]]:
+  """``{row: (config module, overrides)}`` for ``names`` (default: all of :data:`ROWS`)."""
+  names = list(ROWS) if not names else list(dict.fromkeys(names))
+  valid = valid_rows()
+  unknown = [n for n in names if n not in valid]
+  if unknown:
+    raise errors.ConfigError(
+      f"--methods: unknown row(s) {', '.join(map(repr, unknown))}; choose from {', '.join(valid)}"
+    )
+  out = {}
+  for name in names:
+    module, overrides = ROWS.get(name, (name, {}))
+    if os.path.exists(_config_path(name)):  # a row's own config wins over the table's recipe
+      module, overrides = name, {}
+    out[name] = (module, dict(overrides))
+  return out
+
+
+def apply_overrides(config, overrides: dict):
+  """Sets ``{"a.b": v}`` on ``config``; a key the config lacks names itself."""
+  for key, value in overrides.items():
+    *parents, last = key.split(".")
+    node = config
+    for p in parents:
+      if p not in node:
+        raise errors.ConfigError(f"config.{key}: no such key (at {p!r})")
+      node = node[p]
+    if last not in node:
+      raise errors.ConfigError(f"config.{key}: no such key")
+    node[last] = value
+  return config
+
+
+def row_config(
+  module: str,
+  overrides: dict,
+  *,
+  dataset: str,
+  data_dir: str = "",
+  seeds: int,
+  steps: int,
+  batch_size: int,
+  eval_every: int,
+  shrink: bool = False,
+):
+  """The row's config module's ``get_config()`` with the row's and the report's settings."""
+  path = _config_path(module)
+  if not os.path.exists(path):
+    raise errors.ConfigError(f"{path}: no such config for this row")
+  config = apply_overrides(importlib.import_module(f"configs.{module}").get_config(), overrides)
+  if shrink:
+    from configs import smoke
+
+    config = smoke.shrink(config)
+  config.num_seeds = seeds
+  config.num_steps = steps
+  config.batch_size = batch_size
+  config.eval_every = eval_every
+  config.checkpoint_every = eval_every
+  config.progress_bar = False
+  config.data.name = dataset
+  if data_dir:
+    config.data.data_dir = data_dir
+  return config
+
+
+def _flatten(tree, prefix=""):
+  out = {}
+  for k, v in tree.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def check_row_dir(config, run_dir: str) -> None:
+  """Refuses a row directory whose run another config wrote (resuming would mix them).
+
+  Only keys both configs have are compared, so a key added to the configs since does not
+  block a rerun; a checkpoint past ``num_steps`` would be evaluated as if at ``num_steps``.
+  """
+  path = os.path.join(run_dir, "config.json")
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    old = _flatten(json.load(f))
+  new = _flatten(json.loads(config.to_json_best_effort()))
+  for key in sorted(old.keys() & new.keys()):
+    if key not in _RESUMABLE_KEYS and old[key] != new[key]:
+      raise errors.ConfigError(
+        f"{run_dir} holds a run of another config (config.{key}: {old[key]!r} there, "
+        f"{new[key]!r} now); use another --workdir or remove that directory"
+      )
+  ckpt_dir = os.path.join(run_dir, "checkpoints")
+  steps = [int(d) for d in os.listdir(ckpt_dir) if d.isdigit()] if os.path.isdir(ckpt_dir) else []
+  if steps and max(steps) > config.num_steps:
+    raise errors.ConfigError(
+      f"{ckpt_dir} has a checkpoint at step {max(steps)}, past --steps={config.num_steps}; "
+      "use another --workdir"
+    )
+
+
+# ----------------------------------------------------------------------------------
+# What a row costs
+# ----------------------------------------------------------------------------------
+
+_DATASETS: dict[str, data_lib.Dataset] = {}
+
+
+def load_data(config) -> data_lib.Dataset:
+  """The row's data set, loaded as ``train.build_experiment`` loads it (cached per report)."""
+  key = config.data.to_json()
+  if key not in _DATASETS:
+    _DATASETS[key] = data_lib.load_dataset(
+      config.data.name,
+      data_dir=os.path.expanduser(config.data.data_dir) or None,
+      validation_fraction=config.data.validation_fraction,
+      seed=config.data.seed,
+      image_size=config.data.image_size or None,
+      max_train_examples=config.data.max_train_examples or None,
+    )
+  return _DATASETS[key]
+
+
+def state_sizes(config, dataset: data_lib.Dataset) -> dict:
+  """One seed's state in MiB by shape inference (nothing is allocated), and the solver.
+
+  ``state_mib``: auxiliary variables + multipliers + constants, i.e. the parameters minus
+  the network weights plus the constants (what grows with the data set for the lifted
+  methods and does not for DistProp); ``optimizer_state_mib``: the solver's state.
+  """
+  net = networks.from_config(
+    config.network, num_classes=dataset.num_classes, input_shape=tuple(dataset.image_shape)
+  )
+  num_train = len(dataset.train.labels)
+  method = methods_lib.make_method(config, net, num_train)
+  image_shape = tuple(dataset.image_shape)
+
+  def map_train(fn, limit=None):
+    n = num_train if limit is None else min(limit, num_train)
+    return fn(jnp.zeros((n, *image_shape)), jnp.zeros((n,), jnp.int32))
+
+  params, constants = jax.eval_shape(lambda: method.init(jax.random.key(config.seed), map_train))
+  tx, solver = optimizers.from_config(
+    config,
+    default_solver=method.default_solver,
+    primal_labels=method.primal_labels(params["primal"]),
+    group_rates=method.group_rates,
+  )
+  opt_state = jax.eval_shape(tx.init, params)
+
+  def mib(tree):
+    return sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(tree)) / 2**20
+
+  return {
+    "solver": solver,
+    "state_mib": mib(params) - mib(params["primal"]["weights"]) + mib(constants),
+    "optimizer_state_mib": mib(opt_state),
+  }
+
+
+def steady_ms_per_iteration(metrics_path: str, resumed_from: int) -> float | None:
+  """ms per iteration (all seeds) between the last invocation's first and last train logs.
+
+  The summary's figure counts the first step, i.e. the compilation, which dominates short
+  runs; train records carry the invocation's cumulative training seconds, so the
+  difference of two of them excludes it.
+  """
+  logs = [
+    r
+    for r in reporting.read_metrics(metrics_path)
+    if r.get("kind") == "train" and r["step"] > resumed_from and "seconds" in r
+  ]
+  if len(logs) < 2 or logs[-1]["step"] == logs[0]["step"]:
+    return None
+  return 1e3 * (logs[-1]["seconds"] - logs[0]["seconds"]) / (logs[-1]["step"] - logs[0]["step"])
+
+
+# ----------------------------------------------------------------------------------
+# One row
+# ----------------------------------------------------------------------------------
+
+
+def _stats(values) -> dict:
+  # population std (ddof 0), as the summary's test_accuracy_std
+  v = np.asarray(values, np.float64)
+  return {"mean": float(np.mean(v)), "std": float(np.std(v)), "per_seed": [float(x) for x in v]}
+
+
+def _row_record(name, module, overrides, config, sizes, run_dir, summary=None, error=""):
+  n = config.num_seeds
+  row = {
+    "row": name,
+    "status": "ok" if summary else "diverged",
+    "error": error,
+    "method": config.method,
+    "solver": sizes["solver"],
+    "config": f"configs/{module}.py",
+    "overrides": overrides,
+    "dataset": config.data.name,
+    "steps": config.num_steps,
+    "num_seeds": n,
+    "seeds": list(range(config.seed, config.seed + n)),
+    "test_accuracy": None,
+    "validation_accuracy": None,
+    "final_defect": None,
+    "ms_per_iteration": None,
+    "ms_per_iteration_per_seed": None,
+    "ms_per_iteration_steady": None,
+    "ms_per_iteration_steady_per_seed": None,
+    "state_mib": sizes["state_mib"],
+    "optimizer_state_mib": sizes["optimizer_state_mib"],
+    "paper_mnist": PAPER_MNIST.get(name),
+    "seconds": None,
+    "workdir": run_dir,
+  }
+  if not summary:
+    return row
+  per_seed = summary["seeds"]
+  splits = sorted((k for k in per_seed if k.startswith("defect_")), key=lambda k: int(k[7:]))
+  defect = _stats(per_seed["mean_defect"])
+  defect["per_split"] = [_stats(per_seed[k]) for k in splits]
+  # a row finished by an earlier invocation ran no step in this one: no timing
+  timed = summary["resumed_from"] < summary["steps"]
+  ms = summary["ms_per_iteration"] if timed else None
+  steady = steady_ms_per_iteration(os.path.join(run_dir, "metrics.jsonl"), summary["resumed_from"])
+  row.update(
+    dataset=summary["dataset"],
+    seeds=list(per_seed["seed"]),
+    test_accuracy=_stats(per_seed["test_accuracy"]),
+    validation_accuracy=_stats(per_seed["validation_accuracy"]),
+    final_defect=defect,
+    ms_per_iteration=ms,
+    ms_per_iteration_per_seed=None if ms is None else ms / n,
+    ms_per_iteration_steady=steady,
+    ms_per_iteration_steady_per_seed=None if steady is None else steady / n,
+    seconds=summary["seconds"],
+  )
+  return row
+
+
+def run_row(name: str, module: str, overrides: dict, config, sizes: dict, workdir: str) -> dict:
+  """Trains (or resumes, or skips) one row; its record for ``table1.json``."""
+  run_dir = os.path.join(workdir, name)
+  summary_path = os.path.join(run_dir, "summary.json")
+  summary = None
+  if os.path.exists(summary_path):
+    with open(summary_path) as f:
+      summary = json.load(f)
+    if summary.get("steps") != config.num_steps or summary.get("num_seeds") != config.num_seeds:
+      summary = None
+  if summary is None:
+    try:
+      summary = train.train_and_evaluate(config, run_dir)
+    except errors.TrainingError as e:  # a diverged row is a result, not a crash
+      return _row_record(name, module, overrides, config, sizes, run_dir, error=str(e))
+  return _row_record(name, module, overrides, config, sizes, run_dir, summary)
+
+
+# ----------------------------------------------------------------------------------
+# The table and the figures
+# ----------------------------------------------------------------------------------
+
+
+def _pm(stats, fmt) -> str:
+  return f"{stats['mean']:{fmt}} ± {stats['std']:{fmt}}" if stats else "—"
+
+
+def _num(x, fmt) -> str:
+  return "—" if x is None else f"{x:{fmt}}"
+
+
+def markdown(report: dict) -> str:
+  """The table as Markdown: means ± std over seeds, the paper's MNIST column, the command."""
+  n = report["seeds"]
+  lines = [
+    f"# Table 1 on {report['dataset']}",
+    "",
+    f"{n} seed(s) ({', '.join(map(str, range(n)))}), {report['steps']} steps of batch "
+    f"{report['batch_size']}{', shrunken configs' if report['shrink'] else ''}; mean ± std "
+    "(population) over seeds. Accuracy: the real forward pass; defect: mean |constraint| "
+    "over splits on training data, not comparable across formulations. ms / iteration: "
+    "all seeds in one program, compilation excluded where the run logged twice; state: "
+    "auxiliary variables + multipliers + constants of one seed.",
+    "",
+    "| row | method | solver | test accuracy | validation accuracy | final defect "
+    f"| ms / iteration ({n} seeds) | ms / iteration / seed | state (MiB) | paper, MNIST |",
+    "|---|---|---|---|---|---|---|---|---|---|",
+  ]
+  for r in report["rows"]:
+    ms = r["ms_per_iteration_steady"] or r["ms_per_iteration"]
+    ms_seed = r["ms_per_iteration_steady_per_seed"] or r["ms_per_iteration_per_seed"]
+    test = _pm(r["test_accuracy"], ".4f") if r["status"] == "ok" else "diverged"
+    lines.append(
+      f"| {r['row']} | {r['method']} | {r['solver']} | {test} "
+      f"| {_pm(r['validation_accuracy'], '.4f')} | {_pm(r['final_defect'], '.3g')} "
+      f"| {_num(ms, '.1f')} | {_num(ms_seed, '.1f')} | {r['state_mib']:.3g} "
+      f"| {_num(r['paper_mnist'], '.4f')} |"
+    )
+  failed = [r for r in report["rows"] if r["status"] != "ok"]
+  if failed:
+    lines += ["", "Diverged:", ""]
+    lines += [f"* {r['row']}: {r['error']}" for r in failed]
+  lines += ["", "Reproduce with:", "", f"    {report['command']}", ""]
+  return "\n".join(lines)
+
+
+def eval_curves(metrics_path: str, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """``(steps, mean, std)`` over seeds of an eval metric, from the records' ``"seeds"``."""
+  by_step = {}  # a resumed, finished run evaluates its last step again: keep the last
+  for r in reporting.read_metrics(metrics_path):
+    if r.get("kind") == "eval" and key in r:
+      by_step[r["step"]] = np.asarray(r.get("seeds", {}).get(key, [r[key]]), np.float64)
+  steps = np.array(sorted(by_step))
+  values = [by_step[s] for s in steps]
+  return (
+    steps,
+    np.array([v.mean() for v in values]),
+    np.array([v.std() for v in values]),
+  )
+
+
+def plot_rows(report: dict, workdir: str) -> list[str]:
+  """``accuracy.png`` (test) and ``defect.png`` (log axis): one curve ± std band per row."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  rows = report["rows"]
+  cmap = plt.get_cmap("tab10" if len(rows) <= 10 else "tab20")
+  paths = []
+  for key, file, ylabel, log in (
+    ("test_accuracy", "accuracy.png", "test accuracy (real forward pass)", False),
+    ("mean_defect", "defect.png", "mean |defect| over splits, training data", True),
+  ):
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    drawn = 0
+    for i, r in enumerate(rows):
+      steps, mean, std = eval_curves(os.path.join(r["workdir"], "metrics.jsonl"), key)
+      if not len(steps) or (log and not np.any(mean > 0)):  # backprop has no constraint
+        continue
+      lo, hi = mean - std, mean + std
+      if log:  # a band reaching 0 would vanish off a log axis
+        floor = np.min(mean[mean > 0]) * 1e-2
+        mean, lo, hi = (np.maximum(x, floor) for x in (mean, lo, hi))
+      label = r["row"] + ("" if r["status"] == "ok" else " (diverged)")
+      ax.plot(steps, mean, marker="o", markersize=3, color=cmap(i), label=label)
+      ax.fill_between(steps, lo, hi, color=cmap(i), alpha=0.2, linewidth=0)
+      drawn += 1
+    if log:
+      ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"{report['dataset']}, mean ± std over {report['seeds']} seed(s)")
+    ax.grid(alpha=0.3)
+    if drawn:
+      ax.legend(fontsize=8)
+    fig.tight_layout()
+    paths.append(os.path.join(workdir, file))
+    fig.savefig(paths[-1], dpi=100)
+    plt.close(fig)
+  return paths
+
+
+def table_line(report: dict) -> str:
+  """One line a script can parse: ``TABLE1 dir=... rows=N <row>=<mean test accuracy> ...``."""
+  items = [
+    f"{r['row']}={r['test_accuracy']['mean']:.4f}" if r["test_accuracy"] else f"{r['row']}=nan"
+    for r in report["rows"]
+  ]
+  return f"TABLE1 dir={report['workdir']} rows={len(report['rows'])} {' '.join(items)}"
+
+
+def command_for(
+  workdir, rows, dataset, data_dir, seeds, steps, batch_size, eval_every, shrink
+) -> str:
+  """The command line equivalent to a :func:`run_report` call."""
+  args = [
+    f"--dataset={dataset}",
+    f"--seeds={seeds}",
+    f"--steps={steps}",
+    f"--workdir={workdir}",
+    f"--methods={','.join(rows)}",
+    f"--batch_size={batch_size}",
+    f"--eval_every={eval_every}",
+  ]
+  args += [f"--data_dir={data_dir}"] if data_dir else []
+  args += ["--shrink"] if shrink else []
+  return "python -m experiments.table1 " + " ".join(map(shlex.quote, args))
+
+
+def run_report(
+  workdir: str,
+  *,
+  rows: Sequence[str] | None = None,
+  dataset: str = "mnist_5k",
+  data_dir: str = "",
+  seeds: int = 1,
+  steps: int = 700,
+  batch_size: int = 128,
+  eval_every: int = 100,
+  shrink: bool = False,
+  command: str | None = None,
+) -> dict:
+  """Runs (or resumes) every row, writes the table and the figures; returns the report."""
+  for flag, value in (
+    ("seeds", seeds),
+    ("steps", steps),
+    ("batch_size", batch_size),
+    ("eval_every", eval_every),
+  ):
+    if value < 1:
+      raise errors.ConfigError(f"--{flag}: must be >= 1, got {value}")
+  chosen = resolve_rows(rows)
+  if command is None:
+    command = command_for(
+      workdir, list(chosen), dataset, data_dir, seeds, steps, batch_size, eval_every, shrink
+    )
+  settings = dict(
+    dataset=dataset,
+    data_dir=data_dir,
+    seeds=seeds,
+    steps=steps,
+    batch_size=batch_size,
+    eval_every=eval_every,
+    shrink=shrink,
+  )
+  # every row's config, directory and shapes first: a bad row, key or data set fails
+  # before hours of training, not after them
+  configs, sizes = {}, {}
+  for name, (module, overrides) in chosen.items():
+    configs[name] = row_config(module, overrides, **settings)
+    check_row_dir(configs[name], os.path.join(workdir, name))
+    sizes[name] = state_sizes(configs[name], load_data(configs[name]))
+  os.makedirs(workdir, exist_ok=True)
+  records = []
+  for i, (name, (module, overrides)) in enumerate(chosen.items()):
+    record = run_row(name, module, overrides, configs[name], sizes[name], workdir)
+    records.append(record)
+    result = (
+      f"test_accuracy={record['test_accuracy']['mean']:.4f}"
+      if record["status"] == "ok"
+      else f"diverged: {record['error']}"
+    )
+    print(f"row {i + 1}/{len(chosen)} {name}: {result}", flush=True)
+  report = {
+    "workdir": workdir,
+    "command": command,
+    **{k: v for k, v in settings.items() if k != "data_dir"},
+    "data_dir": data_dir,
+    "rows": records,
+  }
+  with open(os.path.join(workdir, "table1.json"), "w") as f:
+    json.dump(report, f, indent=2)
+  with open(os.path.join(workdir, "table1.md"), "w") as f:
+    f.write(markdown(report))
+  plot_rows(report, workdir)
+  return report
+
+
+# ----------------------------------------------------------------------------------
+# The command line
+# ----------------------------------------------------------------------------------
+
+
+def define_flags() -> None:
+  """Flags, defined only when this module is the program: tests import it next to the
+  other launchers, which define some of the same names (``--workdir``)."""
+  flags.DEFINE_string("workdir", None, "Directory for the rows' runs, the table, the figures.")
+  flags.DEFINE_string("dataset", "mnist_5k", "config.data.name of every row.")
+  flags.DEFINE_string("data_dir", "", "config.data.data_dir of every row (idx, tfds).")
+  flags.DEFINE_integer("seeds", 1, "Seeds per row, run in one vmapped program.")
+  flags.DEFINE_integer("steps", 700, "Training steps per row.")
+  flags.DEFINE_list("methods", [], f"Rows (default: all of {', '.join(ROWS)}).")
+  flags.DEFINE_integer("batch_size", 128, "Training batch size.")
+  flags.DEFINE_integer("eval_every", 100, "Evaluate (and checkpoint) every this many steps.")
+  flags.DEFINE_bool("shrink", False, "Apply configs/smoke.py's shrink to every row.")
+  flags.mark_flags_as_required(["workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError("Too many command-line arguments.")
+  if not FLAGS["verbosity"].present:  # orbax logs every save at INFO
+    logging.set_verbosity(logging.WARNING)
+  try:
+    report = run_report(
+      FLAGS.workdir,
+      rows=FLAGS.methods,
+      dataset=FLAGS.dataset,
+      data_dir=FLAGS.data_dir,
+      seeds=FLAGS.seeds,
+      steps=FLAGS.steps,
+      batch_size=FLAGS.batch_size,
+      eval_every=FLAGS.eval_every,
+      shrink=FLAGS.shrink,
+      command=" ".join(["python -m experiments.table1", *map(shlex.quote, sys.argv[1:])]),
+    )
+  except errors.Error as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+  print(table_line(report), flush=True)
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)

@@ -1,0 +1,115 @@
+"""The Table 1 report (experiments/table1.py) end to end on shrunken configs, and its errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from experiments import table1
+from lagrangian_jax import errors
+from lagrangian_jax import methods
+from tests.conftest import ROOT
+
+SETTINGS = dict(seeds=2, steps=20, batch_size=50, eval_every=10, shrink=True)
+FLAGS = ["--seeds=2", "--steps=20", "--batch_size=50", "--eval_every=10", "--shrink"]
+
+
+def _cli(*args, timeout=300):
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  return subprocess.run(
+    [sys.executable, "-m", "experiments.table1", *args],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+  )
+
+
+def _parse_line(line: str) -> dict:
+  head, *items = line.split()
+  assert head == "TABLE1", line
+  return dict(item.split("=", 1) for item in items)
+
+
+def test_report_end_to_end_then_rerun_skips_finished_rows(tmp_path, monkeypatch):
+  # SGD at a rate of 1e8 leaves the finite numbers within a few steps: a diverged row
+  monkeypatch.setitem(
+    table1.ROWS, "diverges", ("backprop", {"optimizer": "sgd", "learning_rates.weights": 1e8})
+  )
+  workdir = str(tmp_path / "t1")
+  report = table1.run_report(workdir, rows=["backprop_adam", "distprop", "diverges"], **SETTINGS)
+
+  assert {"table1.json", "table1.md", "accuracy.png", "defect.png"} <= set(os.listdir(workdir))
+  written = json.load(open(os.path.join(workdir, "table1.json")))
+  assert written == json.loads(json.dumps(report))
+  rows = {r["row"]: r for r in written["rows"]}
+  assert list(rows) == ["backprop_adam", "distprop", "diverges"]
+  for name in ("backprop_adam", "distprop"):
+    r = rows[name]
+    assert r["status"] == "ok" and r["seeds"] == [0, 1], r
+    for key in ("test_accuracy", "validation_accuracy", "final_defect"):
+      assert len(r[key]["per_seed"]) == 2, (name, key)
+      assert r[key]["mean"] == pytest.approx(np.mean(r[key]["per_seed"]), abs=1e-12)
+      assert r[key]["std"] == pytest.approx(np.std(r[key]["per_seed"]), abs=1e-12)
+    assert len(r["final_defect"]["per_split"]) >= 1
+    assert r["ms_per_iteration_per_seed"] == pytest.approx(r["ms_per_iteration"] / 2)
+  assert rows["distprop"]["paper_mnist"] == 0.9903 and rows["backprop_adam"]["paper_mnist"] is None
+  # backprop has no auxiliary state; DistProp's prototypes and multipliers are a few KiB
+  assert rows["backprop_adam"]["state_mib"] == 0 < rows["distprop"]["state_mib"] < 1
+  assert (
+    rows["distprop"]["final_defect"]["mean"] > 0 == rows["backprop_adam"]["final_defect"]["mean"]
+  )
+  assert rows["diverges"]["status"] == "diverged" and "diverged" in rows["diverges"]["error"]
+  assert rows["diverges"]["test_accuracy"] is None
+
+  md = open(os.path.join(workdir, "table1.md")).read()
+  assert "| distprop | distprop | extragradient |" in md and "0.9903" in md
+  assert report["command"] in md and "--methods=backprop_adam,distprop,diverges" in md
+
+  fields = _parse_line(table1.table_line(report))
+  assert fields["dir"] == workdir and fields["rows"] == "3" and fields["diverges"] == "nan"
+  assert float(fields["distprop"]) == pytest.approx(
+    rows["distprop"]["test_accuracy"]["mean"], abs=1e-4
+  )
+
+  # The command line on the same directory finds both rows finished and only rewrites the table.
+  proc = _cli(f"--workdir={workdir}", "--methods=backprop_adam,distprop", *FLAGS)
+  assert proc.returncode == 0, proc.stderr
+  fields = _parse_line(proc.stdout.strip().splitlines()[-1])
+  assert fields["rows"] == "2"
+  for name in ("backprop_adam", "distprop"):
+    assert float(fields[name]) == pytest.approx(rows[name]["test_accuracy"]["mean"], abs=1e-4)
+  rerun = json.load(open(os.path.join(workdir, "table1.json")))
+  assert rerun["command"].startswith("python -m experiments.table1 --workdir=")
+  assert [r["test_accuracy"] for r in rerun["rows"]] == [
+    rows[n]["test_accuracy"] for n in ("backprop_adam", "distprop")
+  ]
+  assert "resuming" not in proc.stderr  # skipped, not retrained
+
+
+def test_unknown_row_is_one_line_naming_it_and_the_valid_ones(tmp_path):
+  with pytest.raises(errors.ConfigError) as e:
+    table1.resolve_rows(["distprop", "sgd_magic"])
+  message = str(e.value)
+  assert "'sgd_magic'" in message and "\n" not in message
+  for name in (*table1.ROWS, *methods.METHODS):  # methods outside the table are rows too
+    assert name in message
+
+  proc = _cli(f"--workdir={tmp_path}", "--methods=backprop_adam,sgd_magic", *FLAGS)
+  assert proc.returncode == 1, proc.stderr
+  lines = [l for l in proc.stderr.splitlines() if l.startswith("error: ")]
+  assert len(lines) == 1 and "'sgd_magic'" in lines[0] and "distprop_past" in lines[0], proc.stderr
+  assert "Traceback" not in proc.stderr and not os.listdir(tmp_path)
+
+
+def test_rows_outside_the_table_come_from_methods():
+  rows = table1.resolve_rows(None)
+  assert list(rows) == list(table1.ROWS)
+  assert rows["distprop_past"] == ("distprop", {"solver": "past_extragradient"})
+  for name in table1.valid_rows():
+    if name not in table1.ROWS:
+      assert table1.resolve_rows([name]) == {name: (name, {})}
