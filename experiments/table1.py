@@ -61,6 +61,8 @@ ROWS = {
   "distprop": ("distprop", {}),
   "extraprop_past": ("extraprop", {"solver": "past_extragradient"}),
   "distprop_past": ("distprop", {"solver": "past_extragradient"}),
+  # evaluation at an exponential moving average of the iterate (the swing remedy)
+  "distprop_ema": ("distprop", {"average_decay": 0.99}),
 }
 
 # The paper's Table 1, MNIST test accuracy, for reference next to whatever data set ran.
@@ -252,23 +254,6 @@ def state_sizes(config, dataset: data_lib.Dataset) -> dict:
   }
 
 
-def steady_ms_per_iteration(metrics_path: str, resumed_from: int) -> float | None:
-  """ms per iteration (all seeds) between the last invocation's first and last train logs.
-
-  The summary's figure counts the first step, i.e. the compilation, which dominates short
-  runs; train records carry the invocation's cumulative training seconds, so the
-  difference of two of them excludes it.
-  """
-  logs = [
-    r
-    for r in reporting.read_metrics(metrics_path)
-    if r.get("kind") == "train" and r["step"] > resumed_from and "seconds" in r
-  ]
-  if len(logs) < 2 or logs[-1]["step"] == logs[0]["step"]:
-    return None
-  return 1e3 * (logs[-1]["seconds"] - logs[0]["seconds"]) / (logs[-1]["step"] - logs[0]["step"])
-
-
 # ----------------------------------------------------------------------------------
 # One row
 # ----------------------------------------------------------------------------------
@@ -299,8 +284,6 @@ def _row_record(name, module, overrides, config, sizes, run_dir, summary=None, e
     "final_defect": None,
     "ms_per_iteration": None,
     "ms_per_iteration_per_seed": None,
-    "ms_per_iteration_steady": None,
-    "ms_per_iteration_steady_per_seed": None,
     "state_mib": sizes["state_mib"],
     "optimizer_state_mib": sizes["optimizer_state_mib"],
     "paper_mnist": PAPER_MNIST.get(name),
@@ -313,10 +296,8 @@ def _row_record(name, module, overrides, config, sizes, run_dir, summary=None, e
   splits = sorted((k for k in per_seed if k.startswith("defect_")), key=lambda k: int(k[7:]))
   defect = _stats(per_seed["mean_defect"])
   defect["per_split"] = [_stats(per_seed[k]) for k in splits]
-  # a row finished by an earlier invocation ran no step in this one: no timing
-  timed = summary["resumed_from"] < summary["steps"]
-  ms = summary["ms_per_iteration"] if timed else None
-  steady = steady_ms_per_iteration(os.path.join(run_dir, "metrics.jsonl"), summary["resumed_from"])
+  # all seeds at once, compilation excluded; None for a row finished by an earlier run
+  ms = summary["ms_per_iteration"]
   row.update(
     dataset=summary["dataset"],
     seeds=list(per_seed["seed"]),
@@ -325,8 +306,6 @@ def _row_record(name, module, overrides, config, sizes, run_dir, summary=None, e
     final_defect=defect,
     ms_per_iteration=ms,
     ms_per_iteration_per_seed=None if ms is None else ms / n,
-    ms_per_iteration_steady=steady,
-    ms_per_iteration_steady_per_seed=None if steady is None else steady / n,
     seconds=summary["seconds"],
   )
   return row
@@ -381,8 +360,8 @@ def markdown(report: dict) -> str:
     "|---|---|---|---|---|---|---|---|---|---|",
   ]
   for r in report["rows"]:
-    ms = r["ms_per_iteration_steady"] or r["ms_per_iteration"]
-    ms_seed = r["ms_per_iteration_steady_per_seed"] or r["ms_per_iteration_per_seed"]
+    ms = r["ms_per_iteration"]
+    ms_seed = r["ms_per_iteration_per_seed"]
     test = _pm(r["test_accuracy"], ".4f") if r["status"] == "ok" else "diverged"
     lines.append(
       f"| {r['row']} | {r['method']} | {r['solver']} | {test} "

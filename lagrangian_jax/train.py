@@ -383,6 +383,36 @@ def _checkpoint_manager(workdir: str, config) -> ocp.CheckpointManager:
   )
 
 
+def restore_newest(ckpt: ocp.CheckpointManager, state: TrainState, workdir: str):
+  """``(state, step)`` from the newest checkpoint that restores, or ``(state, None)``.
+
+  A newest checkpoint that is corrupt or half-written (a run killed while saving) is
+  reported in one line naming its step, and the next older one is tried: a failed run
+  never loses its last good checkpoint. If none restores, the checkpoints were written
+  by another config: a ``TrainingError`` says so.
+  """
+  where = os.path.join(workdir, "checkpoints")
+  steps = sorted(ckpt.all_steps(), reverse=True)
+  first_error = None
+  for step in steps:
+    try:
+      return ckpt.restore(step, args=ocp.args.StandardRestore(state)), step
+    except Exception as e:  # noqa: BLE001 (orbax raises many types for unreadable data)
+      reason = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+      first_error = first_error or reason
+      print(
+        f"warning: the checkpoint at step {step} in {where} does not restore "
+        f"({reason}); trying an older one",
+        file=sys.stderr,
+      )
+  if steps:
+    raise errors.TrainingError(
+      f"no checkpoint in {where} restores: the newest (step {steps[0]}) does not match this "
+      f"config ({first_error}); resume with the config that wrote it, or use a new --workdir"
+    )
+  return state, None
+
+
 @jax.jit
 def _all_finite(tree) -> jax.Array:
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
@@ -441,17 +471,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
   ckpt = _checkpoint_manager(workdir, config)
   metrics_path = os.path.join(workdir, "metrics.jsonl")
 
-  state = exp.initial_state
-  start = ckpt.latest_step()
+  state, start = restore_newest(ckpt, exp.initial_state, workdir)
+  if start is not None and start > config.num_steps:
+    raise errors.TrainingError(
+      f"{workdir} holds a checkpoint at step {start}, past config.num_steps="
+      f"{config.num_steps}; use a new --workdir or more steps"
+    )
   if start is not None:
-    try:
-      state = ckpt.restore(start, args=ocp.args.StandardRestore(state))
-    except (ValueError, TypeError, KeyError) as e:
-      raise errors.TrainingError(
-        f"the checkpoint at step {start} in {os.path.join(workdir, 'checkpoints')} does "
-        f"not match this config ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
-        "resume with the config that wrote it, or use a new --workdir"
-      ) from None
     print(f"resuming from the checkpoint at step {start} in {workdir}", file=sys.stderr)
     reporting.truncate_metrics(metrics_path, start)
   else:
@@ -471,12 +497,15 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
   bar = reporting.progress(config.num_steps, start, enabled=config.progress_bar)
   last_eval, record = None, {}
-  train_seconds, last_good = 0.0, start
+  train_seconds, first_seconds, last_good = 0.0, 0.0, start
   try:
     for step in range(start, config.num_steps):
       t0 = time.time()
       state, metrics = exp.train_step(state, make_batch(exp, step))
       done = step + 1
+      if step == start:  # the first step compiles: keep it out of the per-step figure
+        jax.block_until_ready(state)
+        first_seconds = time.time() - t0
       log_now = done % config.log_every == 0 or done == config.num_steps
       save_now = done % config.checkpoint_every == 0 or done == config.num_steps
       if log_now or save_now:
@@ -528,7 +557,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
     "test_loss": last_eval["test_loss"],
     "final_defect": last_eval["mean_defect"],
     "defects": [last_eval[k] for k in sorted(last_eval) if k.startswith("defect_")],
-    "ms_per_iteration": 1e3 * train_seconds / max(steps_run, 1),
+    # all seeds at once, compilation excluded (None when nothing was left to train)
+    "ms_per_iteration": (
+      1e3 * (train_seconds - first_seconds) / (steps_run - 1) if steps_run > 1 else None
+    ),
     "seconds": time.time() - t_start,
     "resumed_from": int(start),
     "seeds": {"seed": list(exp.seeds), **per_seed},

@@ -343,3 +343,14 @@ def test_iterate_eval_bad_batch_size(mnist5k):
 def test_tfds_small_rejects_image_size(tfds_mock):
   with tfds_mock(num_examples=4), pytest.raises(D.DataError, match="image_size"):
     D.load_dataset("tfds:cifar10", image_size=64)
+
+
+def test_exported_uci_digits_load_as_an_idx_directory(tmp_path):
+  from experiments import export_digits
+
+  sizes = export_digits.export(str(tmp_path))
+  ds = D.load_dataset(f"idx:{tmp_path}")
+  assert sizes == {"train": 1438, "test": 359}
+  assert ds.image_shape == (28, 28, 1) and ds.num_classes == 10
+  assert len(ds.train.labels) + len(ds.validation.labels) == 1438
+  assert sorted(set(ds.test.labels.tolist())) == list(range(10))

@@ -113,3 +113,27 @@ def test_resuming_with_an_incompatible_config_is_a_clear_error(tmp_path):
   )
   assert proc.returncode == 1
   assert "does not match this config" in proc.stderr, proc.stderr
+
+
+def test_a_corrupt_newest_checkpoint_is_named_and_the_older_one_used(tmp_path):
+  full, broken = str(tmp_path / "full"), str(tmp_path / "broken")
+  subprocess.run(
+    _cmd(full, "--config.num_steps=60"), cwd=ROOT, env=_env(), check=True, capture_output=True
+  )
+  subprocess.run(
+    _cmd(broken, "--config.num_steps=40"), cwd=ROOT, env=_env(), check=True, capture_output=True
+  )
+  assert _steps(broken) == [20, 40]
+  # empty every file of the newest step, as a kill in the middle of a save could
+  for root, _, files in os.walk(os.path.join(broken, "checkpoints", "40")):
+    for name in files:
+      open(os.path.join(root, name), "w").close()
+  rerun = subprocess.run(
+    _cmd(broken, "--config.num_steps=60"), cwd=ROOT, env=_env(), capture_output=True, text=True
+  )
+  assert rerun.returncode == 0, rerun.stderr
+  warnings = [l for l in rerun.stderr.splitlines() if l.startswith("warning: ")]
+  assert len(warnings) == 1 and "step 40" in warnings[0], rerun.stderr
+  assert "resuming from the checkpoint at step 20" in rerun.stderr
+  for x, y in zip(jax.tree.leaves(_restore(full, 60)), jax.tree.leaves(_restore(broken, 60))):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

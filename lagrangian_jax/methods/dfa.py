@@ -72,6 +72,13 @@ def make(config, net: networks.SplitNetwork, num_train: int) -> base.Method:
   )
   num_splits = len(net.state_shapes)
   errors.require(num_splits > 0, "network.split", "method 'dfa' needs at least one split")
+  # DFA's update carries f'(a_l) of the block's own nonlinearity: a segment that opens
+  # with the previous block's ReLU ("deferred") would drop it.
+  errors.require(
+    not any(seg.layers and isinstance(seg.layers[0], networks.ReLU) for seg in net.segments),
+    "network.split_activation",
+    "dfa sends the error to each block's output after its ReLU: use 'relu' (or 'identity')",
+  )
   num_classes = net.num_classes
 
   def init(rng, map_train):
