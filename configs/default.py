@@ -40,6 +40,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.distprop.sigma_init = 1.0  # for "sphere"
   config.distprop.sigma_learning_rate_scale = 1.0  # sigma's rate = aux rate x this (0: fixed)
   config.distprop.init_examples = 10_000  # examples used by prototype_init="data"
+  # none | forward: blocks after the first also learn on the real batch's activations
+  # (a detached forward pass, no backward through blocks; configs/deep_mlp_distprop.py)
+  config.distprop.real_inputs = "none"
+  # share of each class's samples moved t ~ U(0, 1/2) of the way to another class's
+  # Gaussian, with the same mixture as target (0: off; configs/deep_mlp_distprop.py)
+  config.distprop.mix_fraction = 0.0
 
   config.network = ml_collections.ConfigDict()
   config.network.name = "mnist_cnn"

@@ -1,4 +1,15 @@
-"""GDA (Arrow-Hurwicz-Uzawa): ExtraProp's problem and step sizes without extrapolation.
+"""GDA (Arrow-Hurwicz-Uzawa): ExtraProp's problem, descent-ascent without extrapolation.
+
+Chosen on the validation split (300 steps, seed 0) by
+
+  python -m experiments.sweep --config=configs/gda.py --workdir=runs/sweep_gda \\
+    --grid="learning_rates.weights=0.003,0.01,0.03 learning_rates.aux=0.05,0.5 \\
+    learning_rates.dual=0.001,0.005,0.01,0.05" --config.num_steps=300
+
+(the 6 points run: weights/aux/dual 0.03/0.5/0.005 0.086, 0.03/0.5/0.05 0.124,
+0.003/0.05/0.001 0.566, 0.003/0.05/0.01 0.100, 0.01/0.05/0.001 0.288, 0.01/0.05/0.01
+0.076). Every other point diverged: the defect grows to ~1e6 after the first epoch, the
+instability of simultaneous descent-ascent that extrapolation removes (paper, Fig. 2-3).
 
 Run:
   python -m experiments.main --config=configs/gda.py --workdir=runs/gda
@@ -10,4 +21,7 @@ from configs import extraprop
 def get_config():
   config = extraprop.get_config()
   config.method = "gda"
+  config.learning_rates.weights = 0.003
+  config.learning_rates.aux = 0.05
+  config.learning_rates.dual = 0.001
   return config

@@ -90,7 +90,7 @@ def apply(config, overrides: dict):
     if last not in node:
       raise errors.ConfigError(f"config.{key}: no such key")
     try:
-      node[last] = type(node[last])(value) if isinstance(node[last], float) else value
+      node[last] = type(node[last])(value) if isinstance(node[last], (float, str)) else value
     except (TypeError, ValueError) as e:
       raise errors.ConfigError(f"config.{key}: cannot set {value!r} ({e})") from None
   return config

@@ -129,12 +129,88 @@ def batches_of(
 ) -> Iterator[tuple[np.ndarray, ...]]:
   """``(images, labels, indices)`` of consecutive batches of the first ``limit`` examples.
 
-  The one loop over a split: evaluation, training-set defects and ``map_train`` use it.
+  Host arrays, read whole by the calling process: ``map_train`` uses it (a method's
+  initialisation pass, which every process computes alike); evaluation uses
+  :func:`eval_batches`.
   """
   n = len(split.labels) if limit is None else min(limit, len(split.labels))
   for start in range(0, n, batch_size):
     idx = np.arange(start, min(start + batch_size, n))
     yield (*data_lib.get_batch(split, idx), idx)
+
+
+def eval_batch_size(batch_size: int, mesh) -> int:
+  """``batch_size`` rounded up to a multiple of the mesh's devices.
+
+  >>> eval_batch_size(250, jax.make_mesh((1,), ("data",)))
+  250
+  """
+  n_dev = mesh.devices.size
+  return -(-batch_size // n_dev) * n_dev
+
+
+def eval_batches(
+  split: data_lib.Split, batch_size: int, mesh, limit: int | None = None
+) -> Iterator[tuple[jax.Array, ...]]:
+  """``(images, labels, indices)`` of the first ``limit`` examples, as global arrays.
+
+  Full batches of :func:`eval_batch_size` rows are sharded over ``data``: every process
+  reads only its devices' rows. The ``r < batch`` rows left over form one last batch
+  that every device holds whole (replicated) rather than a zero-padded, masked one: a
+  method's ``defects`` are means over the batch it is given, so padding rows would bias
+  them, while the count-weighted sum of batch means does not depend on how the rows are
+  batched. With one device the batches are exactly those of :func:`batches_of`.
+  """
+  n = len(split.labels) if limit is None else min(limit, len(split.labels))
+  size = eval_batch_size(batch_size, mesh)
+  by_rows = jax.NamedSharding(mesh, jax.P("data"))
+  rep = jax.NamedSharding(mesh, jax.P())
+  for start in range(0, n, size):
+    stop = min(start + size, n)
+    reader = _RowReader(split, np.arange(start, stop))
+    sharding = by_rows if stop - start == size else rep
+    yield reader.arrays(sharding, batch_axis=0)
+
+
+class _RowReader:
+  """Global ``(images, labels, indices)`` arrays of the examples ``idx`` of a split.
+
+  ``idx`` has the batch axis at ``batch_axis``; each device's callback reads only the
+  columns of that axis it holds (once per column range, shared by images and labels),
+  so a process never reads another process's rows.
+  """
+
+  def __init__(self, split: data_lib.Split, idx: np.ndarray, image_shape=None):
+    self.split, self.idx = split, np.asarray(idx)
+    self.image_shape = tuple(image_shape or np.shape(split.images)[1:])
+    self._read = {}
+
+  def _rows(self, index, batch_axis):
+    key = index[batch_axis].indices(self.idx.shape[batch_axis])
+    if key not in self._read:
+      part = self.idx[(slice(None),) * batch_axis + (slice(*key),)]
+      images, labels = data_lib.get_batch(self.split, part.reshape(-1))
+      self._read[key] = (
+        images.reshape(part.shape + images.shape[1:]),
+        labels.reshape(part.shape),
+      )
+    return self._read[key]
+
+  def arrays(self, sharding, batch_axis: int) -> tuple[jax.Array, ...]:
+    shape = self.idx.shape
+    # index[:batch_axis] selects along the axes before the rows (the seed axis: whole)
+    images = jax.make_array_from_callback(
+      shape + self.image_shape,
+      sharding,
+      lambda index: self._rows(index, batch_axis)[0][index[:batch_axis]],
+    )
+    labels = jax.make_array_from_callback(
+      shape, sharding, lambda index: self._rows(index, batch_axis)[1][index[:batch_axis]]
+    )
+    indices = jax.make_array_from_callback(
+      shape, sharding, lambda index: self.idx.astype(np.int32)[index]
+    )
+    return images, labels, indices
 
 
 @jax.jit
@@ -148,18 +224,25 @@ def eval_weights(state: TrainState) -> PyTree:
   return state.average if state.average else iterate(state)["primal"]["weights"]
 
 
-def make_eval_fns(net: networks.SplitNetwork, method: base.Method, tables: rows_lib.RowTables):
+def make_eval_fns(
+  net: networks.SplitNetwork, method: base.Method, tables: rows_lib.RowTables, mesh=None
+):
   """Per-batch totals for :func:`sum_over`: ``(accuracy_fn, defect_fn, top_k)``.
 
   ``accuracy_fn(weights, images, labels, indices)`` sums ``[top-1 correct, top-k
   correct, loss, count]`` of the real forward pass ``f_L(...f_0(x))``;
   ``defect_fn(params, constants, images, labels, indices)`` sums ``[count, defect_0 *
   count, ...]``, each split's mean absolute defect on training examples (tables gathered).
-  Both map over the leading seed axis of the weights / params: one row per seed.
+  Both map over the leading seed axis of the weights / params: one row per seed. With a
+  ``mesh`` the totals come back replicated on it, so every process reads the same sums
+  of a batch whose rows are spread over all processes.
   """
   top_k = 5 if net.num_classes > 10 else 1
+  jit = functools.partial(
+    jax.jit, out_shardings=None if mesh is None else jax.NamedSharding(mesh, jax.P())
+  )
 
-  @jax.jit
+  @jit
   @functools.partial(jax.vmap, in_axes=(0, None, None, None))  # over seeds
   def accuracy_fn(weights, images, labels, indices):
     del indices
@@ -175,7 +258,7 @@ def make_eval_fns(net: networks.SplitNetwork, method: base.Method, tables: rows_
       ]
     ).astype(jnp.float32)
 
-  @jax.jit
+  @jit
   @functools.partial(jax.vmap, in_axes=(0, 0, None, None, None))  # over seeds
   def defect_fn(params, constants, images, labels, indices):
     batch = base.Batch(images, labels, indices)
@@ -188,15 +271,37 @@ def make_eval_fns(net: networks.SplitNetwork, method: base.Method, tables: rows_
   return accuracy_fn, defect_fn, top_k
 
 
-def sum_over(split: data_lib.Split, fn, batch_size: int, limit: int | None = None):
-  """The sum of ``fn(images, labels, indices)`` over :func:`batches_of` the split (float64)."""
-  return sum(np.asarray(fn(*batch), np.float64) for batch in batches_of(split, batch_size, limit))
+def _mesh_of(tree: PyTree):
+  """The mesh the arrays of ``tree`` live on (a 1-D ``data`` mesh over their devices)."""
+  sharding = jax.tree.leaves(tree)[0].sharding
+  if isinstance(sharding, jax.NamedSharding):
+    return sharding.mesh
+  devices = sorted(sharding.device_set, key=lambda d: (d.process_index, d.id))
+  return jax.make_mesh(
+    (len(devices),), ("data",), devices=devices, axis_types=(jax.sharding.AxisType.Auto,)
+  )
 
 
-def evaluate(split: data_lib.Split, weights: PyTree, accuracy_fn, batch_size: int) -> dict:
-  """Accuracy, top-k accuracy and loss of the real forward pass on a split, per seed."""
-  totals = sum_over(split, functools.partial(accuracy_fn, weights), batch_size)  # (S, 4)
-  n = np.maximum(totals[:, 3], 1.0)
+def sum_over(split: data_lib.Split, fn, batch_size: int, limit: int | None = None, *, mesh):
+  """The sum of ``fn(images, labels, indices)`` over :func:`eval_batches` (float64).
+
+  ``fn``'s totals must be replicated (``make_eval_fns(..., mesh)``) or on one process.
+  """
+  return sum(
+    np.asarray(fn(*batch), np.float64) for batch in eval_batches(split, batch_size, mesh, limit)
+  )
+
+
+def evaluate(
+  split: data_lib.Split, weights: PyTree, accuracy_fn, batch_size: int, mesh=None
+) -> dict:
+  """Accuracy, top-k accuracy and loss of the real forward pass on a split, per seed.
+
+  The batches are spread over ``mesh`` (default: the one ``weights`` live on).
+  """
+  mesh = _mesh_of(weights) if mesh is None else mesh
+  totals = sum_over(split, functools.partial(accuracy_fn, weights), batch_size, mesh=mesh)
+  n = np.maximum(totals[:, 3], 1.0)  # (seeds, 4)
   return {
     "accuracy": totals[:, 0] / n,
     "top_k_accuracy": totals[:, 1] / n,
@@ -205,7 +310,7 @@ def evaluate(split: data_lib.Split, weights: PyTree, accuracy_fn, batch_size: in
 
 
 def train_defects(
-  config, dataset: data_lib.Dataset, params: PyTree, constants: PyTree, defect_fn
+  config, dataset: data_lib.Dataset, params: PyTree, constants: PyTree, defect_fn, mesh=None
 ) -> np.ndarray:
   """Each split's mean absolute defect on (a prefix of) the training set: (seeds, splits)."""
   totals = sum_over(
@@ -213,6 +318,7 @@ def train_defects(
     functools.partial(defect_fn, params, constants),
     config.eval_batch_size,
     config.eval_train_examples or None,
+    mesh=_mesh_of(params) if mesh is None else mesh,
   )
   return totals[:, 1:] / np.maximum(totals[:, :1], 1.0)
 
@@ -223,17 +329,38 @@ def train_defects(
 
 
 def make_mesh(config) -> jax.sharding.Mesh:
-  """A 1-D ``data`` mesh over ``config.mesh.num_devices`` local devices (-1: all)."""
-  devices = jax.local_devices()
+  """A 1-D ``data`` mesh over ``config.mesh.num_devices`` devices of all processes (-1: all).
+
+  Every process gives the same number of devices, ``num_devices / jax.process_count()``,
+  so on several hosts the ``data`` axis crosses hosts and each process holds (and reads)
+  its own rows of every batch and table. All devices of several processes are ordered
+  by ``jax.make_mesh`` (by the physical topology: rings of TPU chips); a subset, or one
+  process, keeps ``jax.devices()`` order, process by process.
+  """
+  n_all, n_proc = jax.device_count(), jax.process_count()
   n = config.mesh.num_devices
   if n == -1:
-    n = len(devices)
+    n = n_all
   errors.require(
-    1 <= n <= len(devices), "mesh.num_devices", f"{n} requested, {len(devices)} available"
+    1 <= n <= n_all,
+    "mesh.num_devices",
+    f"{n} requested, {n_all} available over {n_proc} process(es)",
   )
-  return jax.make_mesh(
-    (n,), ("data",), devices=devices[:n], axis_types=(jax.sharding.AxisType.Auto,)
+  errors.require(
+    n % n_proc == 0,
+    "mesh.num_devices",
+    f"{n} devices do not split evenly over {n_proc} processes",
   )
+  axis_types = (jax.sharding.AxisType.Auto,)
+  if n_proc > 1 and n == n_all:
+    return jax.make_mesh((n,), ("data",), axis_types=axis_types)
+  per_process = n // n_proc
+  devices = [
+    d
+    for p in range(n_proc)
+    for d in [d for d in jax.devices() if d.process_index == p][:per_process]
+  ]
+  return jax.make_mesh((n,), ("data",), devices=devices, axis_types=axis_types)
 
 
 def state_shardings(mesh, state: TrainState, tables: rows_lib.RowTables) -> TrainState:
@@ -247,6 +374,16 @@ def state_shardings(mesh, state: TrainState, tables: rows_lib.RowTables) -> Trai
     opt_state=rows_lib.shardings(state.opt_state, tables.opt_state, by_rows, rep),
     constants=jax.tree.map(lambda _: rep, state.constants),
     average=jax.tree.map(lambda _: rep, state.average),
+  )
+
+
+def _global_from_host(tree: PyTree, shardings: PyTree) -> PyTree:
+  """Host arrays (the same on every process) as global arrays; each device copies its
+  slice."""
+  return jax.tree.map(
+    lambda x, s: jax.make_array_from_callback(np.shape(x), s, lambda index: np.asarray(x)[index]),
+    tree,
+    shardings,
   )
 
 
@@ -295,42 +432,32 @@ def build_experiment(config, dataset: data_lib.Dataset | None = None) -> Experim
     f"{config.batch_size} is not divisible by the {n_dev} devices of the data mesh",
   )
 
-  def map_train(fn, limit=None):
-    jfn = jax.jit(fn)
-    outs = [
-      jfn(images, labels)
-      for images, labels, _ in batches_of(dataset.train, config.eval_batch_size, limit)
-    ]
-    return jax.tree.map(lambda *xs: jnp.concatenate(xs), *outs)
-
   seeds = tuple(range(config.seed, config.seed + config.num_seeds))
-  inits = [method.init(jax.random.key(seed), map_train) for seed in seeds]
-  params, constants = jax.tree.map(lambda *xs: jnp.stack(xs), *inits)
+  params, constants, flags = init_params(config, dataset, method, mesh, seeds)
+  one_seed = jax.eval_shape(unstack, params)
   tx, solver = optimizers.from_config(
     config,
     default_solver=method.default_solver,
-    primal_labels=method.primal_labels(inits[0][0]["primal"]),
+    primal_labels=method.primal_labels(one_seed["primal"]),
     group_rates=method.group_rates,
   )
-  tables = rows_lib.find(method.tables(inits[0][0]), tx, inits[0][0])
-  del inits
+  tables = rows_lib.find(flags, tx, one_seed)
 
   @jax.vmap
   def init_state(params, constants):
-    params = rows_lib.pad(params, tables.params, n_dev)
     average = params["primal"]["weights"] if config.average_decay > 0 else {}
     return TrainState(jnp.zeros([], jnp.int32), params, tx.init(params), constants, average)
 
   shardings = state_shardings(mesh, jax.eval_shape(init_state, params, constants), tables)
   state = jax.jit(init_state, out_shardings=shardings)(params, constants)
+  del params, constants
   rows_sharding = jax.NamedSharding(mesh, jax.P(None, "data"))
-  batch_shardings = base.Batch(
-    rows_sharding, rows_sharding, rows_sharding, jax.NamedSharding(mesh, jax.P())
-  )
+  rep = jax.NamedSharding(mesh, jax.P())
+  batch_shardings = base.Batch(rows_sharding, rows_sharding, rows_sharding, rep)
   train_step = jax.jit(
     jax.vmap(make_train_step(method, tx, tables, config.average_decay)),
     in_shardings=(shardings, batch_shardings),
-    out_shardings=(shardings, None),
+    out_shardings=(shardings, rep),  # metrics replicated: every process reads them
     donate_argnums=0,
   )
   return Experiment(
@@ -351,17 +478,149 @@ def build_experiment(config, dataset: data_lib.Dataset | None = None) -> Experim
 
 
 def make_batch(exp: Experiment, step: int) -> base.Batch:
-  """Step ``step``'s batch of every seed, stacked: a pure function of (seed, step)."""
+  """Step ``step``'s batch of every seed, stacked: a pure function of (seed, step).
+
+  Global arrays ``(seeds, batch, ...)`` sharded ``P(None, "data")``: each process reads
+  only the examples of its own devices' columns.
+  """
   n = len(exp.dataset.train.labels)
   idx = np.stack([data_lib.batch_indices(n, exp.config.batch_size, step, s) for s in exp.seeds])
-  images, labels = data_lib.get_batch(exp.dataset.train, idx.reshape(-1))
-  batch = base.Batch(
-    images.reshape(idx.shape + images.shape[1:]),
-    labels.reshape(idx.shape),
-    idx.astype(np.int32),
-    np.full((len(exp.seeds),), step, np.int32),
+  images, labels, indices = _RowReader(exp.dataset.train, idx, exp.dataset.image_shape).arrays(
+    exp.batch_shardings.images, batch_axis=1
   )
-  return jax.device_put(batch, exp.batch_shardings)
+  steps = np.full((len(exp.seeds),), step, np.int32)
+  return base.Batch(images, labels, indices, _global_from_host(steps, exp.batch_shardings.step))
+
+
+class _NeedsData(Exception):
+  """Raised by the ``map_train`` given to a traced ``method.init``."""
+
+
+def _placeholders_as_zeros(params: PyTree) -> PyTree:
+  return jax.tree.map(
+    lambda x: jnp.zeros(x.shape, x.dtype) if isinstance(x, jax.ShapeDtypeStruct) else x, params
+  )
+
+
+def init_params(config, dataset: data_lib.Dataset, method: base.Method, mesh, seeds):
+  """``(params, constants, table_flags)`` of every seed, stacked, as global arrays on
+  ``mesh``: per-example tables padded to a multiple of the devices and sharded by rows
+  over ``data``, everything else replicated.
+
+  No process holds a whole table. The whole initialisation is one jitted, ``jax.vmap``ped
+  program whose tables come out sharded (zeros are never materialised whole), and a
+  method with ``init_rows`` (ExtraProp's forward-pass states) gets its tables built
+  shard by shard with ``jax.make_array_from_callback``: each process runs ``init_rows``
+  on the training examples of its own rows only, in batches of ``eval_batch_size``.
+
+  The one exception: an ``init`` that reads data through ``map_train`` (DistProp's
+  ``prototype_init="data"``, class statistics of a prefix of the training set) cannot be
+  traced; it runs eagerly on every process, and its tables (DistProp's per-example
+  multipliers, zeros) are created whole on each process before being sharded.
+  """
+  n_dev, n_train = mesh.devices.size, len(dataset.train.labels)
+  rep = jax.NamedSharding(mesh, jax.P())
+  by_rows = jax.NamedSharding(mesh, jax.P(None, "data"))
+
+  def map_train(fn, limit=None):  # eager, the calling process's own pass
+    jfn = jax.jit(fn)
+    outs = [
+      jfn(images, labels)
+      for images, labels, _ in batches_of(dataset.train, config.eval_batch_size, limit)
+    ]
+    return jax.tree.map(lambda *xs: jnp.concatenate(xs), *outs)
+
+  def abstract_map_train(fn, limit=None):  # shapes only, under jax.eval_shape
+    n = n_train if limit is None else min(limit, n_train)
+    return fn(jnp.zeros((n, *dataset.image_shape), jnp.float32), jnp.zeros((n,), jnp.int32))
+
+  def traced_map_train(fn, limit=None):
+    raise _NeedsData
+
+  with_rows = method.init_rows is not None
+  one_seed = jax.eval_shape(
+    lambda: _placeholders_as_zeros(
+      method.init(jax.random.key(0), None if with_rows else abstract_map_train)[0]
+    )
+  )
+  flags = tuple(jax.tree.leaves(method.tables(one_seed)))
+
+  def init_one(key):
+    params, constants = method.init(key, None if with_rows else traced_map_train)
+    return rows_lib.pad(_placeholders_as_zeros(params), flags, n_dev), constants
+
+  def init_all():
+    return jax.vmap(init_one)(jax.vmap(jax.random.key)(jnp.asarray(seeds)))
+
+  try:
+    shapes = jax.eval_shape(init_all)
+  except _NeedsData:
+    inits = [_init_one_eager(method, seed, map_train, flags, n_dev) for seed in seeds]
+    params, constants = jax.tree.map(lambda *xs: np.stack(xs), *inits)
+    params = _global_from_host(params, rows_lib.shardings(params, flags, by_rows, rep))
+    constants = _global_from_host(constants, jax.tree.map(lambda _: rep, constants))
+    return params, constants, flags
+  out_shardings = (
+    rows_lib.shardings(shapes[0], flags, by_rows, rep),
+    jax.tree.map(lambda _: rep, shapes[1]),
+  )
+  params, constants = jax.jit(init_all, out_shardings=out_shardings)()
+  if with_rows:
+    params = _tables_from_rows(config, dataset, method, params, constants, flags)
+  return params, constants, flags
+
+
+def _init_one_eager(method, seed: int, map_train, flags, n_dev: int):
+  params, constants = method.init(jax.random.key(seed), map_train)
+  return rows_lib.pad(params, flags, n_dev), constants
+
+
+def _tables_from_rows(config, dataset: data_lib.Dataset, method, params, constants, flags):
+  """``params`` with every table rebuilt from ``method.init_rows``, shard by shard."""
+  n_train, batch = len(dataset.train.labels), config.eval_batch_size
+  leaves, treedef = jax.tree.flatten(params)
+  tables = [x for x, f in zip(leaves, flags) if f]
+  num_seeds, n_pad = tables[0].shape[:2]
+  # this process's copy of the replicated leaves; init_rows gets the tables empty
+  small = jax.tree.unflatten(
+    treedef,
+    [
+      np.zeros((x.shape[0], 0, *x.shape[2:]), x.dtype) if f else x.addressable_data(0)
+      for x, f in zip(leaves, flags)
+    ],
+  )
+  consts = jax.tree.map(lambda x: x.addressable_data(0), constants)
+  per_seed = [jax.tree.map(lambda x, k=k: x[k], (small, consts)) for k in range(num_seeds)]
+
+  @jax.jit
+  def rows_fn(p, c, images, labels):
+    out = jax.tree.leaves(method.init_rows(p, c, images, labels))
+    return [x for x, f in zip(out, flags) if f]
+
+  cache = {}
+
+  def shard_rows(index) -> list[np.ndarray]:  # every table's rows of one shard, all seeds
+    start, stop, _ = index[1].indices(n_pad)
+    if (start, stop) not in cache:
+      real = min(stop, n_train)  # the rows past n_train pad the table with zeros
+      blocks = [np.zeros((num_seeds, stop - start, *t.shape[2:]), t.dtype) for t in tables]
+      for k, (p, c) in enumerate(per_seed):
+        for b in range(start, real, batch):
+          idx = np.arange(b, min(b + batch, real))
+          for block, x in zip(blocks, rows_fn(p, c, *data_lib.get_batch(dataset.train, idx))):
+            block[k, b - start : b - start + len(idx)] = np.asarray(x)
+      cache[(start, stop)] = blocks
+    return cache[(start, stop)]
+
+  built = iter(
+    [
+      jax.make_array_from_callback(
+        t.shape, t.sharding, lambda index, i=i: shard_rows(index)[i][index[:1]]
+      )
+      for i, t in enumerate(tables)
+    ]
+  )
+  return jax.tree.unflatten(treedef, [next(built) if f else x for x, f in zip(leaves, flags)])
 
 
 def unstack(tree: PyTree, seed_index: int = 0) -> PyTree:
@@ -372,6 +631,12 @@ def unstack(tree: PyTree, seed_index: int = 0) -> PyTree:
 # ----------------------------------------------------------------------------------
 # The loop
 # ----------------------------------------------------------------------------------
+
+
+def _say(line: str) -> None:
+  """A warning or progress line on stderr, from process 0 only (one line per run)."""
+  if jax.process_index() == 0:
+    print(line, file=sys.stderr, flush=True)
 
 
 def _checkpoint_manager(workdir: str, config) -> ocp.CheckpointManager:
@@ -400,10 +665,9 @@ def restore_newest(ckpt: ocp.CheckpointManager, state: TrainState, workdir: str)
     except Exception as e:  # noqa: BLE001 (orbax raises many types for unreadable data)
       reason = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
       first_error = first_error or reason
-      print(
+      _say(
         f"warning: the checkpoint at step {step} in {where} does not restore "
-        f"({reason}); trying an older one",
-        file=sys.stderr,
+        f"({reason}); trying an older one"
       )
   if steps:
     raise errors.TrainingError(
@@ -439,9 +703,9 @@ def evaluation_record(exp: Experiment, state: TrainState, step: int, fns) -> dic
   accuracy_fn, defect_fn, top_k = fns
   config, dataset = exp.config, exp.dataset
   weights = eval_weights(state)
-  test = evaluate(dataset.test, weights, accuracy_fn, config.eval_batch_size)
-  val = evaluate(dataset.validation, weights, accuracy_fn, config.eval_batch_size)
-  defects = train_defects(config, dataset, iterate(state), state.constants, defect_fn)
+  test = evaluate(dataset.test, weights, accuracy_fn, config.eval_batch_size, exp.mesh)
+  val = evaluate(dataset.validation, weights, accuracy_fn, config.eval_batch_size, exp.mesh)
+  defects = train_defects(config, dataset, iterate(state), state.constants, defect_fn, exp.mesh)
   per_seed = {
     "test_accuracy": test["accuracy"],
     "test_loss": test["loss"],
@@ -477,25 +741,28 @@ def train_and_evaluate(config, workdir: str) -> dict:
       f"{workdir} holds a checkpoint at step {start}, past config.num_steps="
       f"{config.num_steps}; use a new --workdir or more steps"
     )
+  chief = jax.process_index() == 0  # the one process that writes files
   if start is not None:
-    print(f"resuming from the checkpoint at step {start} in {workdir}", file=sys.stderr)
-    reporting.truncate_metrics(metrics_path, start)
+    _say(f"resuming from the checkpoint at step {start} in {workdir}")
+    if chief:
+      reporting.truncate_metrics(metrics_path, start)
   else:
     start = 0
-    if os.path.exists(metrics_path):
+    if chief and os.path.exists(metrics_path):
       os.remove(metrics_path)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json_best_effort(indent=2))
+  if chief:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
 
-  fns = make_eval_fns(exp.net, exp.method, exp.tables)
-  writer = reporting.MetricsWriter(metrics_path, enabled=jax.process_index() == 0)
+  fns = make_eval_fns(exp.net, exp.method, exp.tables, exp.mesh)
+  writer = reporting.MetricsWriter(metrics_path, enabled=chief)
 
   def run_eval(step):
     record = evaluation_record(exp, state, step, fns)
     writer.write(record)
     return record
 
-  bar = reporting.progress(config.num_steps, start, enabled=config.progress_bar)
+  bar = reporting.progress(config.num_steps, start, enabled=config.progress_bar and chief)
   last_eval, record = None, {}
   train_seconds, first_seconds, last_good = 0.0, 0.0, start
   try:
@@ -567,7 +834,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   }
   if "test_top5_accuracy" in last_eval:
     summary["test_top5_accuracy"] = last_eval["test_top5_accuracy"]
-  if jax.process_index() == 0:
+  if chief:
     with open(os.path.join(workdir, "summary.json"), "w") as f:
       json.dump(summary, f, indent=2)
     reporting.plot_metrics(metrics_path, workdir)

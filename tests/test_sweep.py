@@ -39,6 +39,9 @@ def test_bad_grid_and_unknown_key_are_one_line_errors(tmp_path):
   with pytest.raises(errors.ConfigError, match="--grid"):
     sweep.parse_grid("learning_rates.weights")
   config = shrunken_config("distprop")
+  # grid values are parsed as literals and cast to the key's type ("2" for a split string)
+  assert sweep.apply(config, {"network.split": 2}).network.split == "2"
+  assert sweep.apply(config, {"learning_rates.aux": 1}).learning_rates.aux == 1.0
   with pytest.raises(errors.ConfigError, match="config.learning_rates.nope: no such key"):
     sweep.apply(config, {"learning_rates.nope": 1.0})
   proc = subprocess.run(

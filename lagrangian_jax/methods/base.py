@@ -55,6 +55,14 @@ class Method(NamedTuple):
       learning-rate group of each primal leaf; default: its top-level key
       (``weights`` or ``aux``).
     group_rates: learning rates of groups other than ``weights`` / ``aux``.
+    init_rows: optional ``init_rows(params, constants, images, labels) -> pytree`` like
+      ``params`` whose table leaves are the initial rows of the examples ``(images,
+      labels)`` (its other leaves are ignored; the table leaves of the ``params`` it is
+      given have 0 rows). A method with ``init_rows`` is initialised with
+      ``init(rng, None)``, which returns its tables as ``jax.ShapeDtypeStruct``
+      placeholders; ``train.build_experiment`` then builds each table shard by shard, so
+      no process ever holds a whole table (ExtraProp's states are a forward pass of the
+      whole training set). Without it the tables are whatever ``init`` returns.
   """
 
   name: str
@@ -65,6 +73,7 @@ class Method(NamedTuple):
   defects: Callable[..., jax.Array]
   primal_labels: Callable[[PyTree], PyTree] = lambda primal: {k: k for k in primal}
   group_rates: Any = None
+  init_rows: Callable[..., PyTree] | None = None
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:

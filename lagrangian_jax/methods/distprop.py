@@ -52,9 +52,12 @@ i.e. a valid solution. ``sigma`` has its own learning-rate group (``sigma`` =
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from lagrangian_jax import errors
 from lagrangian_jax import formulations
@@ -65,6 +68,8 @@ MULTIPLIERS = ("class", "example", "l1")
 PROTOTYPE_INITS = ("data", "sphere")
 SHRINKAGES = ("soft", "hard")
 NOISES = ("fixed", "per_step")
+REAL_INPUTS = ("none", "forward")
+_MIX_SALT = 0x6D6978  # folds the interpolation draws' key out of the noise key
 
 
 def _softplus_inverse(y):
@@ -90,6 +95,12 @@ def make(config, net: networks.SplitNetwork, num_train: int) -> base.Method:
     "distprop.shrinkage",
     f"must be one of {list(SHRINKAGES)}, got {opts.shrinkage!r}",
   )
+  real_inputs = opts.get("real_inputs", "none")
+  need(
+    real_inputs in REAL_INPUTS,
+    "distprop.real_inputs",
+    f"must be one of {list(REAL_INPUTS)}, got {real_inputs!r}",
+  )
   for key, low, strict in (
     ("margin", 0, False),
     ("sigma_floor", 0, True),
@@ -103,6 +114,12 @@ def make(config, net: networks.SplitNetwork, num_train: int) -> base.Method:
       f"distprop.{key}",
       f"must be {'>' if strict else '>='} {low}, got {value}",
     )
+  mix_fraction = float(opts.get("mix_fraction", 0.0))
+  need(
+    0 <= mix_fraction <= 1,
+    "distprop.mix_fraction",
+    f"must be in [0, 1], got {mix_fraction}",
+  )
   num_splits = len(net.state_shapes)
   need(num_splits > 0, "network.split", "method 'distprop' needs at least one split")
   num_classes, samples = net.num_classes, int(opts.samples_per_class)
@@ -110,28 +127,40 @@ def make(config, net: networks.SplitNetwork, num_train: int) -> base.Method:
   augmentation = float(opts.augmentation)
 
   def sigma_of(proto):
-    return jax.nn.softplus(proto["rho"]) + floor
+    return _sigma(proto, floor)
 
-  def sample(proto, noise):
-    return proto["mu"][None] + noise * sigma_of(proto)[None]  # (S, C, *H)
-
-  def flat(x):
-    return x.reshape((-1,) + x.shape[2:])  # (S*C, *H)
+  sample = functools.partial(_sample, floor=floor)
 
   sample_labels = jnp.tile(jnp.arange(num_classes), samples)  # class of each flat row
+  draw_noise, noise_of = _noise_fns(opts, net)
+  num_mixed = int(round(mix_fraction * samples))
 
-  def draw_noise(key):
-    return tuple(
-      jax.random.normal(
-        jax.random.fold_in(key, l), (samples, num_classes) + tuple(shape), jnp.float32
-      )
-      for l, shape in enumerate(net.state_shapes)
-    )
+  def draw_mix(key):
+    """Per block ``l = 1..L``: ``(t, partner)`` of shape ``(S, C)``; rows ``s <
+    num_mixed`` interpolate towards class ``partner`` by ``t ~ U(0, 1/2)``, others
+    have ``t = 0`` (the class Gaussian)."""
+    out = []
+    for l in range(1, num_splits + 1):
+      k_t, k_b = jax.random.split(jax.random.fold_in(key, l))
+      t = jax.random.uniform(k_t, (samples, num_classes), jnp.float32, 0.0, 0.5)
+      t = jnp.where(jnp.arange(samples)[:, None] < num_mixed, t, 0.0)
+      shift = jax.random.randint(k_b, (samples, num_classes), 1, max(num_classes, 2))
+      out.append((t, (jnp.arange(num_classes)[None] + shift) % num_classes))
+    return tuple(out)
 
-  def noise_of(constants, step):
+  def mix_of(constants, step):
+    if not num_mixed:
+      return None
     if opts.noise == "fixed":
-      return constants["noise"]
-    return draw_noise(jax.random.fold_in(jax.random.wrap_key_data(constants["noise_key"]), step))
+      return constants["mix"]
+    key = jax.random.fold_in(jax.random.wrap_key_data(constants["noise_key"]), step)
+    return draw_mix(jax.random.fold_in(key, _MIX_SALT))
+
+  def mixed(x, t, partner):
+    """``(1 - t) x[c] + t x[partner]`` for class-indexed ``x`` of shape ``(C, *H)``:
+    ``(S * C, *H)`` rows in the order of ``sample_labels``."""
+    tt = t.reshape(t.shape + (1,) * (x.ndim - 1))
+    return _flat((1 - tt) * x[None] + tt * x[partner])
 
   def init(rng, map_train):
     k_w, k_noise, k_proto = jax.random.split(rng, 3)
@@ -140,6 +169,8 @@ def make(config, net: networks.SplitNetwork, num_train: int) -> base.Method:
       constants = {"noise": draw_noise(k_noise)}
     else:  # raw key data: checkpoints and the seed axis hold plain arrays
       constants = {"noise_key": jax.random.key_data(k_noise)}
+    if num_mixed and opts.noise == "fixed":
+      constants["mix"] = draw_mix(jax.random.fold_in(k_noise, _MIX_SALT))
     noise = noise_of(constants, 0)
     protos = []
     for l, shape in enumerate(net.state_shapes):
@@ -157,7 +188,7 @@ def make(config, net: networks.SplitNetwork, num_train: int) -> base.Method:
           )
         else:
           prev = {"mu": protos[-1]["mu"], "rho": protos[-1]["rho"]}
-          feats = networks.apply_segment(net, weights, l, flat(sample(prev, noise[l - 1])))
+          feats = networks.apply_segment(net, weights, l, _flat(sample(prev, noise[l - 1])))
           labels = sample_labels
         mu, sigma = _class_statistics(feats, labels, num_classes)
       protos.append(
@@ -193,33 +224,83 @@ def make(config, net: networks.SplitNetwork, num_train: int) -> base.Method:
       g = [jax.nn.relu(jnp.mean(jnp.abs(z0), axis=axes) - margin)]
     else:
       g = [formulations.epsilon_insensitive(z0, margin, shrinkage)]  # eq. 3
-    s = [flat(sample(p, e)) for p, e in zip(protos, noise)]
-    for l in range(1, num_splits):
-      z = (networks.apply_segment(net, w, l, s[l - 1]) - protos[l]["mu"][sample_labels]) / sigma_of(
-        protos[l]
-      )[sample_labels]
-      g.append(formulations.epsilon_insensitive(z, margin, shrinkage))
+    mix = mix_of(constants, batch.step)
+    if mix is None:
+      s = [_flat(sample(p, e)) for p, e in zip(protos, noise)]
+      for l in range(1, num_splits):
+        z = (
+          networks.apply_segment(net, w, l, s[l - 1]) - protos[l]["mu"][sample_labels]
+        ) / sigma_of(protos[l])[sample_labels]
+        g.append(formulations.epsilon_insensitive(z, margin, shrinkage))
+      return g, s, h0
+    # mix_fraction > 0: block l's input is split l-1's Gaussian moved a share t of the
+    # way to another class, its target the same mixture of split l's Gaussians
+    s = []
+    for l in range(1, num_splits + 1):
+      t, partner = mix[l - 1]
+      p = protos[l - 1]
+      s.append(mixed(p["mu"], t, partner) + _flat(noise[l - 1]) * mixed(sigma_of(p), t, partner))
+      if l < num_splits:
+        out = networks.apply_segment(net, w, l, s[-1])
+        z = (out - mixed(protos[l]["mu"], t, partner)) / mixed(sigma_of(protos[l]), t, partner)
+        g.append(formulations.epsilon_insensitive(z, margin, shrinkage))
     return g, s, h0
 
+  def real_chain(params, batch, h0):
+    """``real_inputs="forward"``: block ``l >= 1`` also maps the real activation of split
+    ``l - 1`` into its label's band, and the last block classifies it. Each block's input
+    is detached (``stop_gradient``): a forward pass of the batch, no backward through
+    blocks. Returns the constraints of splits ``1..L-1`` and the real logits."""
+    w = params["primal"]["weights"]
+    protos = params["primal"]["aux"]["prototypes"]
+    h, g = h0, []
+    for l in range(1, num_splits + 1):
+      h = networks.apply_segment(net, w, l, jax.lax.stop_gradient(h))
+      if l < num_splits:
+        z = (h - protos[l]["mu"][batch.labels]) / sigma_of(protos[l])[batch.labels]
+        g.append(formulations.epsilon_insensitive(z, margin, shrinkage))
+    return g, h
+
   def objective(params, constants, batch):
-    g, s, _ = constraints(params, constants, batch)
+    g, s, h0 = constraints(params, constants, batch)
     w = params["primal"]["weights"]
     lams = params["dual"]["multipliers"]
     logits = networks.apply_segment(net, w, num_splits, s[-1])
-    loss = base.cross_entropy(logits, sample_labels)
+    mix = mix_of(constants, batch.step)
+    if mix is None:
+      loss = base.cross_entropy(logits, sample_labels)
+    else:  # the mixtures' soft labels
+      t, partner = mix[-1]
+      targets = mixed(jnp.eye(num_classes, dtype=jnp.float32), t, partner)
+      loss = jnp.mean(optax.softmax_cross_entropy(logits.astype(jnp.float32), targets))
+    metrics = {}
     # each constraint row's multiplier: its class's (or its example's) row
     if opts.multipliers == "class":
       lam0 = lams[0][batch.labels]
     else:  # a per-example table: each row at its example's natural scale
       lam0 = formulations.per_example_rows(lams[0])
-    rows = (lam0,) + tuple(lams[l][sample_labels] for l in range(1, num_splits))
+    if mix is None:
+      rows = (lam0,) + tuple(lams[l][sample_labels] for l in range(1, num_splits))
+    else:  # a mixture's row: the same mixture of its two classes' multipliers
+      rows = (lam0,) + tuple(mixed(lams[l], *mix[l - 1]) for l in range(1, num_splits))
+    all_g, objective_value = tuple(g), loss
+    if real_inputs == "forward":
+      g_real, real_logits = real_chain(params, batch, h0)
+      real_loss = base.cross_entropy(real_logits, batch.labels)
+      objective_value = loss + real_loss
+      # the real rows share their class's multiplier with the synthetic rows
+      all_g += tuple(g_real)
+      rows += tuple(lams[l][batch.labels] for l in range(1, num_splits))
+      metrics = {"real_loss": real_loss}
+      if g_real:
+        metrics["real_defect"] = jnp.mean(base.split_defects(g_real))
     if augmentation > 0:
       value = formulations.augmented_lagrangian(
-        loss, tuple(g), rows, penalty=augmentation, reduction="batch_mean"
+        objective_value, all_g, rows, penalty=augmentation, reduction="batch_mean"
       )
     else:
-      value = formulations.lagrangian(loss, tuple(g), rows, reduction="batch_mean")
-    return value, {"loss": loss, "defect": base.split_defects(g)}
+      value = formulations.lagrangian(objective_value, all_g, rows, reduction="batch_mean")
+    return value, {"loss": loss, "defect": base.split_defects(g), **metrics}
 
   def defects(params, constants, batch):
     g, _, _ = constraints(params, constants, batch)
@@ -248,6 +329,144 @@ def make(config, net: networks.SplitNetwork, num_train: int) -> base.Method:
     primal_labels=primal_labels,
     group_rates={"sigma": sigma_rate},
   )
+
+
+DIAGNOSTICS = (
+  "real_defect",
+  "sample_defect",
+  "real_rms_z",
+  "sample_rms_z",
+  "real_prototype_accuracy",
+  "sample_prototype_accuracy",
+  "real_fisher",
+  "sample_fisher",
+  "real_agreement",
+  "sigma_rms",
+  "prototype_distance",
+)
+
+
+def make_split_diagnostics(config, net: networks.SplitNetwork):
+  """A jitted ``fn(params, constants, images, labels, step=0) -> dict`` of per-split arrays.
+
+  For one seed's ``params`` (the iterate) and real examples ``(images, labels)``, each entry
+  of :data:`DIAGNOSTICS` is a ``(num_splits,)`` array, split ``l`` compared against its
+  class Gaussian ``N(mu_l[c], sigma_l[c])``:
+
+  * ``real_*``: the *real* forward activation ``h_l = f_l(...f_0(x))`` of each example,
+    scored against its label's Gaussian: what the blocks after ``l`` see at test time.
+  * ``sample_*``: block ``l``'s output on its *training inputs*, ``f_l(s_{l-1})`` on the
+    synthetic samples of split ``l - 1`` (``S x C`` of them, noise of ``step``), scored
+    against their class's Gaussian. Block 0 trains on real data, so at ``l = 0`` these are
+    the ``real_*`` figures.
+  * ``*_defect``: mean ``|shrink_m(z)|``, DistProp's constraint (margin, shrinkage of the
+    config), ``z = (h - mu_l[c]) / sigma_l[c]``; ``*_rms_z``: ``sqrt(mean z^2)`` (1 for a
+    sample of the Gaussian itself, ``<= m`` in the band).
+  * ``*_prototype_accuracy``: the share of activations whose nearest Gaussian (mean
+    squared z-score) is their own class's; ``*_fisher``: between-class over within-class
+    sum of squares of the activations (class means of the activations themselves).
+  * ``real_agreement``: the share of examples whose nearest Gaussian at split ``l`` is the
+    same class as at split ``l - 1`` (1 at split 0): how often block ``l`` changes the
+    real chain's decision.
+  * ``sigma_rms``: RMS of ``sigma_l``; ``prototype_distance``: mean distance between two
+    class means per ``sqrt(H)`` (compare with ``sigma_rms``).
+
+  Also ``real_accuracy`` / ``sample_accuracy``: the last segment's accuracy on the real
+  chain and on the last split's synthetic samples (scalars).
+  """
+  opts = config.distprop
+  floor, margin, shrinkage = float(opts.sigma_floor), float(opts.margin), opts.shrinkage
+  num_splits, num_classes = len(net.state_shapes), net.num_classes
+  _, noise_of = _noise_fns(opts, net)
+  sample_labels = jnp.tile(jnp.arange(num_classes), int(opts.samples_per_class))
+
+  def stats(h, labels, proto):
+    mu, sigma = proto["mu"], _sigma(proto, floor)
+    h2 = h.reshape(h.shape[0], -1)
+    mu2, sigma2 = mu.reshape(num_classes, -1), sigma.reshape(num_classes, -1)
+    z = (h2 - mu2[labels]) / sigma2[labels]
+    defect = jnp.mean(jnp.abs(formulations.epsilon_insensitive(z, margin, shrinkage)))
+    rms_z = jnp.sqrt(jnp.mean(z * z))
+    dist = jnp.mean(jnp.square((h2[:, None] - mu2[None]) / sigma2[None]), axis=-1)  # (N, C)
+    nearest = jnp.argmin(dist, -1)
+    proto_acc = jnp.mean(nearest == labels)
+    onehot = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
+    means = onehot.T @ h2 / jnp.maximum(onehot.sum(0)[:, None], 1.0)
+    within = jnp.mean(jnp.sum(jnp.square(h2 - means[labels]), -1))
+    between = jnp.mean(jnp.sum(jnp.square(means[labels] - h2.mean(0)), -1))
+    return (defect, rms_z, proto_acc, between / jnp.maximum(within, 1e-12)), nearest
+
+  @jax.jit
+  def diagnostics(params, constants, images, labels, step=0):
+    w = params["primal"]["weights"]
+    protos = params["primal"]["aux"]["prototypes"]
+    noise = noise_of(constants, step)
+    real = networks.segment_output(net, w, images)
+    samples = [_flat(_sample(p, e, floor)) for p, e in zip(protos, noise)]
+    rows = {k: [] for k in DIAGNOSTICS}
+    previous = None
+    for l in range(num_splits):
+      r, nearest = stats(real[l], labels, protos[l])
+      if l == 0:
+        smp = r
+      else:
+        out = networks.apply_segment(net, w, l, samples[l - 1])
+        smp, _ = stats(out, sample_labels, protos[l])
+      agree = 1.0 if previous is None else jnp.mean(nearest == previous)
+      rows["real_agreement"].append(jnp.asarray(agree, jnp.float32))
+      previous = nearest
+      for name, a, b in zip(("defect", "rms_z", "prototype_accuracy", "fisher"), r, smp):
+        rows[f"real_{name}"].append(a)
+        rows[f"sample_{name}"].append(b)
+      sigma = _sigma(protos[l], floor).reshape(num_classes, -1)
+      mu = protos[l]["mu"].reshape(num_classes, -1)
+      rows["sigma_rms"].append(jnp.sqrt(jnp.mean(sigma * sigma)))
+      d = jnp.sqrt(jnp.sum(jnp.square(mu[:, None] - mu[None]), -1) / mu.shape[1])
+      rows["prototype_distance"].append(jnp.sum(d) / (num_classes * (num_classes - 1)))
+    out = {k: jnp.stack(v).astype(jnp.float32) for k, v in rows.items()}
+    logits = networks.apply_segment(net, w, num_splits, samples[-1])
+    out["real_accuracy"] = jnp.mean(jnp.argmax(real[-1], -1) == labels).astype(jnp.float32)
+    out["sample_accuracy"] = jnp.mean(jnp.argmax(logits, -1) == sample_labels).astype(jnp.float32)
+    return out
+
+  return diagnostics
+
+
+def split_diagnostics(config, net, params, constants, images, labels, step=0) -> dict:
+  """:func:`make_split_diagnostics` for one call: per-split real vs synthetic figures."""
+  return make_split_diagnostics(config, net)(params, constants, images, labels, step)
+
+
+def _sigma(proto, floor):
+  return jax.nn.softplus(proto["rho"]) + floor
+
+
+def _sample(proto, noise, floor):
+  return proto["mu"][None] + noise * _sigma(proto, floor)[None]  # (S, C, *H)
+
+
+def _flat(x):
+  return x.reshape((-1,) + x.shape[2:])  # (S*C, *H)
+
+
+def _noise_fns(opts, net: networks.SplitNetwork):
+  """``(draw_noise(key), noise_of(constants, step))``: the ``eps_l`` of every split."""
+  samples, num_classes = int(opts.samples_per_class), net.num_classes
+
+  def draw_noise(key):
+    return tuple(
+      jax.random.normal(
+        jax.random.fold_in(key, l), (samples, num_classes) + tuple(shape), jnp.float32
+      )
+      for l, shape in enumerate(net.state_shapes)
+    )
+
+  def noise_of(constants, step):
+    if opts.noise == "fixed":
+      return constants["noise"]
+    return draw_noise(jax.random.fold_in(jax.random.wrap_key_data(constants["noise_key"]), step))
+
+  return draw_noise, noise_of
 
 
 def _class_statistics(feats, labels, num_classes: int):

@@ -16,7 +16,8 @@ lives is ``config.network.split_activation``:
     half of them at initialisation).
   * ``"identity"``: the ReLU at the split is removed from the network (as DistProp does).
 States start at a forward pass of the freshly initialised network, so every defect
-starts at 0 (paper, "Initialize to a valid solution").
+starts at 0 (paper, "Initialize to a valid solution"); ``init_rows`` computes that pass
+for any subset of the examples, so each process builds only its own shards of the tables.
 
 Formulations, built with ``lagrangian_jax.formulations`` (the Lagrangian uses
 per-example multipliers, a table like the states):
@@ -67,17 +68,33 @@ def make(
   reparam = jax.nn.relu if config.network.split_activation == "relu" else (lambda h: h)
   has_multipliers = formulation != "penalty"
 
+  def assemble(weights, states, multipliers):
+    return {
+      "primal": {"weights": weights, "aux": {"states": states}},
+      "dual": {"multipliers": multipliers} if has_multipliers else {},
+    }
+
+  def forward_states(weights, images):
+    states = networks.segment_output(net, weights, images)[:-1]
+    return tuple(jnp.asarray(s, jnp.float32) for s in states)
+
   def init(rng, map_train):
     weights = networks.init_network(net, rng)
-    states = map_train(lambda x, y: tuple(networks.segment_output(net, weights, x)[:-1]))
-    states = tuple(jnp.asarray(s, jnp.float32) for s in states)
+    if map_train is None:  # train.build_experiment fills the tables shard by shard
+      shapes = tuple(
+        jax.ShapeDtypeStruct((num_train, *shape), jnp.float32) for shape in net.state_shapes
+      )
+      return assemble(weights, shapes, shapes), {}
+    states = map_train(lambda x, y: forward_states(weights, x))
     for s, shape in zip(states, net.state_shapes):
       assert s.shape == (num_train, *shape), (s.shape, num_train, shape)
-    params = {
-      "primal": {"weights": weights, "aux": {"states": states}},
-      "dual": {"multipliers": tuple(jnp.zeros_like(s) for s in states)} if has_multipliers else {},
-    }
-    return params, {}
+    return assemble(weights, states, tuple(jnp.zeros_like(s) for s in states)), {}
+
+  def init_rows(params, constants, images, labels):
+    del constants, labels
+    weights = params["primal"]["weights"]
+    states = forward_states(weights, images)
+    return assemble(weights, states, tuple(jnp.zeros_like(s) for s in states))
 
   def constraints(params, batch):
     w = params["primal"]["weights"]
@@ -122,4 +139,5 @@ def make(
     objective=objective,
     tables=tables,
     defects=defects,
+    init_rows=init_rows,
   )
