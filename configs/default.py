@@ -24,6 +24,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.momentum = 0.0  # for optimizer="sgd"
   config.grad_clip = 0.0  # > 0: clip the global gradient norm first
   config.learning_rates = ml_collections.ConfigDict({"weights": 0.01, "aux": 0.01, "dual": 0.01})
+  # every rate x factor every every_epochs epochs ("step"; AlexNet: 0.1 every 30)
+  config.lr_schedule = ml_collections.ConfigDict(
+    {"kind": "constant", "every_epochs": 30.0, "factor": 0.1}
+  )
   config.penalty = 1.0  # c of the penalty / augmented-Lagrangian methods
   config.multiplier_every = 1  # the method of multipliers: lambda += c g every this many steps
 
@@ -46,6 +50,7 @@ def get_config() -> ml_collections.ConfigDict:
   # share of each class's samples moved t ~ U(0, 1/2) of the way to another class's
   # Gaussian, with the same mixture as target (0: off; configs/deep_mlp_distprop.py)
   config.distprop.mix_fraction = 0.0
+  config.distprop.mix_targets = "own"  # own (the own class: snap) | mixed (the same mixture)
 
   config.network = ml_collections.ConfigDict()
   config.network.name = "mnist_cnn"
@@ -62,6 +67,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.seed = 0
   config.data.image_size = 0
   config.data.max_train_examples = 0
+  config.data.pipeline = "memory"  # memory | grain (tfds data sets read from disk by workers)
+  config.data.workers = 0  # grain worker processes (0: threads of each training process)
+  config.data.prefetch = 2  # grain: steps prepared ahead per worker (or process)
+  config.data.augment = "none"  # none | crop_flip (grain: random crop + horizontal flip)
 
   config.mesh = ml_collections.ConfigDict({"num_devices": -1})
 

@@ -37,6 +37,7 @@ __all__ = [
   "gda",
   "past_extra_adagrad",
   "saddle_point",
+  "step_schedule",
 ]
 
 SOLVERS = ("extragradient", "past_extragradient", "gda", "descent", "multipliers")
@@ -334,15 +335,72 @@ def past_extra_adagrad(
   return saddle_point("past_extragradient", "adagrad", **locals())  # every argument, by name
 
 
+LR_SCHEDULES = ("constant", "step")
+
+
+def step_schedule(rate: float, every: int, factor: float) -> optax.Schedule:
+  """``rate * factor ** floor(count / every)``: steps down every ``every`` counts.
+
+  >>> s = step_schedule(0.1, every=3, factor=0.1)
+  >>> [round(float(s(c)), 6) for c in (0, 2, 3, 6)]
+  [0.1, 0.1, 0.01, 0.001]
+  """
+  return optax.exponential_decay(rate, transition_steps=every, decay_rate=factor, staircase=True)
+
+
+def _schedules(config, solver: str, steps_per_epoch: float | None):
+  """``rate -> rate or schedule`` for ``config.lr_schedule`` (checked here).
+
+  ``kind="step"``: every learning rate (all primal groups and the multipliers') is
+  multiplied by ``factor`` every ``every_epochs`` epochs, e.g. AlexNet's /10 every 30
+  epochs. Optax schedules count the inner transformation's updates: two per iteration
+  for the extragradient solvers with ``accumulate="both"`` (both half-steps advance the
+  state), one otherwise; the period is converted so that it is in iterations.
+  """
+  sched = config.get("lr_schedule")
+  if sched is None:  # a config written before schedules existed
+    return lambda rate: rate
+  errors.require(
+    sched.kind in LR_SCHEDULES,
+    "lr_schedule.kind",
+    f"must be one of {list(LR_SCHEDULES)}, got {sched.kind!r}",
+  )
+  if sched.kind == "constant":
+    return lambda rate: rate
+  errors.require(
+    sched.every_epochs > 0, "lr_schedule.every_epochs", f"must be > 0, got {sched.every_epochs}"
+  )
+  errors.require(
+    0 < sched.factor <= 1, "lr_schedule.factor", f"must be in (0, 1], got {sched.factor}"
+  )
+  errors.require(
+    steps_per_epoch is not None and steps_per_epoch > 0,
+    "lr_schedule.kind",
+    "'step' needs the training set's steps per epoch (from_config(steps_per_epoch=...))",
+  )
+  half_steps = 2 if solver in ("extragradient", "past_extragradient") else 1
+  if config.accumulate != "both":
+    half_steps = 1
+  every = max(1, int(round(sched.every_epochs * steps_per_epoch))) * half_steps
+  return lambda rate: step_schedule(rate, every, sched.factor)
+
+
 def from_config(
-  config, *, default_solver: str, primal_labels: Any, group_rates: Mapping[str, float] | None = None
+  config,
+  *,
+  default_solver: str,
+  primal_labels: Any,
+  group_rates: Mapping[str, float] | None = None,
+  steps_per_epoch: float | None = None,
 ):
   """The optimizer of a training config; checks the keys it reads, naming them.
 
   Reads ``config.solver`` (``''``: ``default_solver``), ``config.optimizer`` (the step
   rule), ``config.learning_rates.{weights,aux,dual}``, ``config.adagrad_init``,
-  ``config.momentum``, ``config.accumulate``, ``config.grad_clip``, and for the method
-  of multipliers ``config.penalty`` and ``config.multiplier_every``. The primal groups
+  ``config.momentum``, ``config.accumulate``, ``config.grad_clip``, for the method
+  of multipliers ``config.penalty`` and ``config.multiplier_every``, and
+  ``config.lr_schedule`` (``kind``: ``constant`` or ``step``, with ``every_epochs`` and
+  ``factor``; ``steps_per_epoch`` converts epochs to iterations). The primal groups
   are ``weights``, ``aux`` and any ``group_rates`` a method adds (DistProp's ``sigma``);
   only the groups that ``primal_labels`` uses get a transformation.
 
@@ -382,13 +440,14 @@ def from_config(
     "multiplier_every",
     f"must be an integer >= 1, got {config.multiplier_every!r}",
   )
+  scheduled = _schedules(config, solver, steps_per_epoch)
   rates = {"weights": lr.weights, "aux": lr.aux, **(group_rates or {})}
   used = set(jax.tree.leaves(primal_labels))
   tx = saddle_point(
     solver,
     config.optimizer,
-    {k: v for k, v in rates.items() if k in used},
-    lr.dual,
+    {k: scheduled(v) for k, v in rates.items() if k in used},
+    scheduled(lr.dual),
     primal_labels=primal_labels,
     initial_accumulator_value=config.adagrad_init,
     momentum=config.momentum or None,

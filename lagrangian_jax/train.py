@@ -19,7 +19,16 @@ train state (the iterate itself still drives training).
 
 Resuming: batches are a pure function of ``(seed, step)`` and DistProp's noise of
 ``(seed, step)`` or fixed at initialisation, so a run restored from its last checkpoint
-continues exactly as if it had never stopped.
+continues exactly as if it had never stopped. With the grain pipeline
+(``config.data.pipeline="grain"``, :class:`InputFeed`) the checkpoint also holds each
+process's iterator state.
+
+Several processes (hosts): the ``data`` mesh spans ``jax.devices()`` of all of them
+(:func:`make_mesh`). Every array the loop builds is global: each process reads only the
+rows of its own devices, for training batches (:func:`make_batch`), evaluation batches
+(:func:`eval_batches`) and the initial rows of per-example tables (:func:`init_params`),
+so no process ever holds a whole table; evaluation totals come back replicated. Process
+0 alone writes files other than checkpoints, which every process writes and reads.
 """
 
 from __future__ import annotations
@@ -45,6 +54,8 @@ from lagrangian_jax import networks
 from lagrangian_jax import optimizers
 from lagrangian_jax import rows as rows_lib
 from lagrangian_jax import solvers
+from lagrangian_jax.data import pipeline as pipeline_lib
+from lagrangian_jax.data import tfds_source
 from lagrangian_jax.methods import base
 
 PyTree = Any
@@ -78,6 +89,29 @@ def check_loop_config(config) -> None:
     0 <= config.average_decay < 1,
     "average_decay",
     f"must be in [0, 1), got {config.average_decay}",
+  )
+  data = config.data
+  need(
+    data.pipeline in pipeline_lib.PIPELINES,
+    "data.pipeline",
+    f"must be one of {list(pipeline_lib.PIPELINES)}, got {data.pipeline!r}",
+  )
+  need(
+    data.pipeline == "memory" or str(data.name).startswith("tfds:"),
+    "data.pipeline",
+    f"'grain' reads tfds data sets (tfds:<name>) from disk, not {data.name!r}; use 'memory'",
+  )
+  need(data.workers >= 0, "data.workers", f"must be >= 0, got {data.workers}")
+  need(data.prefetch >= 1, "data.prefetch", f"must be >= 1, got {data.prefetch}")
+  need(
+    data.augment in tfds_source.AUGMENTATIONS,
+    "data.augment",
+    f"must be one of {list(tfds_source.AUGMENTATIONS)}, got {data.augment!r}",
+  )
+  need(
+    data.augment == "none" or data.pipeline == "grain",
+    "data.augment",
+    f"{data.augment!r} runs in the grain pipeline's workers: set data.pipeline='grain'",
   )
 
 
@@ -419,6 +453,7 @@ def build_experiment(config, dataset: data_lib.Dataset | None = None) -> Experim
       seed=config.data.seed,
       image_size=config.data.image_size or None,
       max_train_examples=config.data.max_train_examples or None,
+      lazy=config.data.pipeline == "grain",
     )
   net = networks.from_config(
     config.network, num_classes=dataset.num_classes, input_shape=tuple(dataset.image_shape)
@@ -440,6 +475,7 @@ def build_experiment(config, dataset: data_lib.Dataset | None = None) -> Experim
     default_solver=method.default_solver,
     primal_labels=method.primal_labels(one_seed["primal"]),
     group_rates=method.group_rates,
+    steps_per_epoch=data_lib.steps_per_epoch(len(dataset.train.labels), config.batch_size),
   )
   tables = rows_lib.find(flags, tx, one_seed)
 
@@ -633,6 +669,69 @@ def unstack(tree: PyTree, seed_index: int = 0) -> PyTree:
 # ----------------------------------------------------------------------------------
 
 
+class InputFeed:
+  """The loop's training batches, and what of them a checkpoint holds.
+
+  ``config.data.pipeline = "memory"``: :func:`make_batch`, a pure function of ``(seed,
+  step)``; a checkpoint holds the train state alone. ``"grain"``:
+  :class:`~lagrangian_jax.data.pipeline.GrainInput` (workers, prefetch); a checkpoint
+  holds the train state (item ``state``) and every process's grain iterator state (item
+  ``input``), saved and restored together.
+  """
+
+  def __init__(self, exp: Experiment):
+    self.exp, self.grain = exp, None
+    data = exp.config.data
+    if data.pipeline == "grain":
+      self.grain = pipeline_lib.GrainInput(
+        exp.dataset.train,
+        batch_size=exp.config.batch_size,
+        seeds=exp.seeds,
+        sharding=exp.batch_shardings.images,
+        workers=data.workers,
+        prefetch=data.prefetch,
+        augment=data.augment,
+        num_steps=exp.config.num_steps,
+      )
+
+  def batch(self, step: int) -> base.Batch:
+    if self.grain is None:
+      return make_batch(self.exp, step)
+    images, labels, indices = self.grain.next(step)
+    steps = np.full((len(self.exp.seeds),), step, np.int32)
+    return base.Batch(
+      images, labels, indices, _global_from_host(steps, self.exp.batch_shardings.step)
+    )
+
+  def close(self) -> None:
+    """Stops the grain workers (and frees the batches they prefetched)."""
+    if self.grain is not None:
+      self.grain.iterator.close()
+
+  def save_args(self, state: TrainState):
+    if self.grain is None:
+      return ocp.args.StandardSave(state)
+    import grain.python as grain
+
+    return ocp.args.Composite(
+      state=ocp.args.StandardSave(state), input=grain.PyGrainCheckpointSave(self.grain.iterator)
+    )
+
+  def restore(self, ckpt: ocp.CheckpointManager, step: int, target: TrainState) -> TrainState:
+    if self.grain is None:
+      return ckpt.restore(step, args=ocp.args.StandardRestore(target))
+    import grain.python as grain
+
+    restored = ckpt.restore(
+      step,
+      args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(target),
+        input=grain.PyGrainCheckpointRestore(self.grain.iterator),
+      ),
+    )
+    return restored.state
+
+
 def _say(line: str) -> None:
   """A warning or progress line on stderr, from process 0 only (one line per run)."""
   if jax.process_index() == 0:
@@ -648,19 +747,24 @@ def _checkpoint_manager(workdir: str, config) -> ocp.CheckpointManager:
   )
 
 
-def restore_newest(ckpt: ocp.CheckpointManager, state: TrainState, workdir: str):
+def restore_newest(
+  ckpt: ocp.CheckpointManager, state: TrainState, workdir: str, feed: InputFeed | None = None
+):
   """``(state, step)`` from the newest checkpoint that restores, or ``(state, None)``.
 
   A newest checkpoint that is corrupt or half-written (a run killed while saving) is
   reported in one line naming its step, and the next older one is tried: a failed run
   never loses its last good checkpoint. If none restores, the checkpoints were written
-  by another config: a ``TrainingError`` says so.
+  by another config: a ``TrainingError`` says so. With a ``feed`` its part of the
+  checkpoint (the grain iterator's state) is restored too.
   """
   where = os.path.join(workdir, "checkpoints")
   steps = sorted(ckpt.all_steps(), reverse=True)
   first_error = None
   for step in steps:
     try:
+      if feed is not None:
+        return feed.restore(ckpt, step, state), step
       return ckpt.restore(step, args=ocp.args.StandardRestore(state)), step
     except Exception as e:  # noqa: BLE001 (orbax raises many types for unreadable data)
       reason = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
@@ -735,7 +839,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   ckpt = _checkpoint_manager(workdir, config)
   metrics_path = os.path.join(workdir, "metrics.jsonl")
 
-  state, start = restore_newest(ckpt, exp.initial_state, workdir)
+  feed = InputFeed(exp)
+  state, start = restore_newest(ckpt, exp.initial_state, workdir, feed)
   if start is not None and start > config.num_steps:
     raise errors.TrainingError(
       f"{workdir} holds a checkpoint at step {start}, past config.num_steps="
@@ -768,7 +873,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   try:
     for step in range(start, config.num_steps):
       t0 = time.time()
-      state, metrics = exp.train_step(state, make_batch(exp, step))
+      state, metrics = exp.train_step(state, feed.batch(step))
       done = step + 1
       if step == start:  # the first step compiles: keep it out of the per-step figure
         jax.block_until_ready(state)
@@ -799,11 +904,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
             f"training diverged at step {done}: non-finite parameters; the last good "
             f"checkpoint (step {last_good}) is kept in {os.path.join(workdir, 'checkpoints')}"
           )
-        ckpt.save(done, args=ocp.args.StandardSave(state))
+        ckpt.save(done, args=feed.save_args(state))
         last_good = done
       bar.update(1)
   finally:
     bar.close()
+    feed.close()
     ckpt.wait_until_finished()
     writer.close()
 

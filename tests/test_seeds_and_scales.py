@@ -84,16 +84,21 @@ def test_a_rows_gradient_and_step_do_not_depend_on_the_batch_size(method, multip
 
 
 # The floor: 1e-3 relative change in 20 steps (the assertion message prints the slowest
-# group when it fails; measured: gda's first block 2.3e-3, extraprop's 4.3e-3, the
-# others above 1.7e-2). 250 training digits, so 20 batches of 50 visit each row 4 times:
-# the lifted methods start at a feasible point (every defect and multiplier 0), so the
-# first block cannot move before some row is visited a second time.
+# group when it fails; measured: penalty's first block 5.2e-3, distprop's prototypes 6.4e-3,
+# gda's first block 7.4e-3, the others above 8e-2). 250 training digits, so 20 batches of
+# 50 visit each row 4 times: the lifted methods start at a feasible point (every defect
+# and multiplier 0), so the first block cannot move before a row is visited again.
 FLOOR = 1e-3
 
 
 @pytest.mark.parametrize("method", CONSTRAINED)
 def test_every_table_and_weight_group_moves_in_20_steps(method):
-  config = shrunken_config(method, **{"data.max_train_examples": 250})
+  # The same rates for every method (ExtraProp's): the check is for scale mistakes, not
+  # for a method's tuned rates (GDA's, 10x smaller, keep its first block near 2e-5).
+  config = shrunken_config(
+    method,
+    **{"data.max_train_examples": 250, "learning_rates.weights": 0.03, "learning_rates.dual": 0.05},
+  )
   exp = train.build_experiment(config)
   before = train.unstack(exp.initial_state).params
   touched = np.unique(

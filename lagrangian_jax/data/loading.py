@@ -46,6 +46,7 @@ def load_dataset(
   seed: int = 0,
   image_size: int | None = None,
   max_train_examples: int | None = None,
+  lazy: bool = False,
 ) -> Dataset:
   """Load a data set by name (see the package docstring for the sources).
 
@@ -54,7 +55,8 @@ def load_dataset(
   digits (test is ``MNIST_5K_TEST_FRACTION`` of them). ``seed`` fixes the
   carving; ``max_train_examples`` keeps a seeded random subset of train and
   leaves validation and test alone. ``image_size`` only applies to
-  ImageNet (default 224).
+  ImageNet (default 224). ``lazy=True`` keeps a tfds data set on disk (every split a
+  :class:`LazyImageSource`, as ImageNet always is): what the grain pipeline reads.
 
   >>> ds = load_dataset("mnist_5k")
   >>> len(ds.train.labels), len(ds.validation.labels), len(ds.test.labels)
@@ -76,6 +78,8 @@ def load_dataset(
     image_size=image_size,
   )
 
+  if lazy and not name.startswith("tfds:"):
+    raise DataError(f"{name}: only tfds data sets (tfds:<name>) are read lazily from disk.")
   if name == "mnist_5k":
     return _load_mnist_5k(**common)
   if name == "fashion_mnist":
@@ -98,5 +102,5 @@ def load_dataset(
       raise DataError("idx: give the directory as 'idx:<dir>' or pass data_dir=<dir>.")
     return _load_idx(directory, f"idx:{directory}", stats=None, **common)
   if name.startswith("tfds:") and name[len("tfds:") :] in _TFDS_SPECS:
-    return _load_tfds(name[len("tfds:") :], data_dir, **common)
+    return _load_tfds(name[len("tfds:") :], data_dir, lazy=lazy, **common)
   raise DataError(f"unknown data set {name!r}; supported: {', '.join(SUPPORTED_NAMES)}.")

@@ -2,8 +2,10 @@
 
 The data set must already be prepared as array_record (nothing here downloads), which
 gives random access without TensorFlow. MNIST and CIFAR-10 are small and materialised
-in memory; ImageNet stays on disk behind :class:`LazyImageSource`, which decodes,
-resizes and centre-crops only the rows a batch asks for.
+in memory (unless ``lazy=True``: the grain pipeline); ImageNet stays on disk behind
+:class:`LazyImageSource`, which decodes, resizes and centre-crops only the rows a batch
+asks for. :class:`Preprocess` is that per-image step, also run by grain's workers with
+the training augmentation.
 """
 
 from __future__ import annotations
@@ -102,11 +104,42 @@ def _materialise(source, indices: np.ndarray, spec: _TfdsSpec) -> tuple[np.ndarr
   return np.concatenate(images), np.concatenate(labels)
 
 
-def _resize_center_crop(image: np.ndarray, size: int) -> np.ndarray:
-  """uint8 HWC -> uint8 (size, size, 3): short side to size*256/224, centre crop."""
+AUGMENTATIONS = ("none", "crop_flip")
+
+
+class Preprocess(NamedTuple):
+  """How a record's image becomes a model input (picklable: grain workers run it).
+
+  ``image_size=None`` keeps the native shape (MNIST, CIFAR-10). Otherwise the short
+  side is resized to ``round(image_size * 256 / 224)`` and an ``image_size`` square is
+  cut: the centre one, or with ``augment="crop_flip"`` (training) a uniformly random
+  one, mirrored left-right with probability 1/2 (AlexNet's augmentation). Pixels are
+  then normalised, ``(x / 255 - mean) / std`` per channel.
+
+  >>> crop = Preprocess(4, (0.5,) * 3, (0.5,) * 3, augment="crop_flip")
+  >>> crop(np.zeros((8, 6, 3), np.uint8), np.random.default_rng(0)).shape
+  (4, 4, 3)
+  """
+
+  image_size: int | None
+  mean: tuple[float, ...]
+  std: tuple[float, ...]
+  augment: str = "none"
+
+  def __call__(self, image, rng: np.random.Generator | None = None) -> np.ndarray:
+    """uint8 HWC (or HW) -> float32 HWC; ``rng`` drives the augmentation."""
+    image = np.asarray(image)
+    if self.image_size is not None:
+      image = _resize_crop(image, self.image_size, self.augment, rng)
+    elif image.ndim == 2:
+      image = image[..., None]
+    return _normalise(image[None], self.mean, self.std)[0]
+
+
+def _resize_crop(image: np.ndarray, size: int, augment: str, rng) -> np.ndarray:
+  """uint8 HWC -> uint8 (size, size, 3): short side to size*256/224, then a crop."""
   from PIL import Image
 
-  image = np.asarray(image)
   if image.ndim == 2:
     image = image[..., None]
   if image.shape[-1] == 1:  # A few ImageNet JPEGs are greyscale.
@@ -118,6 +151,10 @@ def _resize_center_crop(image: np.ndarray, size: int) -> np.ndarray:
   resized = np.asarray(
     Image.fromarray(image[..., :3].astype(np.uint8)).resize((new_w, new_h), Image.BILINEAR)
   )
+  if augment == "crop_flip":
+    top, left = int(rng.integers(new_h - size + 1)), int(rng.integers(new_w - size + 1))
+    crop = resized[top : top + size, left : left + size]
+    return crop[:, ::-1] if rng.random() < 0.5 else crop
   top, left = (new_h - size) // 2, (new_w - size) // 2
   return resized[top : top + size, left : left + size]
 
@@ -125,38 +162,54 @@ def _resize_center_crop(image: np.ndarray, size: int) -> np.ndarray:
 class LazyImageSource:
   """Random-access images of a tfds split, decoded only when indexed.
 
-  ``source[indices]`` reads the records ``row_ids[indices]``, resizes and
-  centre-crops each to ``image_size`` and normalises; it returns float32
-  ``(k, image_size, image_size, 3)``. :meth:`fetch` also returns the labels
-  from the same read, which is what :func:`get_batch` uses.
+  ``source[indices]`` reads the records ``row_ids[indices]`` and prepares each with
+  ``preprocess`` (ImageNet: resize and centre-crop to ``image_size``; MNIST/CIFAR-10 read
+  lazily for the grain pipeline: the native image); it returns float32 ``(k, *shape)``.
+  :meth:`fetch` also returns the labels from the same read, which is what
+  :func:`get_batch` uses. ``source``, ``row_ids`` and ``preprocess`` are what the grain
+  pipeline's workers read.
 
   Example::
 
     images, labels = ds.train.images.fetch(np.arange(8))
   """
 
-  def __init__(self, source, row_ids: np.ndarray, image_size: int, mean, std):
-    self._source = source
-    self._row_ids = np.asarray(row_ids, np.int64)
-    self.image_size = int(image_size)
-    self._mean, self._std = tuple(mean), tuple(std)
+  def __init__(
+    self,
+    source,
+    row_ids: np.ndarray,
+    image_size: int | None,
+    mean,
+    std,
+    native_shape: tuple[int, int, int] | None = None,
+  ):
+    self.source = source
+    self.row_ids = np.asarray(row_ids, np.int64)
+    self.preprocess = Preprocess(
+      None if image_size is None else int(image_size), tuple(mean), tuple(std)
+    )
+    if image_size is None:
+      self.image_shape = tuple(native_shape)
+    else:
+      self.image_shape = (int(image_size), int(image_size), 3)
+    self.image_size = self.image_shape[0]
 
   def __len__(self) -> int:
-    return len(self._row_ids)
+    return len(self.row_ids)
 
   @property
   def shape(self) -> tuple[int, int, int, int]:
-    return (len(self), self.image_size, self.image_size, 3)
+    return (len(self), *self.image_shape)
 
   def fetch(self, indices) -> tuple[np.ndarray, np.ndarray]:
-    """Images float32 (k,H,W,3) and labels int32 (k,) of ``indices``."""
-    rows = self._row_ids[np.asarray(indices, np.int64).reshape(-1)]
+    """Images float32 (k,H,W,C) and labels int32 (k,) of ``indices``."""
+    rows = self.row_ids[np.asarray(indices, np.int64).reshape(-1)]
     if len(rows) == 0:
-      return np.zeros((0, *self.shape[1:]), np.float32), np.zeros((0,), np.int32)
-    records = _read_records(self._source, rows)
-    images = np.stack([_resize_center_crop(r["image"], self.image_size) for r in records])
+      return np.zeros((0, *self.image_shape), np.float32), np.zeros((0,), np.int32)
+    records = _read_records(self.source, rows)
+    images = np.stack([self.preprocess(r["image"]) for r in records])
     labels = np.asarray([r["label"] for r in records], np.int32)
-    return _normalise(images, self._mean, self._std), labels
+    return images.astype(np.float32, copy=False), labels
 
   def __getitem__(self, indices) -> np.ndarray:
     return self.fetch(indices)[0]
@@ -193,6 +246,7 @@ def _load_tfds(
   seed: int,
   max_train_examples: int | None,
   image_size: int | None,
+  lazy: bool = False,
 ) -> Dataset:
   spec = _TFDS_SPECS[name]
   what = f"tfds:{name}"
@@ -217,30 +271,35 @@ def _load_tfds(
     size = IMAGENET_DEFAULT_SIZE if image_size is None else int(image_size)
     if size < 1:
       raise DataError(f"{what}: image_size must be >= 1, got {image_size!r}.")
+    native = None
+  else:
+    # Checked on one record before paying for reading the whole split.
+    native = tuple(int(d) for d in np.shape(train_src[0]["image"]))
+    _check_image_size(image_size, native, what)
+    size = None
 
-    def lazy(src, idx):
-      images = LazyImageSource(src, idx, size, spec.mean, spec.std)
+  if spec.lazy or lazy:
+
+    def lazy_split(src, idx):
+      images = LazyImageSource(src, idx, size, spec.mean, spec.std, native_shape=native)
       return Split(images, LazyLabels(images))
 
     return Dataset(
       what,
-      lazy(train_src, train_idx),
-      lazy(val_src, val_idx),
-      lazy(test_src, test_idx),
+      lazy_split(train_src, train_idx),
+      lazy_split(val_src, val_idx),
+      lazy_split(test_src, test_idx),
       num_classes,
-      (size, size, 3),
+      native or (size, size, 3),
     )
 
-  # Checked on one record before paying for reading the whole split.
-  image_shape = tuple(int(d) for d in np.shape(train_src[0]["image"]))
-  _check_image_size(image_size, image_shape, what)
   return Dataset(
     name=what,
     train=Split(*_materialise(train_src, train_idx, spec)),
     validation=Split(*_materialise(val_src, val_idx, spec)),
     test=Split(*_materialise(test_src, test_idx, spec)),
     num_classes=num_classes,
-    image_shape=image_shape,
+    image_shape=native,
   )
 
 

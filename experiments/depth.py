@@ -1,0 +1,445 @@
+"""DistProp at depth: test accuracy of a plain MLP vs its depth, and where the real chain drifts.
+
+Run (3 seeds of 700 steps of batch 128 on the embedded digits at each depth):
+  python -m experiments.depth --depths=4,16,32,64,100 --seeds=3 --workdir=runs/depth
+
+Methods (``--methods``, default all that exist): ``backprop`` (``configs/deep_mlp_backprop.py``),
+``distprop`` (``configs/deep_mlp_distprop.py``) and ``dfa`` (``configs/dfa.py`` on the same
+MLP) when ``lagrangian_jax.methods.METHODS`` has it. Every cell is the same plain MLP of width
+128 with ``network.depth`` hidden layers, every layer a block (``split="every"``), the same
+initialisation code and seed, the same step budget and batch; accuracy is the real forward
+pass through every layer. ``--set=key=value,...`` overrides config keys of every cell.
+
+Each cell (method, depth) is one ``train.train_and_evaluate`` run in
+``DIR/<method>/depth_<d>`` with the seeds vmapped in one program (``config.num_seeds``).
+Rerunning the command skips finished cells and resumes unfinished ones from their
+checkpoints. For DistProp the finished cell's iterate is restored and
+``distprop.make_split_diagnostics`` measures, per split and seed, on the *validation*
+digits: the defect of the real forward activations against that of the synthetic samples,
+their nearest-prototype accuracy and Fisher ratio, and how often a block changes the real
+chain's nearest prototype. Writes ``DIR/depth.json``, ``DIR/depth.md``,
+``DIR/depth_accuracy.png`` and ``DIR/depth_defect.png``; the last line is
+``DEPTH dir=... steps=... seeds=... <method>@<depth>=<mean test accuracy> ...``. Expected
+failures print one ``error: ...`` line and exit 1; a diverged cell is a result.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Sequence
+import importlib
+import json
+import os
+import shlex
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax.numpy as jnp
+import numpy as np
+
+from lagrangian_jax import data as data_lib
+from lagrangian_jax import errors
+from lagrangian_jax import methods as methods_lib
+from lagrangian_jax import train
+from lagrangian_jax.methods import distprop
+
+FLAGS = flags.FLAGS
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:  # configs/ is a plain directory next to the package
+  sys.path.insert(0, ROOT)
+
+from experiments import table1  # noqa: E402 (needs ROOT on the path for configs/)
+
+# method -> (config module, overrides that put it on the depth experiment's MLP)
+_MLP = {
+  "network.name": "mlp",
+  "network.width": 128,
+  "network.split": "every",
+}
+CELLS = {
+  "backprop": ("deep_mlp_backprop", {}),
+  "distprop": ("deep_mlp_distprop", {}),
+  "dfa": ("dfa", {**_MLP, "network.split_activation": "relu"}),
+}
+
+
+def available_methods() -> list[str]:
+  """The cells' methods that this tree has (a method in ``METHODS`` and its config)."""
+  return [
+    m
+    for m, (module, _) in CELLS.items()
+    if m in methods_lib.METHODS and os.path.exists(os.path.join(ROOT, "configs", f"{module}.py"))
+  ]
+
+
+def parse_sets(items: Sequence[str]) -> dict:
+  """``["a.b=1", "c=x"]`` -> ``{"a.b": 1, "c": "x"}`` (Python literals, else strings)."""
+  out = {}
+  for item in items:
+    if "=" not in item:
+      raise errors.ConfigError(f"--set: {item!r} is not key=value")
+    key, value = item.split("=", 1)
+    try:
+      out[key.strip()] = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      out[key.strip()] = value
+  return out
+
+
+def cell_config(method: str, depth: int, *, seeds: int, steps: int, eval_every: int, sets: dict):
+  """The cell's config: its module's ``get_config()``, the MLP at ``depth``, the budget."""
+  module, overrides = CELLS[method]
+  config = importlib.import_module(f"configs.{module}").get_config()
+  config = table1.apply_overrides(config, {**overrides, "network.depth": depth, **sets})
+  config.num_seeds = seeds
+  config.num_steps = steps
+  config.eval_every = eval_every
+  config.checkpoint_every = eval_every
+  config.progress_bar = False
+  return config
+
+
+# ----------------------------------------------------------------------------------
+# One cell
+# ----------------------------------------------------------------------------------
+
+
+def _stats(values) -> dict:
+  v = np.asarray(values, np.float64)  # population std (ddof 0), as the summary's
+  return {"mean": float(np.mean(v)), "std": float(np.std(v)), "per_seed": [float(x) for x in v]}
+
+
+def diagnose(config, run_dir: str) -> dict:
+  """DistProp's per-split diagnostics of the cell's final iterate, on the validation split.
+
+  ``{name: {"mean": [per split], "per_seed": [[per split] per seed]}}`` for every name of
+  ``distprop.DIAGNOSTICS``, plus ``real_accuracy`` / ``sample_accuracy`` (per seed and mean).
+  """
+  exp = train.build_experiment(config)
+  ckpt = train._checkpoint_manager(run_dir, config)  # noqa: SLF001 (the loop's own layout)
+  state, step = train.restore_newest(ckpt, exp.initial_state, run_dir)
+  if step is None:
+    raise errors.TrainingError(f"{run_dir}: no checkpoint to diagnose")
+  split = exp.dataset.validation
+  images, labels = data_lib.get_batch(split, np.arange(len(split.labels)))
+  fn = distprop.make_split_diagnostics(config, exp.net)
+  params, constants = train.iterate(state), state.constants
+  per_seed = []
+  for k in range(len(exp.seeds)):
+    d = fn(train.unstack(params, k), train.unstack(constants, k), jnp.asarray(images), labels, step)
+    per_seed.append({name: np.asarray(v, np.float64) for name, v in d.items()})
+  out = {}
+  for name in (*distprop.DIAGNOSTICS, "real_accuracy", "sample_accuracy"):
+    rows = np.stack([d[name] for d in per_seed])
+    out[name] = {"mean": rows.mean(0).tolist(), "per_seed": rows.tolist()}
+  out["step"] = int(step)
+  out["examples"] = int(len(labels))
+  return out
+
+
+def run_cell(method: str, depth: int, config, workdir: str) -> dict:
+  """Trains (or resumes, or skips) one cell; its record for ``depth.json``."""
+  run_dir = os.path.join(workdir, method, f"depth_{depth}")
+  table1.check_row_dir(config, run_dir)
+  record = {
+    "method": method,
+    "depth": depth,
+    "config": f"configs/{CELLS[method][0]}.py",
+    "status": "ok",
+    "error": "",
+    "workdir": run_dir,
+    "num_splits": depth,
+  }
+  summary_path = os.path.join(run_dir, "summary.json")
+  summary = None
+  if os.path.exists(summary_path):
+    with open(summary_path) as f:
+      summary = json.load(f)
+    if summary.get("steps") != config.num_steps or summary.get("num_seeds") != config.num_seeds:
+      summary = None
+  if summary is None:
+    try:
+      summary = train.train_and_evaluate(config, run_dir)
+    except errors.TrainingError as e:  # a diverged cell is a result, not a crash
+      record.update(status="diverged", error=str(e))
+      return record
+  per_seed = summary["seeds"]
+  record.update(
+    seeds=list(per_seed["seed"]),
+    test_accuracy=_stats(per_seed["test_accuracy"]),
+    validation_accuracy=_stats(per_seed["validation_accuracy"]),
+    seconds=summary["seconds"],
+    resumed_from=summary.get("resumed_from", 0),
+    ms_per_iteration=summary.get("ms_per_iteration"),
+  )
+  if config.method == "distprop":
+    path = os.path.join(run_dir, "diagnostics.json")
+    diagnostics = None
+    if os.path.exists(path):
+      with open(path) as f:
+        diagnostics = json.load(f)
+      if diagnostics.get("step") != config.num_steps:
+        diagnostics = None
+    if diagnostics is None:
+      diagnostics = diagnose(config, run_dir)
+      with open(path, "w") as f:
+        json.dump(diagnostics, f)
+    record["diagnostics"] = diagnostics
+  return record
+
+
+# ----------------------------------------------------------------------------------
+# The report
+# ----------------------------------------------------------------------------------
+
+
+def _pm(stats) -> str:
+  return f"{stats['mean']:.4f} ± {stats['std']:.4f}" if stats else "—"
+
+
+def markdown(report: dict) -> str:
+  methods, depths = report["methods"], report["depths"]
+  cells = report["cells"]
+  lines = [
+    "# Test accuracy vs depth: plain MLP, width 128, every layer a block",
+    "",
+    f"{report['seeds']} seed(s), {report['steps']} steps of batch 128 on {report['dataset']}; "
+    "mean ± std (population) over seeds of the real forward pass; validation accuracy in "
+    "parentheses. Depth = hidden layers (= DistProp's splits).",
+    "",
+    "| depth | " + " | ".join(methods) + " |",
+    "|---|" + "---|" * len(methods),
+  ]
+  for d in depths:
+    row = []
+    for m in methods:
+      c = cells[m][str(d)]
+      if c["status"] != "ok":
+        row.append("diverged")
+      else:
+        row.append(f"{_pm(c['test_accuracy'])} ({c['validation_accuracy']['mean']:.4f})")
+    lines.append(f"| {d} | " + " | ".join(row) + " |")
+  if "distprop" in cells:
+    lines += [
+      "",
+      "DistProp per split (validation digits, mean over seeds): first / middle / last split.",
+      "",
+      "| depth | real defect | sample defect | real nearest-prototype acc. "
+      "| sample nearest-prototype acc. | real Fisher | sample Fisher |",
+      "|---|---|---|---|---|---|---|",
+    ]
+    for d in depths:
+      diag = cells["distprop"][str(d)].get("diagnostics")
+      if not diag:
+        continue
+
+      def three(name, diag=diag):
+        v = diag[name]["mean"]
+        return " / ".join(f"{v[i]:.3f}" for i in (0, len(v) // 2, len(v) - 1))
+
+      lines.append(
+        f"| {d} | {three('real_defect')} | {three('sample_defect')} "
+        f"| {three('real_prototype_accuracy')} | {three('sample_prototype_accuracy')} "
+        f"| {three('real_fisher')} | {three('sample_fisher')} |"
+      )
+  failed = [c for m in methods for c in cells[m].values() if c["status"] != "ok"]
+  if failed:
+    lines += ["", "Diverged:", ""]
+    lines += [f"* {c['method']} depth {c['depth']}: {c['error']}" for c in failed]
+  lines += ["", "Reproduce with:", "", f"    {report['command']}", ""]
+  return "\n".join(lines)
+
+
+def plot(report: dict, workdir: str) -> list[str]:
+  """``depth_accuracy.png`` (test accuracy vs depth, ± std band) and ``depth_defect.png``
+  (DistProp's per-split defect of real activations, one line per depth; dotted: samples)."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  cmap = plt.get_cmap("tab10")
+  paths = []
+  fig, ax = plt.subplots(figsize=(6.5, 4.5))
+  for i, m in enumerate(report["methods"]):
+    pts = [
+      (d, c["test_accuracy"]["mean"], c["test_accuracy"]["std"])
+      for d in report["depths"]
+      if (c := report["cells"][m][str(d)])["status"] == "ok"
+    ]
+    if not pts:
+      continue
+    d, mean, std = (np.array(x) for x in zip(*pts))
+    ax.plot(d, mean, marker="o", color=cmap(i), label=m)
+    ax.fill_between(d, mean - std, mean + std, color=cmap(i), alpha=0.2, linewidth=0)
+  ax.set_xlabel("depth (hidden layers, every one a block)")
+  ax.set_ylabel("test accuracy (real forward pass)")
+  ax.set_title(f"{report['dataset']}, {report['steps']} steps, ± std over {report['seeds']} seeds")
+  ax.set_ylim(0, 1)
+  ax.grid(alpha=0.3)
+  ax.legend()
+  fig.tight_layout()
+  paths.append(os.path.join(workdir, "depth_accuracy.png"))
+  fig.savefig(paths[-1], dpi=100)
+  plt.close(fig)
+
+  fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+  for i, d in enumerate(report["depths"]):
+    diag = report["cells"].get("distprop", {}).get(str(d), {}).get("diagnostics")
+    if not diag:
+      continue
+    splits = np.arange(len(diag["real_defect"]["mean"]))
+    color = plt.get_cmap("viridis")(i / max(len(report["depths"]) - 1, 1))
+    ax.plot(splits, diag["real_defect"]["mean"], color=color, label=f"depth {d}")
+    ax.plot(splits, diag["sample_defect"]["mean"], color=color, linestyle=":")
+    ax2.plot(splits, diag["real_prototype_accuracy"]["mean"], color=color, label=f"depth {d}")
+  ax.set_xlabel("split")
+  ax.set_ylabel("mean |shrunk z| (solid: real, dotted: samples)")
+  ax.set_title("DistProp defect per split, validation digits")
+  ax2.set_xlabel("split")
+  ax2.set_ylabel("nearest-prototype accuracy of real activations")
+  ax2.set_title("class separation of the real chain")
+  for a in (ax, ax2):
+    a.grid(alpha=0.3)
+    a.legend(fontsize=8)
+  fig.tight_layout()
+  paths.append(os.path.join(workdir, "depth_defect.png"))
+  fig.savefig(paths[-1], dpi=100)
+  plt.close(fig)
+  return paths
+
+
+def depth_line(report: dict) -> str:
+  """``DEPTH dir=... steps=... seeds=... <method>@<depth>=<mean test accuracy> ...``."""
+  items = []
+  for m in report["methods"]:
+    for d in report["depths"]:
+      c = report["cells"][m][str(d)]
+      items.append(
+        f"{m}@{d}=" + (f"{c['test_accuracy']['mean']:.4f}" if c["status"] == "ok" else "nan")
+      )
+  return (
+    f"DEPTH dir={report['workdir']} steps={report['steps']} seeds={report['seeds']} "
+    + " ".join(items)
+  )
+
+
+def run_report(
+  workdir: str,
+  *,
+  depths: Sequence[int] = (4, 16, 32, 64, 100),
+  methods: Sequence[str] | None = None,
+  seeds: int = 1,
+  steps: int = 700,
+  eval_every: int = 100,
+  sets: dict | None = None,
+  command: str | None = None,
+) -> dict:
+  """Runs (or resumes) every cell, writes the table, the JSON and the figures."""
+  for flag, value in (("seeds", seeds), ("steps", steps), ("eval_every", eval_every)):
+    if value < 1:
+      raise errors.ConfigError(f"--{flag}: must be >= 1, got {value}")
+  depths = [int(d) for d in depths]
+  if not depths or min(depths) < 1:
+    raise errors.ConfigError(f"--depths: positive integers, got {depths}")
+  valid = available_methods()
+  methods = list(dict.fromkeys(methods or valid))
+  unknown = [m for m in methods if m not in valid]
+  if unknown:
+    raise errors.ConfigError(f"--methods: unknown {unknown}; this tree has {valid}")
+  sets = dict(sets or {})
+  if command is None:
+    args = [
+      f"--depths={','.join(map(str, depths))}",
+      f"--seeds={seeds}",
+      f"--workdir={workdir}",
+      f"--steps={steps}",
+      f"--methods={','.join(methods)}",
+    ]
+    if eval_every != 100:
+      args.append(f"--eval_every={eval_every}")
+    if sets:
+      args.append("--set=" + ",".join(f"{k}={v}" for k, v in sets.items()))
+    command = "python -m experiments.depth " + " ".join(map(shlex.quote, args))
+  configs = {
+    (m, d): cell_config(m, d, seeds=seeds, steps=steps, eval_every=eval_every, sets=sets)
+    for m in methods
+    for d in depths
+  }
+  for (m, d), config in configs.items():  # a bad key or directory fails before training
+    table1.check_row_dir(config, os.path.join(workdir, m, f"depth_{d}"))
+  os.makedirs(workdir, exist_ok=True)
+  cells = {m: {} for m in methods}
+  for (m, d), config in configs.items():
+    c = run_cell(m, d, config, workdir)
+    cells[m][str(d)] = c
+    result = f"{c['test_accuracy']['mean']:.4f}" if c["status"] == "ok" else "diverged"
+    print(f"cell {m} depth {d}: test_accuracy={result}", flush=True)
+  first = next(iter(configs.values()))
+  report = {
+    "workdir": workdir,
+    "command": command,
+    "dataset": first.data.name,
+    "steps": steps,
+    "seeds": seeds,
+    "depths": depths,
+    "methods": methods,
+    "sets": {k: v if isinstance(v, (int, float, str, bool)) else repr(v) for k, v in sets.items()},
+    "cells": cells,
+  }
+  with open(os.path.join(workdir, "depth.json"), "w") as f:
+    json.dump(report, f, indent=2)
+  with open(os.path.join(workdir, "depth.md"), "w") as f:
+    f.write(markdown(report))
+  plot(report, workdir)
+  return report
+
+
+# ----------------------------------------------------------------------------------
+# The command line
+# ----------------------------------------------------------------------------------
+
+
+def define_flags() -> None:
+  flags.DEFINE_string("workdir", None, "Directory for the cells' runs, the table, the figures.")
+  flags.DEFINE_list("depths", ["4", "16", "32", "64", "100"], "Hidden layers of the MLP.")
+  flags.DEFINE_integer("seeds", 1, "Seeds per cell, run in one vmapped program.")
+  flags.DEFINE_integer("steps", 700, "Training steps per cell (batch 128).")
+  flags.DEFINE_list("methods", [], "Methods (default: backprop, distprop, and dfa if present).")
+  flags.DEFINE_integer("eval_every", 100, "Evaluate (and checkpoint) every this many steps.")
+  flags.DEFINE_list("set", [], "key=value config overrides for every cell.")
+  flags.mark_flags_as_required(["workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError("Too many command-line arguments.")
+  if not FLAGS["verbosity"].present:  # orbax logs every save at INFO
+    logging.set_verbosity(logging.WARNING)
+  try:
+    depths = [int(d) for d in FLAGS.depths]
+  except ValueError:
+    print(f"error: --depths: integers, got {FLAGS.depths}", file=sys.stderr)
+    sys.exit(1)
+  try:
+    report = run_report(
+      FLAGS.workdir,
+      depths=depths,
+      methods=FLAGS.methods,
+      seeds=FLAGS.seeds,
+      steps=FLAGS.steps,
+      eval_every=FLAGS.eval_every,
+      sets=parse_sets(FLAGS.set),
+      command=" ".join(["python -m experiments.depth", *map(shlex.quote, sys.argv[1:])]),
+    )
+  except errors.Error as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+  print(depth_line(report), flush=True)
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)
