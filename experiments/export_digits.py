@@ -23,9 +23,6 @@ import numpy as np
 from PIL import Image
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("out", None, "Directory to write the four IDX files to.")
-flags.DEFINE_integer("seed", 0, "Seed of the train/test split.")
-flags.DEFINE_float("test_fraction", 0.2, "Fraction of the digits kept for testing.")
 
 
 def write_idx(path: str, array: np.ndarray) -> None:
@@ -69,5 +66,14 @@ def main(argv):
   print(f"EXPORTED dir={FLAGS.out} train={sizes['train']} test={sizes['test']}")
 
 
+def define_flags():
+  """The command-line flags (defined only when run as a program, so that importing
+  this module next to another program's flags does not clash)."""
+  flags.DEFINE_string("out", None, "Directory to write the four IDX files to.")
+  flags.DEFINE_integer("seed", 0, "Seed of the train/test split.")
+  flags.DEFINE_float("test_fraction", 0.2, "Fraction of the digits kept for testing.")
+
+
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -36,12 +36,6 @@ from lagrangian_jax import errors
 from lagrangian_jax import train
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Directory for the trials' runs and the results.")
-flags.DEFINE_string("grid", None, "Space-separated key=v1,v2,... items (config keys).")
-flags.DEFINE_integer("random", 0, "Draw this many trials at random from the grid (0: all).")
-flags.DEFINE_integer("seed", 0, "Seed of the random draw.")
-config_flags.DEFINE_config_file("config", None, "The base configuration file.", lock_config=True)
-flags.mark_flags_as_required(["config", "workdir", "grid"])
 
 COLUMNS = ("validation_accuracy", "test_accuracy", "final_defect", "seconds")
 
@@ -162,5 +156,17 @@ def main(argv):
   print(f"BEST validation_accuracy={best['validation_accuracy']:.4f} {picked}", flush=True)
 
 
+def define_flags():
+  """The command-line flags (defined only when run as a program, so that importing
+  this module next to another program's flags does not clash)."""
+  flags.DEFINE_string("workdir", None, "Directory for the trials' runs and the results.")
+  flags.DEFINE_string("grid", None, "Space-separated key=v1,v2,... items (config keys).")
+  flags.DEFINE_integer("random", 0, "Draw this many trials at random from the grid (0: all).")
+  flags.DEFINE_integer("seed", 0, "Seed of the random draw.")
+  config_flags.DEFINE_config_file("config", None, "The base configuration file.", lock_config=True)
+  flags.mark_flags_as_required(["config", "workdir", "grid"])
+
+
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -194,7 +194,7 @@ def network_blocks(name: str, *, num_classes: int = 10, depth: int = 4, width: i
   Example:
     >>> blocks, split = network_blocks("mnist_cnn")
     >>> len(blocks), split
-    (3, (2,))
+    (4, (3,))
   """
   if name not in _REGISTRY:
     raise _error("name", f"unknown network {name!r}; allowed: {', '.join(NETWORK_NAMES)}")

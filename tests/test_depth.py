@@ -132,6 +132,7 @@ def test_bad_remedy_keys_name_themselves(key, value):
     _method(_deep_config(2, **{key: value}))
 
 
+@pytest.mark.slow
 def test_depth_report_end_to_end_then_rerun_skips(tmp_path, capsys):
   workdir = str(tmp_path / "depth")
   kwargs = dict(

@@ -189,6 +189,7 @@ def test_imagenet_recipe_runs_and_resumes_with_the_pipeline_state(
     assert a[key] == b[key], key
 
 
+@pytest.mark.slow
 def test_two_processes_read_their_own_columns_through_grain(fake_imagenet, tmp_path):
   """Each process's grain pipeline (1 worker, crops and flips) reads its columns of every
   global batch; the run equals one process on two devices, and each process's iterator

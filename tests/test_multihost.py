@@ -20,6 +20,8 @@ import pytest
 
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.slow  # minutes of subprocesses: run by CI, not by the quick command
+
 STEPS = 100
 COMMON = [
   "--config=configs/smoke.py",

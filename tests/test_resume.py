@@ -10,6 +10,7 @@ import time
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+import pytest
 
 from tests.conftest import ROOT
 
@@ -43,6 +44,7 @@ def _steps(workdir):
   return sorted(int(d) for d in os.listdir(path) if d.isdigit())
 
 
+@pytest.mark.slow
 def test_sigkill_then_rerun_matches_uninterrupted_run(tmp_path):
   full, killed = str(tmp_path / "full"), str(tmp_path / "killed")
   subprocess.run(_cmd(full), cwd=ROOT, env=_env(), check=True, capture_output=True)
@@ -115,6 +117,7 @@ def test_resuming_with_an_incompatible_config_is_a_clear_error(tmp_path):
   assert "does not match this config" in proc.stderr, proc.stderr
 
 
+@pytest.mark.slow
 def test_a_corrupt_newest_checkpoint_is_named_and_the_older_one_used(tmp_path):
   full, broken = str(tmp_path / "full"), str(tmp_path / "broken")
   subprocess.run(
