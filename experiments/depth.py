@@ -286,7 +286,9 @@ def plot(report: dict, workdir: str) -> list[str]:
   plt.close(fig)
 
   fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
-  for i, d in enumerate(report["depths"]):
+  # deepest first: the blocks of a shallower run often match the first ones of a deeper
+  # run (they train alike whatever the depth), so its shorter line is drawn on top
+  for i, d in reversed(list(enumerate(report["depths"]))):
     diag = report["cells"].get("distprop", {}).get(str(d), {}).get("diagnostics")
     if not diag:
       continue
