@@ -28,6 +28,7 @@ def _run(config, steps):
 
 
 @pytest.mark.parametrize("method", ["distprop", "extraprop"])
+@pytest.mark.slow
 def test_seed_k_of_a_vmapped_run_equals_a_run_of_seed_k(method):
   _, stacked = _run(shrunken_config(method, num_seeds=3, seed=4), 5)
   assert jax.tree.leaves(stacked.params)[0].shape[0] == 3

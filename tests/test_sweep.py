@@ -13,6 +13,7 @@ from tests.conftest import ROOT
 from tests.conftest import shrunken_config
 
 
+@pytest.mark.slow
 def test_sweep_runs_every_trial_and_picks_by_validation(tmp_path):
   config = shrunken_config("distprop", num_steps=20, eval_every=20, checkpoint_every=20)
   space = sweep.parse_grid("learning_rates.weights=0.0,0.01 distprop.margin=0.1")

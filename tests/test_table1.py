@@ -35,6 +35,7 @@ def _parse_line(line: str) -> dict:
   return dict(item.split("=", 1) for item in items)
 
 
+@pytest.mark.slow
 def test_report_end_to_end_then_rerun_skips_finished_rows(tmp_path, monkeypatch):
   # SGD at a rate of 1e8 leaves the finite numbers within a few steps: a diverged row
   monkeypatch.setitem(
