@@ -3,6 +3,18 @@
 Run (3 seeds of 700 steps of batch 128 on the embedded digits at each depth):
   python -m experiments.depth --depths=4,16,32,64,100 --seeds=3 --workdir=runs/depth
 
+Measured with that command (2 shared CPU cores, about 45 min), mean test accuracy over
+seeds 0-2 (validation in parentheses):
+
+  depth      4              16             32             64             100
+  backprop   0.938 (0.944)  0.906 (0.923)  0.520 (0.541)  0.084 (0.090)  0.084 (0.090)
+  distprop   0.832 (0.848)  0.833 (0.847)  0.827 (0.845)  0.824 (0.840)  0.820 (0.838)
+  dfa        0.894 (0.927)  0.392 (0.426)  diverged       diverged       diverged
+
+DistProp's blocks train the same whatever the depth; what limits it is its first block
+(one Dense layer, the only one that sees data: the real chain's nearest-prototype
+accuracy is 0.859 at split 0 and 0.839 at split 99 on the validation digits).
+
 Methods (``--methods``, default all that exist): ``backprop`` (``configs/deep_mlp_backprop.py``),
 ``distprop`` (``configs/deep_mlp_distprop.py``) and ``dfa`` (``configs/dfa.py`` on the same
 MLP) when ``lagrangian_jax.methods.METHODS`` has it. Every cell is the same plain MLP of width
