@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments import sweep
 from lagrangian_jax import data as data_lib
 from lagrangian_jax import errors
 from lagrangian_jax import methods as methods_lib
@@ -110,19 +111,8 @@ def resolve_rows(names: Sequence[str] | None = None) -> dict[str, tuple[str, dic
   return out
 
 
-def apply_overrides(config, overrides: dict):
-  """Sets ``{"a.b": v}`` on ``config``; a key the config lacks names itself."""
-  for key, value in overrides.items():
-    *parents, last = key.split(".")
-    node = config
-    for p in parents:
-      if p not in node:
-        raise errors.ConfigError(f"config.{key}: no such key (at {p!r})")
-      node = node[p]
-    if last not in node:
-      raise errors.ConfigError(f"config.{key}: no such key")
-    node[last] = value
-  return config
+# One implementation of "set {a.b: v} on a config" for the experiment programs.
+apply_overrides = sweep.apply
 
 
 def row_config(

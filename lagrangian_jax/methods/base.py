@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import optax
 
 from lagrangian_jax import formulations
+from lagrangian_jax import networks
 
 PyTree = Any
 
@@ -90,3 +91,16 @@ def no_tables(params: PyTree) -> PyTree:
 def split_defects(constraints) -> jax.Array:
   """``(num_splits,)``: the mean absolute value of each split's constraint."""
   return jnp.stack([formulations.mean_abs_defect(g) for g in constraints])
+
+
+def detached_forward(net, weights: PyTree, images: jax.Array):
+  """``(split outputs, logits)``, each segment applied to its *stopped* input.
+
+  Every segment's gradient is then local: no gradient flows from one block into the
+  one before it (the layer-local methods DFA and DTP build their updates on this).
+  """
+  outs, h = [], images
+  for l in range(len(net.segments)):
+    h = networks.apply_segment(net, weights, l, jax.lax.stop_gradient(h))
+    outs.append(h)
+  return outs[:-1], outs[-1]

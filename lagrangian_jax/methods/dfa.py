@@ -93,12 +93,7 @@ def make(config, net: networks.SplitNetwork, num_train: int) -> base.Method:
     return {"primal": {"weights": weights}, "dual": {}}, {"feedback": feedback}
 
   def forward(weights, images):
-    """Segment outputs, each computed from its stopped input (no gradient between them)."""
-    outs, h = [], images
-    for l in range(num_splits + 1):
-      h = networks.apply_segment(net, weights, l, sg(h))
-      outs.append(h)
-    return outs[:-1], outs[-1]
+    return base.detached_forward(net, weights, images)
 
   def error_signals(constants, logits, labels):
     e = jax.nn.softmax(logits.astype(jnp.float32)) - jax.nn.one_hot(labels, num_classes)
