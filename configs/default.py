@@ -51,6 +51,8 @@ def get_config() -> ml_collections.ConfigDict:
   # Gaussian, with the same mixture as target (0: off; configs/deep_mlp_distprop.py)
   config.distprop.mix_fraction = 0.0
   config.distprop.mix_targets = "own"  # own (the own class: snap) | mixed (the same mixture)
+  # blocks on the mesh's stage axis (mesh.stage > 1): auto | stacked | slots
+  config.distprop.stage_layout = "auto"
 
   config.network = ml_collections.ConfigDict()
   config.network.name = "mnist_cnn"
@@ -59,6 +61,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.network.conv_impl = "auto"
   config.network.depth = 0  # mlp only
   config.network.width = 0  # mlp only
+  # kernel initialiser of every Dense/Conv: lecun_normal (flax's default) | he_normal
+  # (variance 2/fan_in: keeps ReLU activations' scale at depth; configs/deep_mlp_*.py)
+  config.network.init = "lecun_normal"
 
   config.data = ml_collections.ConfigDict()
   config.data.name = "mnist_5k"
@@ -72,7 +77,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.prefetch = 2  # grain: steps prepared ahead per worker (or process)
   config.data.augment = "none"  # none | crop_flip (grain: random crop + horizontal flip)
 
-  config.mesh = ml_collections.ConfigDict({"num_devices": -1})
+  # num_devices in all (-1: every device); data x stage of them (-1: the rest). stage > 1
+  # runs DistProp stage-parallel (lagrangian_jax/methods/stage_parallel.py)
+  config.mesh = ml_collections.ConfigDict({"num_devices": -1, "data": -1, "stage": 1})
 
   config.seed = 0
   config.num_seeds = 1  # seeds seed .. seed + N - 1 in one vmapped program

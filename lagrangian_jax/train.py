@@ -57,6 +57,7 @@ from lagrangian_jax import solvers
 from lagrangian_jax.data import pipeline as pipeline_lib
 from lagrangian_jax.data import tfds_source
 from lagrangian_jax.methods import base
+from lagrangian_jax.methods import stage_parallel
 
 PyTree = Any
 
@@ -179,7 +180,7 @@ def eval_batch_size(batch_size: int, mesh) -> int:
   >>> eval_batch_size(250, jax.make_mesh((1,), ("data",)))
   250
   """
-  n_dev = mesh.devices.size
+  n_dev = mesh.shape["data"]
   return -(-batch_size // n_dev) * n_dev
 
 
@@ -272,6 +273,7 @@ def make_eval_fns(
   of a batch whose rows are spread over all processes.
   """
   top_k = 5 if net.num_classes > 10 else 1
+  to_segments = method.network_weights or (lambda w: w)
   jit = functools.partial(
     jax.jit, out_shardings=None if mesh is None else jax.NamedSharding(mesh, jax.P())
   )
@@ -280,7 +282,7 @@ def make_eval_fns(
   @functools.partial(jax.vmap, in_axes=(0, None, None, None))  # over seeds
   def accuracy_fn(weights, images, labels, indices):
     del indices
-    logits = networks.forward(net, weights, images).astype(jnp.float32)
+    logits = networks.forward(net, to_segments(weights), images).astype(jnp.float32)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
     rank = jnp.sum(logits > jnp.take_along_axis(logits, labels[:, None], -1), -1)
     return jnp.stack(
@@ -362,52 +364,122 @@ def train_defects(
 # ----------------------------------------------------------------------------------
 
 
-def make_mesh(config) -> jax.sharding.Mesh:
-  """A 1-D ``data`` mesh over ``config.mesh.num_devices`` devices of all processes (-1: all).
+def mesh_shape(config, n_all: int) -> tuple[int, int]:
+  """``(data, stage)`` from ``config.mesh``: ``num_devices`` devices in all (-1: all
+  ``n_all``), ``stage`` of them per data replica, ``data * stage = num_devices``; one of
+  ``data`` / ``stage`` may be -1 (the devices that remain).
 
-  Every process gives the same number of devices, ``num_devices / jax.process_count()``,
-  so on several hosts the ``data`` axis crosses hosts and each process holds (and reads)
-  its own rows of every batch and table. All devices of several processes are ordered
-  by ``jax.make_mesh`` (by the physical topology: rings of TPU chips); a subset, or one
-  process, keeps ``jax.devices()`` order, process by process.
+  >>> import ml_collections
+  >>> mesh_shape(ml_collections.ConfigDict({"mesh": {"num_devices": -1, "data": -1, "stage": 4}}), 8)
+  (2, 4)
+  """
+  m = config.mesh
+  n = n_all if m.num_devices == -1 else m.num_devices
+  data, stage = m.get("data", -1), m.get("stage", 1)
+  errors.require(1 <= n <= n_all, "mesh.num_devices", f"{n} requested, {n_all} available")
+  errors.require(
+    not (data == -1 and stage == -1), "mesh.stage", "only one of mesh.data, mesh.stage may be -1"
+  )
+  for key, value in (("data", data), ("stage", stage)):
+    errors.require(
+      value == -1 or (value >= 1 and n % value == 0),
+      f"mesh.{key}",
+      f"{value} does not divide the {n} devices of the mesh (or use -1: the rest)",
+    )
+  data = n // stage if data == -1 else data
+  stage = n // data if stage == -1 else stage
+  errors.require(
+    data * stage == n,
+    "mesh.data",
+    f"mesh.data={data} x mesh.stage={stage} is not the {n} devices (mesh.num_devices)",
+  )
+  return data, stage
+
+
+def make_mesh(config) -> jax.sharding.Mesh:
+  """A ``(data, stage)`` mesh over ``config.mesh.num_devices`` devices of all processes.
+
+  ``data`` splits batches and per-example tables; ``stage`` holds the blocks of
+  stage-parallel DistProp (``methods.stage_parallel``; 1 by default: today's data-only
+  mesh). Every process gives the same number of devices, ``num_devices /
+  jax.process_count()``, so on several hosts the ``data`` axis crosses hosts and each
+  process holds (and reads) its own rows of every batch and table; ``stage`` is the
+  inner axis, so a stage group stays within a host when ``stage`` divides its devices.
+  All devices of several processes are ordered by ``jax.make_mesh`` (by the physical
+  topology: rings of TPU chips); a subset, or one process, keeps ``jax.devices()``
+  order, process by process.
   """
   n_all, n_proc = jax.device_count(), jax.process_count()
-  n = config.mesh.num_devices
-  if n == -1:
-    n = n_all
-  errors.require(
-    1 <= n <= n_all,
-    "mesh.num_devices",
-    f"{n} requested, {n_all} available over {n_proc} process(es)",
-  )
+  data, stage = mesh_shape(config, n_all)
+  n = data * stage
   errors.require(
     n % n_proc == 0,
     "mesh.num_devices",
     f"{n} devices do not split evenly over {n_proc} processes",
   )
-  axis_types = (jax.sharding.AxisType.Auto,)
+  shape, names = (data, stage), ("data", "stage")
+  axis_types = (jax.sharding.AxisType.Auto,) * 2
   if n_proc > 1 and n == n_all:
-    return jax.make_mesh((n,), ("data",), axis_types=axis_types)
+    return jax.make_mesh(shape, names, axis_types=axis_types)
   per_process = n // n_proc
   devices = [
     d
     for p in range(n_proc)
     for d in [d for d in jax.devices() if d.process_index == p][:per_process]
   ]
-  return jax.make_mesh((n,), ("data",), devices=devices, axis_types=axis_types)
+  return jax.make_mesh(shape, names, devices=devices, axis_types=axis_types)
 
 
-def state_shardings(mesh, state: TrainState, tables: rows_lib.RowTables) -> TrainState:
-  """Tables sharded by rows (their axis after the seed axis) over ``data``; the rest
-  replicated."""
-  rep = jax.NamedSharding(mesh, jax.P())
-  by_rows = jax.NamedSharding(mesh, jax.P(None, "data"))
+class Staged(NamedTuple):
+  """Which flattened leaves are laid out over the ``stage`` axis (stage-parallel)."""
+
+  params: tuple[bool, ...]
+  opt_state: tuple[bool, ...]
+  constants: tuple[bool, ...]
+  average: tuple[bool, ...]
+
+
+def _shardings(mesh, tree: PyTree, tables=None, staged=None) -> PyTree:
+  """Per leaf (after the seed axis): table rows over ``data``, stage-laid-out leading
+  axes over ``stage``, the rest replicated."""
+  leaves, treedef = jax.tree.flatten(tree)
+  tables, staged = tables or (False,) * len(leaves), staged or (False,) * len(leaves)
+  spec = {(True, False): jax.P(None, "data"), (False, True): jax.P(None, "stage")}
+  return jax.tree.unflatten(
+    treedef,
+    [
+      jax.NamedSharding(mesh, spec.get((t, s), jax.P()))
+      for _, t, s in zip(leaves, tables, staged, strict=True)
+    ],
+  )
+
+
+def state_shardings(
+  mesh, state: TrainState, tables: rows_lib.RowTables, staged: Staged | None = None
+) -> TrainState:
+  """Tables sharded by rows (their axis after the seed axis) over ``data``, the leaves of
+  a stage-parallel method over ``stage``; the rest replicated."""
+  staged = staged or Staged(None, None, None, None)
   return TrainState(
-    step=rep,
-    params=rows_lib.shardings(state.params, tables.params, by_rows, rep),
-    opt_state=rows_lib.shardings(state.opt_state, tables.opt_state, by_rows, rep),
-    constants=jax.tree.map(lambda _: rep, state.constants),
-    average=jax.tree.map(lambda _: rep, state.average),
+    step=jax.NamedSharding(mesh, jax.P()),
+    params=_shardings(mesh, state.params, tables.params, staged.params),
+    opt_state=_shardings(mesh, state.opt_state, tables.opt_state, staged.opt_state),
+    constants=_shardings(mesh, state.constants, None, staged.constants),
+    average=_shardings(mesh, state.average, None, staged.average if state.average else None),
+  )
+
+
+def stage_flags(method: base.Method, tx, params: PyTree, constants: PyTree) -> Staged | None:
+  """The :class:`Staged` leaves of one seed's ``params`` / ``constants`` (None: none)."""
+  if method.stage_params is None:
+    return None
+  flags = method.stage_params(params)
+  mirrored = rows_lib.find(flags, tx, params)  # optimizer leaves that mirror them
+  return Staged(
+    mirrored.params,
+    mirrored.opt_state,
+    tuple(jax.tree.leaves(method.stage_constants(constants))),
+    tuple(jax.tree.leaves(flags["primal"]["weights"])),
   )
 
 
@@ -458,9 +530,17 @@ def build_experiment(config, dataset: data_lib.Dataset | None = None) -> Experim
   net = networks.from_config(
     config.network, num_classes=dataset.num_classes, input_shape=tuple(dataset.image_shape)
   )
-  method = methods_lib.make_method(config, net, len(dataset.train.labels))
   mesh = make_mesh(config)
-  n_dev = mesh.devices.size
+  method = methods_lib.make_method(config, net, len(dataset.train.labels))
+  if mesh.shape["stage"] > 1:
+    errors.require(
+      config.method == "distprop",
+      "mesh.stage",
+      f"{mesh.shape['stage']} stages: only DistProp's blocks decouple (method "
+      f"{config.method!r} needs mesh.stage=1)",
+    )
+    method = stage_parallel.make(config, net, method, mesh)
+  n_dev = mesh.shape["data"]
   errors.require(
     config.batch_size % n_dev == 0,
     "batch_size",
@@ -478,13 +558,14 @@ def build_experiment(config, dataset: data_lib.Dataset | None = None) -> Experim
     steps_per_epoch=data_lib.steps_per_epoch(len(dataset.train.labels), config.batch_size),
   )
   tables = rows_lib.find(flags, tx, one_seed)
+  staged = stage_flags(method, tx, one_seed, jax.eval_shape(unstack, constants))
 
   @jax.vmap
   def init_state(params, constants):
     average = params["primal"]["weights"] if config.average_decay > 0 else {}
     return TrainState(jnp.zeros([], jnp.int32), params, tx.init(params), constants, average)
 
-  shardings = state_shardings(mesh, jax.eval_shape(init_state, params, constants), tables)
+  shardings = state_shardings(mesh, jax.eval_shape(init_state, params, constants), tables, staged)
   state = jax.jit(init_state, out_shardings=shardings)(params, constants)
   del params, constants
   rows_sharding = jax.NamedSharding(mesh, jax.P(None, "data"))
@@ -554,9 +635,7 @@ def init_params(config, dataset: data_lib.Dataset, method: base.Method, mesh, se
   traced; it runs eagerly on every process, and its tables (DistProp's per-example
   multipliers, zeros) are created whole on each process before being sharded.
   """
-  n_dev, n_train = mesh.devices.size, len(dataset.train.labels)
-  rep = jax.NamedSharding(mesh, jax.P())
-  by_rows = jax.NamedSharding(mesh, jax.P(None, "data"))
+  n_dev, n_train = mesh.shape["data"], len(dataset.train.labels)
 
   def map_train(fn, limit=None):  # eager, the calling process's own pass
     jfn = jax.jit(fn)
@@ -574,12 +653,17 @@ def init_params(config, dataset: data_lib.Dataset, method: base.Method, mesh, se
     raise _NeedsData
 
   with_rows = method.init_rows is not None
-  one_seed = jax.eval_shape(
-    lambda: _placeholders_as_zeros(
-      method.init(jax.random.key(0), None if with_rows else abstract_map_train)[0]
-    )
-  )
+
+  def init_shapes():
+    params, constants = method.init(jax.random.key(0), None if with_rows else abstract_map_train)
+    return _placeholders_as_zeros(params), constants
+
+  one_seed, one_constants = jax.eval_shape(init_shapes)
   flags = tuple(jax.tree.leaves(method.tables(one_seed)))
+  staged_p = staged_c = None
+  if method.stage_params is not None:
+    staged_p = tuple(jax.tree.leaves(method.stage_params(one_seed)))
+    staged_c = tuple(jax.tree.leaves(method.stage_constants(one_constants)))
 
   def init_one(key):
     params, constants = method.init(key, None if with_rows else traced_map_train)
@@ -593,12 +677,12 @@ def init_params(config, dataset: data_lib.Dataset, method: base.Method, mesh, se
   except _NeedsData:
     inits = [_init_one_eager(method, seed, map_train, flags, n_dev) for seed in seeds]
     params, constants = jax.tree.map(lambda *xs: np.stack(xs), *inits)
-    params = _global_from_host(params, rows_lib.shardings(params, flags, by_rows, rep))
-    constants = _global_from_host(constants, jax.tree.map(lambda _: rep, constants))
+    params = _global_from_host(params, _shardings(mesh, params, flags, staged_p))
+    constants = _global_from_host(constants, _shardings(mesh, constants, None, staged_c))
     return params, constants, flags
   out_shardings = (
-    rows_lib.shardings(shapes[0], flags, by_rows, rep),
-    jax.tree.map(lambda _: rep, shapes[1]),
+    _shardings(mesh, shapes[0], flags, staged_p),
+    _shardings(mesh, shapes[1], None, staged_c),
   )
   params, constants = jax.jit(init_all, out_shardings=out_shardings)()
   if with_rows:

@@ -64,6 +64,12 @@ class Method(NamedTuple):
       placeholders; ``train.build_experiment`` then builds each table shard by shard, so
       no process ever holds a whole table (ExtraProp's states are a forward pass of the
       whole training set). Without it the tables are whatever ``init`` returns.
+    stage_params / stage_constants: optional ``fn(tree) -> pytree of bool`` like
+      ``params`` / ``constants``: True for leaves whose leading axis is laid out over
+      the ``stage`` mesh axis (stage-parallel DistProp, ``methods.stage_parallel``).
+    network_weights: optional ``fn(weights) -> tuple`` of per-segment weights for
+      ``networks.forward``, when ``params["primal"]["weights"]`` has another layout.
+    layout: the method's parameter layout on the mesh, if any (for tools and tests).
   """
 
   name: str
@@ -75,6 +81,10 @@ class Method(NamedTuple):
   primal_labels: Callable[[PyTree], PyTree] = lambda primal: {k: k for k in primal}
   group_rates: Any = None
   init_rows: Callable[..., PyTree] | None = None
+  stage_params: Callable[[PyTree], PyTree] | None = None
+  stage_constants: Callable[[PyTree], PyTree] | None = None
+  network_weights: Callable[[PyTree], tuple] | None = None
+  layout: Any = None
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:

@@ -95,7 +95,7 @@ SHRINKAGES = ("soft", "hard")
 NOISES = ("fixed", "per_step")
 REAL_INPUTS = ("none", "forward")
 MIX_TARGETS = ("own", "mixed")
-_MIX_SALT = 0x6D6978  # folds the interpolation draws' key out of the noise key
+MIX_SALT = 0x6D6978  # folds the interpolation draws' key out of the noise key
 
 
 def _softplus_inverse(y):
@@ -168,17 +168,10 @@ def make(config, net: networks.SplitNetwork, num_train: int) -> base.Method:
   num_mixed = int(round(mix_fraction * samples))
 
   def draw_mix(key):
-    """Per block ``l = 1..L``: ``(t, partner)`` of shape ``(S, C)``; rows ``s <
-    num_mixed`` interpolate towards class ``partner`` by ``t ~ U(0, 1/2)``, others
-    have ``t = 0`` (the class Gaussian)."""
-    out = []
-    for l in range(1, num_splits + 1):
-      k_t, k_b = jax.random.split(jax.random.fold_in(key, l))
-      t = jax.random.uniform(k_t, (samples, num_classes), jnp.float32, 0.0, 0.5)
-      t = jnp.where(jnp.arange(samples)[:, None] < num_mixed, t, 0.0)
-      shift = jax.random.randint(k_b, (samples, num_classes), 1, max(num_classes, 2))
-      out.append((t, (jnp.arange(num_classes)[None] + shift) % num_classes))
-    return tuple(out)
+    """Per block ``l = 1..L``: :func:`mix_draw` of each."""
+    return tuple(
+      mix_draw(key, l, samples, num_classes, num_mixed) for l in range(1, num_splits + 1)
+    )
 
   def mix_of(constants, step):
     if not num_mixed:
@@ -186,7 +179,7 @@ def make(config, net: networks.SplitNetwork, num_train: int) -> base.Method:
     if opts.noise == "fixed":
       return constants["mix"]
     key = jax.random.fold_in(jax.random.wrap_key_data(constants["noise_key"]), step)
-    return draw_mix(jax.random.fold_in(key, _MIX_SALT))
+    return draw_mix(jax.random.fold_in(key, MIX_SALT))
 
   def target_share(t):  # "own": the target stays the own class (the block snaps)
     return jnp.zeros_like(t) if mix_targets == "own" else t
@@ -205,7 +198,7 @@ def make(config, net: networks.SplitNetwork, num_train: int) -> base.Method:
     else:  # raw key data: checkpoints and the seed axis hold plain arrays
       constants = {"noise_key": jax.random.key_data(k_noise)}
     if num_mixed and opts.noise == "fixed":
-      constants["mix"] = draw_mix(jax.random.fold_in(k_noise, _MIX_SALT))
+      constants["mix"] = draw_mix(jax.random.fold_in(k_noise, MIX_SALT))
     noise = noise_of(constants, 0)
     protos = []
     for l, shape in enumerate(net.state_shapes):
@@ -487,16 +480,32 @@ def _flat(x):
   return x.reshape((-1,) + x.shape[2:])  # (S*C, *H)
 
 
+def mix_draw(key, block, samples: int, num_classes: int, num_mixed: int):
+  """Block ``block``'s ``(t, partner)``, each ``(S, C)``: rows ``s < num_mixed``
+  interpolate towards class ``partner`` by ``t ~ U(0, 1/2)``, the others have ``t = 0``
+  (the class Gaussian). A pure function of ``(key, block)``: every stage of a
+  stage-parallel run draws its own blocks' alike."""
+  k_t, k_b = jax.random.split(jax.random.fold_in(key, block))
+  t = jax.random.uniform(k_t, (samples, num_classes), jnp.float32, 0.0, 0.5)
+  t = jnp.where(jnp.arange(samples)[:, None] < num_mixed, t, 0.0)
+  shift = jax.random.randint(k_b, (samples, num_classes), 1, max(num_classes, 2))
+  return t, (jnp.arange(num_classes)[None] + shift) % num_classes
+
+
+def noise_draw(key, split, samples: int, num_classes: int, shape) -> jax.Array:
+  """Split ``split``'s ``eps``, ``(S, C, *shape)``: a pure function of ``(key, split)``."""
+  return jax.random.normal(
+    jax.random.fold_in(key, split), (samples, num_classes) + tuple(shape), jnp.float32
+  )
+
+
 def _noise_fns(opts, net: networks.SplitNetwork):
   """``(draw_noise(key), noise_of(constants, step))``: the ``eps_l`` of every split."""
   samples, num_classes = int(opts.samples_per_class), net.num_classes
 
   def draw_noise(key):
     return tuple(
-      jax.random.normal(
-        jax.random.fold_in(key, l), (samples, num_classes) + tuple(shape), jnp.float32
-      )
-      for l, shape in enumerate(net.state_shapes)
+      noise_draw(key, l, samples, num_classes, shape) for l, shape in enumerate(net.state_shapes)
     )
 
   def noise_of(constants, step):

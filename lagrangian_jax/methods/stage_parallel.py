@@ -1,0 +1,547 @@
+r"""Stage-parallel DistProp: every block's term on its own devices, all at once.
+
+Given the prototypes ``P_l = (mu_l, rho_l)`` DistProp's Lagrangian is a sum of per-block
+terms (splits ``0..K-1``, blocks ``0..K``; block 0 reads the data, block ``K`` the loss):
+
+.. math::
+  L = T_0(W_0, \lambda_0, P_0;\ \text{batch})
+    + \sum_{l=1}^{K-1} T_l(W_l, \lambda_l, P_{l-1}, P_l)
+    + T_K(W_K, P_{K-1})
+
+and the noise is a constant (or a pure function of the seed, the step and the split).
+The gradient of ``W_l`` and ``lambda_l`` needs term ``l`` alone, that of ``P_l`` the
+terms ``l`` (as target) and ``l + 1`` (as input). So no term waits for another: each
+block's weights, multipliers and the prototypes it produces live on one position of the
+``stage`` mesh axis, every device evaluates its blocks' terms concurrently, and what
+crosses between neighbouring stages is ``P`` at the boundary (forward) and its
+cotangent (backward): ``2 x C x H`` numbers each way per gradient evaluation, whatever
+the batch size (extragradient evaluates two gradients per iteration, past-extragradient
+one). The data batch is sharded over ``data`` and read by block 0 alone (its gradient
+is averaged over ``data`` as in data parallelism); the blocks after it see only samples.
+
+The gradient is one ``jax.shard_map`` over the mesh (explicit ``ppermute`` of the
+boundary prototypes, ``lax.cond`` on the stage index for the blocks a stage owns), inside
+the jitted, seed-``vmap``ped train step of ``train.py``; the solver's update is
+elementwise, so it runs where each leaf lives without communication. The result is the
+sequential DistProp iteration (:mod:`distprop`) up to float32 rounding (tested).
+
+Two layouts of the parameters (``config.distprop.stage_layout``; ``"auto"`` picks
+``"stacked"`` when it applies):
+
+* ``"stacked"`` (networks whose inner blocks ``1..K-1`` are one module on one state
+  shape: the deep MLP, any repeated block). The inner blocks' weights, multipliers and
+  output prototypes are stacked along a leading axis of ``S * m`` entries, ``m =
+  ceil((K-1)/S)`` per stage, sharded over ``stage``; their terms are one ``jax.vmap``.
+  The ``d = S m - (K - 1)`` unused entries (zeros, masked out of the objective, so they
+  never move) are the first ones of stage 0, which also runs block 0, the only block that
+  reads the batch: this needs ``K - 1 >= (S - 1) m``. Block 0 and block ``K`` are *slots*.
+* ``"slots"`` (any network, e.g. the MNIST and CIFAR networks, AlexNet). Every block is
+  a slot: an array with a leading axis of ``S`` entries sharded over ``stage``, of which
+  only its owner's entry is used (the others stay zero). Owners are contiguous,
+  ``owner(l) = floor(l S / (K + 1))``, so ``K + 1 >= S`` and every stage owns a block.
+  The cost is memory, not time: every stage allocates (but never computes with) every
+  slot block's weights and optimizer state, ``S x`` the parameter memory of the slot
+  blocks; the alternative of one jitted program per stage (inputs committed to each
+  stage's devices, prototypes moved with ``jax.device_put``) saves that memory but
+  leaves the single SPMD program (and the solver step around it) behind.
+
+Not supported here (a ``ConfigError`` names the key): per-example multipliers
+(``distprop.multipliers`` other than ``"class"``) and ``distprop.real_inputs =
+"forward"`` (a sequential forward pass through every block).
+
+Example (one device: one stage, the stacked layout):
+  >>> import jax
+  >>> from configs import deep_mlp_distprop
+  >>> from lagrangian_jax import networks
+  >>> from lagrangian_jax.methods import distprop
+  >>> config = deep_mlp_distprop.get_config(); config.network.depth = 4
+  >>> net = networks.from_config(config.network, num_classes=10, input_shape=(28, 28, 1))
+  >>> mesh = jax.make_mesh((1, 1), ("data", "stage"))
+  >>> method = make(config, net, distprop.make(config, net, 100), mesh)
+  >>> params, constants = method.init(jax.random.key(0), None)
+  >>> params["primal"]["weights"]["inner"]["Dense_0"]["kernel"].shape  # 3 inner blocks
+  (3, 128, 128)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from lagrangian_jax import errors
+from lagrangian_jax import formulations
+from lagrangian_jax import networks
+from lagrangian_jax.methods import base
+from lagrangian_jax.methods import distprop
+
+PyTree = Any
+LAYOUTS = ("auto", "stacked", "slots")
+STAGE = "stage"
+DATA = "data"
+
+
+class Layout(NamedTuple):
+  """Where each block lives: ``owner[l]`` is block ``l``'s stage (``l = 0..K``)."""
+
+  kind: str  # "stacked" | "slots"
+  stages: int  # S
+  num_splits: int  # K
+  owner: tuple[int, ...]
+  per_stage: int  # stacked: inner entries per stage (m); slots: 0
+  pad: int  # stacked: unused entries at the start of stage 0 (d); slots: 0
+
+
+def _uniform_inner(net: networks.SplitNetwork) -> bool:
+  """The inner blocks are one module on one state shape (so they stack)."""
+  k = len(net.state_shapes)
+  inner = net.segments[1:k]
+  return (
+    k >= 2
+    and all(repr(s) == repr(inner[0]) for s in inner)
+    and all(tuple(s) == tuple(net.state_shapes[0]) for s in net.state_shapes)
+  )
+
+
+def make_layout(net: networks.SplitNetwork, stages: int, kind: str = "auto") -> Layout:
+  """The layout of ``net``'s blocks on ``stages`` stages (module docstring).
+
+  Example:
+    >>> net = networks.build_network("mlp", depth=8, split="every")
+    >>> make_layout(net, 4)
+    Layout(kind='stacked', stages=4, num_splits=8, owner=(0, 0, 1, 1, 2, 2, 3, 3, 3), per_stage=2, pad=1)
+  """
+  errors.require(
+    kind in LAYOUTS, "distprop.stage_layout", f"must be one of {list(LAYOUTS)}, got {kind!r}"
+  )
+  k = len(net.state_shapes)
+  if kind == "auto":
+    kind = "stacked" if _uniform_inner(net) else "slots"
+  if kind == "stacked":
+    errors.require(
+      _uniform_inner(net),
+      "distprop.stage_layout",
+      "'stacked' needs at least two splits with identical inner blocks (the deep MLP); use 'slots'",
+    )
+    n = k - 1
+    m = math.ceil(n / stages)
+    d = stages * m - n
+    errors.require(
+      d <= m,
+      "mesh.stage",
+      f"{stages} stages for {n} stacked inner blocks: {m} per stage leaves {d} unused "
+      f"entries, more than one stage's {m}; use at most {n // m + 1} stages or "
+      "distprop.stage_layout='slots'",
+    )
+    owner = (0,) + tuple((d + l - 1) // m for l in range(1, k)) + (stages - 1,)
+    return Layout("stacked", stages, k, owner, m, d)
+  errors.require(
+    k + 1 >= stages,
+    "mesh.stage",
+    f"{stages} stages for a network of {k + 1} blocks: every stage must own a block",
+  )
+  owner = tuple(l * stages // (k + 1) for l in range(k + 1))
+  return Layout("slots", stages, k, owner, 0, 0)
+
+
+# ----------------------------------------------------------------------------------
+# The layout of parameters and constants (one seed), and back.
+# ----------------------------------------------------------------------------------
+
+
+def _slot(tree: PyTree, owner: int, stages: int) -> PyTree:
+  return jax.tree.map(lambda x: jnp.zeros((stages,) + x.shape, x.dtype).at[owner].set(x), tree)
+
+
+def _unslot(tree: PyTree, owner: int) -> PyTree:
+  return jax.tree.map(lambda x: x[owner], tree)
+
+
+def _stack(trees, pad: int) -> PyTree:
+  def leaf(*xs):
+    x = jnp.stack(xs)
+    return jnp.concatenate([jnp.zeros((pad,) + x.shape[1:], x.dtype), x])
+
+  return jax.tree.map(leaf, *trees)
+
+
+def _unstack(tree: PyTree, pad: int, n: int) -> list:
+  return [jax.tree.map(lambda x, i=i: x[pad + i], tree) for i in range(n)]
+
+
+def _split_tables(layout: Layout, per_split) -> PyTree:
+  """A tuple with one entry per split ``l = 0..K-1`` (owned by block ``l``)."""
+  s, o = layout.stages, layout.owner
+  if layout.kind == "stacked":
+    return {"first": _slot(per_split[0], 0, s), "inner": _stack(per_split[1:], layout.pad)}
+  return tuple(_slot(x, o[l], s) for l, x in enumerate(per_split))
+
+
+def _split_tables_back(layout: Layout, tree) -> tuple:
+  k = layout.num_splits
+  if layout.kind == "stacked":
+    return (_unslot(tree["first"], 0), *_unstack(tree["inner"], layout.pad, k - 1))
+  return tuple(_unslot(x, layout.owner[l]) for l, x in enumerate(tree))
+
+
+def _block_inputs(layout: Layout, per_block) -> PyTree:
+  """A tuple with one entry per block ``l = 1..K`` (its input noise / mixture)."""
+  s, o, k = layout.stages, layout.owner, layout.num_splits
+  if layout.kind == "stacked":
+    return {"inner": _stack(per_block[:-1], layout.pad), "last": _slot(per_block[-1], s - 1, s)}
+  return tuple(_slot(x, o[l], s) for l, x in zip(range(1, k + 1), per_block))
+
+
+def _block_inputs_back(layout: Layout, tree) -> tuple:
+  k = layout.num_splits
+  if layout.kind == "stacked":
+    return (*_unstack(tree["inner"], layout.pad, k - 1), _unslot(tree["last"], layout.stages - 1))
+  return tuple(_unslot(x, layout.owner[l]) for l, x in zip(range(1, k + 1), tree))
+
+
+def weights_to_layout(layout: Layout, weights: tuple) -> PyTree:
+  s, o, k = layout.stages, layout.owner, layout.num_splits
+  if layout.kind == "stacked":
+    return {
+      "first": _slot(weights[0], 0, s),
+      "inner": _stack(weights[1:k], layout.pad),
+      "last": _slot(weights[k], s - 1, s),
+    }
+  return tuple(_slot(w, o[l], s) for l, w in enumerate(weights))
+
+
+def weights_from_layout(layout: Layout, weights: PyTree) -> tuple:
+  """The network's per-segment weights tuple (what ``networks.forward`` takes)."""
+  k = layout.num_splits
+  if layout.kind == "stacked":
+    return (
+      _unslot(weights["first"], 0),
+      *_unstack(weights["inner"], layout.pad, k - 1),
+      _unslot(weights["last"], layout.stages - 1),
+    )
+  return tuple(_unslot(w, layout.owner[l]) for l, w in enumerate(weights))
+
+
+def params_to_layout(layout: Layout, params: PyTree) -> PyTree:
+  """Sequential DistProp's parameters (per-segment / per-split tuples) in ``layout``."""
+  return {
+    "primal": {
+      "weights": weights_to_layout(layout, params["primal"]["weights"]),
+      "aux": {"prototypes": _split_tables(layout, params["primal"]["aux"]["prototypes"])},
+    },
+    "dual": {"multipliers": _split_tables(layout, params["dual"]["multipliers"])},
+  }
+
+
+def params_from_layout(layout: Layout, params: PyTree) -> PyTree:
+  """The inverse of :func:`params_to_layout`: sequential DistProp's parameter tree."""
+  return {
+    "primal": {
+      "weights": weights_from_layout(layout, params["primal"]["weights"]),
+      "aux": {"prototypes": _split_tables_back(layout, params["primal"]["aux"]["prototypes"])},
+    },
+    "dual": {"multipliers": _split_tables_back(layout, params["dual"]["multipliers"])},
+  }
+
+
+def constants_to_layout(layout: Layout, constants: dict) -> dict:
+  out = dict(constants)
+  if "noise" in constants:  # eps of split l is block l+1's input
+    out["noise"] = _block_inputs(layout, constants["noise"])
+  if "mix" in constants:
+    out["mix"] = _block_inputs(layout, constants["mix"])
+  return out
+
+
+def constants_from_layout(layout: Layout, constants: dict) -> dict:
+  out = dict(constants)
+  for key in ("noise", "mix"):
+    if key in constants:
+      out[key] = _block_inputs_back(layout, constants[key])
+  return out
+
+
+def _staged(tree: PyTree) -> PyTree:
+  """Stage flags of a constants tree: all but the noise key are laid out on stages."""
+  return {k: jax.tree.map(lambda _, k=k: k != "noise_key", v) for k, v in tree.items()}
+
+
+# ----------------------------------------------------------------------------------
+# The method.
+# ----------------------------------------------------------------------------------
+
+
+def make(config, net: networks.SplitNetwork, sequential: base.Method, mesh) -> base.Method:
+  """DistProp (``sequential``, from ``distprop.make``) with its blocks on ``mesh``'s
+  ``stage`` axis: same iterates, parameters in the :class:`Layout` of the mesh."""
+  opts = config.distprop
+  errors.require(
+    opts.multipliers == "class",
+    "distprop.multipliers",
+    f"stage-parallel DistProp (mesh.stage > 1) needs 'class' multipliers, got {opts.multipliers!r}",
+  )
+  errors.require(
+    opts.get("real_inputs", "none") == "none",
+    "distprop.real_inputs",
+    "stage-parallel DistProp cannot run 'forward' (a sequential pass through every block)",
+  )
+  stages = int(mesh.shape[STAGE])
+  layout = make_layout(net, stages, opts.get("stage_layout", "auto"))
+  k, owner = layout.num_splits, layout.owner
+  num_classes, samples = net.num_classes, int(opts.samples_per_class)
+  floor, margin, shrinkage = float(opts.sigma_floor), float(opts.margin), opts.shrinkage
+  augmentation = float(opts.augmentation)
+  num_mixed = int(round(float(opts.get("mix_fraction", 0.0)) * samples))
+  own_targets = opts.get("mix_targets", "own") == "own"
+  sample_labels = jnp.tile(jnp.arange(num_classes), samples)
+  per_step = opts.noise == "per_step"
+
+  def sigma(p):
+    return jax.nn.softplus(p["rho"]) + floor
+
+  def flat(x):
+    return x.reshape((-1,) + x.shape[2:])
+
+  def mixed(x, t, partner):  # as distprop's: (1 - t) x[c] + t x[partner], flat rows
+    tt = t.reshape(t.shape + (1,) * (x.ndim - 1))
+    return flat((1 - tt) * x[None] + tt * x[partner])
+
+  def apply(l, w, h):
+    return net.segments[l].apply({"params": w}, h)
+
+  def term(value, g, rows):
+    if augmentation > 0:
+      return formulations.augmented_lagrangian(
+        value, [g], [rows], penalty=augmentation, reduction="batch_mean"
+      )
+    return formulations.lagrangian(value, [g], [rows], reduction="batch_mean")
+
+  def inputs(p_in, eps, mix):
+    """Block samples from the Gaussians of its input split (``(S*C, *H)`` rows)."""
+    if mix is None:
+      return flat(p_in["mu"][None] + eps * sigma(p_in)[None])
+    t, partner = mix
+    return mixed(p_in["mu"], t, partner) + flat(eps) * mixed(sigma(p_in), t, partner)
+
+  def inner_term(l, w, p_in, p_out, lam, eps, mix):
+    """Term ``T_l`` of an inner block and its mean absolute defect."""
+    out = apply(l, w, inputs(p_in, eps, mix))
+    if mix is None:
+      mu, sig, rows = (p_out["mu"][sample_labels], sigma(p_out)[sample_labels], lam[sample_labels])
+    else:
+      t, partner = mix
+      tt = jnp.zeros_like(t) if own_targets else t
+      mu, sig = mixed(p_out["mu"], tt, partner), mixed(sigma(p_out), tt, partner)
+      rows = mixed(lam, tt, partner)
+    g = formulations.epsilon_insensitive((out - mu) / sig, margin, shrinkage)
+    return term(0.0, g, rows), formulations.mean_abs_defect(g)
+
+  def first_term(w, p0, lam0, images, labels):
+    h0 = apply(0, w, images)
+    z0 = (h0 - p0["mu"][labels]) / sigma(p0)[labels]
+    g = formulations.epsilon_insensitive(z0, margin, shrinkage)
+    return term(0.0, g, lam0[labels]), formulations.mean_abs_defect(g)
+
+  def last_term(w, p_in, eps, mix):
+    logits = apply(k, w, inputs(p_in, eps, mix)).astype(jnp.float32)
+    if mix is None:
+      return base.cross_entropy(logits, sample_labels)
+    t, partner = mix
+    targets = mixed(jnp.eye(num_classes, dtype=jnp.float32), 0 * t if own_targets else t, partner)
+    return jnp.mean(optax.softmax_cross_entropy(logits, targets))
+
+  def draws(constants, step):
+    """``(eps_of(split), mix_of(block))`` for per-step noise (pure in seed, step, index)."""
+    key = jax.random.fold_in(jax.random.wrap_key_data(constants["noise_key"]), step)
+    mix_key = jax.random.fold_in(key, distprop.MIX_SALT)
+
+    def eps_of(split):
+      return distprop.noise_draw(key, split, samples, num_classes, net.state_shapes[0])
+
+    def mix_of(block):
+      return distprop.mix_draw(mix_key, block, samples, num_classes, num_mixed)
+
+    return eps_of, mix_of
+
+  def varying(tree, axes):
+    """``tree`` typed as varying over ``axes`` (both branches of a ``cond`` must be)."""
+
+    def cast(x):
+      aval = jax.typeof(x)
+      vma = aval.vma if hasattr(aval, "vma") else aval.manual_axis_type.varying
+      missing = tuple(a for a in axes if a not in vma)
+      return jax.lax.pcast(x, missing, to="varying") if missing else x
+
+    return jax.tree.map(cast, tree)
+
+  def cond_on(stage, fn, like, axes=(STAGE,)):
+    """``fn()`` on the devices of ``stage``, zeros (of ``like``) elsewhere; the result
+    varies over ``axes``."""
+    return jax.lax.cond(
+      jax.lax.axis_index(STAGE) == stage,
+      lambda: varying(fn(), axes),
+      lambda: varying(jax.tree.map(jnp.zeros_like, like), axes),
+    )
+
+  forward = [(i, i + 1) for i in range(stages - 1)]
+  scalar = jnp.zeros((), jnp.float32)
+
+  def local_stacked(params, constants, images, labels, step):
+    s = jax.lax.axis_index(STAGE)
+    w = params["primal"]["weights"]
+    protos = params["primal"]["aux"]["prototypes"]
+    lams = params["dual"]["multipliers"]
+    m, d = layout.per_stage, layout.pad
+    first = jax.tree.map(lambda x: x[0], (w["first"], protos["first"], lams["first"]))
+    t0, d0 = cond_on(  # block 0: the only one that reads the batch
+      0, lambda: first_term(*first, images, labels), (scalar, scalar), (DATA, STAGE)
+    )
+    t0, d0 = jax.lax.pmean((t0, d0), DATA)
+
+    # inner blocks: inputs are the previous entry's prototypes; entry 0 receives the
+    # previous stage's last one; stage 0 feeds P_0 to its unused entries and first block
+    p_inner = protos["inner"]
+    send = jax.tree.map(lambda x: x[m - 1], p_inner)
+    if d == m:  # stage 0 has no used entry: it passes P_0 on
+      send = jax.tree.map(lambda x, x0: jnp.where(s == 0, x0, x), send, first[1])
+    received = jax.lax.ppermute(send, STAGE, forward)
+    j = jnp.arange(m)
+    from_p0 = (s == 0) & (j <= d)
+
+    def previous(x, x0, r):
+      prev = jnp.concatenate([r[None], x[:-1]])
+      return jnp.where(from_p0.reshape((m,) + (1,) * (x.ndim - 1)), x0[None], prev)
+
+    p_in = jax.tree.map(previous, p_inner, first[1], received)
+    block = s * m + j - d + 1  # each entry's block index (< 1: unused)
+    if per_step:
+      eps_of, mix_of = draws(constants, step)
+      eps = jax.vmap(eps_of)(jnp.maximum(block - 1, 0))
+      mix = jax.vmap(mix_of)(jnp.maximum(block, 1)) if num_mixed else None
+      eps_last = eps_of(k - 1)
+      mix_last = mix_of(k) if num_mixed else None
+    else:
+      eps = constants["noise"]["inner"]
+      eps_last = constants["noise"]["last"][0]
+      mix = constants["mix"]["inner"] if num_mixed else None
+      mix_last = jax.tree.map(lambda x: x[0], constants["mix"]["last"]) if num_mixed else None
+    terms, defects = jax.vmap(
+      lambda *a: inner_term(1, *a), in_axes=(0, 0, 0, 0, 0, None if mix is None else 0)
+    )(w["inner"], p_in, p_inner, lams["inner"], eps, mix)
+    used = block >= 1
+    t_inner = jnp.sum(jnp.where(used, terms, 0.0))
+    defects = jnp.where(used, defects, 0.0)
+
+    last_in = jax.tree.map(lambda x: x[m - 1], p_inner)
+    w_last = jax.tree.map(lambda x: x[0], w["last"])
+    loss = cond_on(stages - 1, lambda: last_term(w_last, last_in, eps_last, mix_last), scalar)
+    value = jax.lax.psum(t0 + t_inner + loss, STAGE)
+    loss, d0 = jax.lax.psum((loss, d0), STAGE)
+    return value, {"loss": loss, "defect_first": d0, "defect_inner": defects}
+
+  def local_slots(params, constants, images, labels, step):
+    w = jax.tree.map(lambda x: x[0], params["primal"]["weights"])
+    protos = jax.tree.map(lambda x: x[0], params["primal"]["aux"]["prototypes"])
+    lams = jax.tree.map(lambda x: x[0], params["dual"]["multipliers"])
+    if per_step:
+      eps_of, mix_of = draws(constants, step)
+    else:
+      noise = jax.tree.map(lambda x: x[0], constants["noise"])
+      mixes = jax.tree.map(lambda x: x[0], constants["mix"]) if num_mixed else None
+    t0, d0 = cond_on(
+      owner[0],
+      lambda: first_term(w[0], protos[0], lams[0], images, labels),
+      (scalar, scalar),
+      (DATA, STAGE),
+    )
+    t0, d0 = jax.lax.pmean((t0, d0), DATA)
+    total, defects, loss = t0, [d0], scalar
+    for l in range(1, k + 1):
+      p_in = protos[l - 1]
+      if owner[l] != owner[l - 1]:  # the owner of split l-1 is the stage before
+        p_in = jax.lax.ppermute(p_in, STAGE, forward)
+      eps = eps_of(l - 1) if per_step else noise[l - 1]
+      mix = None
+      if num_mixed:
+        mix = mix_of(l) if per_step else mixes[l - 1]
+      if l < k:
+        t, dl = cond_on(
+          owner[l],
+          lambda l=l, p_in=p_in, eps=eps, mix=mix: inner_term(
+            l, w[l], p_in, protos[l], lams[l], eps, mix
+          ),
+          (scalar, scalar),
+        )
+        total, defects = total + t, defects + [dl]
+      else:
+        loss = cond_on(
+          owner[k], lambda p_in=p_in, eps=eps, mix=mix: last_term(w[k], p_in, eps, mix), scalar
+        )
+    value = jax.lax.psum(total + loss, STAGE)
+    loss, defects = jax.lax.psum((loss, jnp.stack(defects)), STAGE)
+    return value, {"loss": loss, "defect": defects}
+
+  def specs(tree, flags=None):
+    flags = jax.tree.map(lambda _: True, tree) if flags is None else flags
+    return jax.tree.map(lambda f: jax.P(STAGE) if f else jax.P(), flags)
+
+  def objective(params, constants, batch):
+    local = local_stacked if layout.kind == "stacked" else local_slots
+    out_metrics = (
+      {"loss": jax.P(), "defect_first": jax.P(), "defect_inner": jax.P(STAGE)}
+      if layout.kind == "stacked"
+      else {"loss": jax.P(), "defect": jax.P()}
+    )
+    fn = jax.shard_map(
+      local,
+      mesh=mesh,
+      in_specs=(
+        specs(params),
+        specs(constants, _staged(constants)),
+        jax.P(DATA),
+        jax.P(DATA),
+        jax.P(),
+      ),
+      out_specs=(jax.P(), out_metrics),
+    )
+    value, metrics = fn(params, constants, batch.images, batch.labels, jnp.asarray(batch.step))
+    if layout.kind == "stacked":
+      defect = jnp.concatenate(
+        [metrics["defect_first"][None], metrics["defect_inner"][layout.pad :]]
+      )
+    else:
+      defect = metrics["defect"]
+    return value, {"loss": metrics["loss"], "defect": defect}
+
+  def init(rng, map_train):
+    params, constants = sequential.init(rng, map_train)
+    return params_to_layout(layout, params), constants_to_layout(layout, constants)
+
+  def defects(params, constants, batch):  # evaluation: the sequential defects
+    return sequential.defects(
+      params_from_layout(layout, params), constants_from_layout(layout, constants), batch
+    )
+
+  def primal_labels(primal):
+    def label(path, _):
+      keys = [getattr(p, "key", None) for p in path]
+      if keys[0] == "weights":
+        return "weights"
+      return "sigma" if keys[-1] == "rho" else "aux"
+
+    return jax.tree_util.tree_map_with_path(label, primal)
+
+  return sequential._replace(
+    init=init,
+    objective=objective,
+    defects=defects,
+    primal_labels=primal_labels,
+    tables=lambda params: jax.tree.map(lambda _: False, params),
+    stage_params=lambda params: jax.tree.map(lambda _: True, params),
+    stage_constants=_staged,
+    network_weights=lambda weights: weights_from_layout(layout, weights),
+    layout=layout,
+  )
