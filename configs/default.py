@@ -51,7 +51,8 @@ def get_config() -> ml_collections.ConfigDict:
   # Gaussian, with the same mixture as target (0: off; configs/deep_mlp_distprop.py)
   config.distprop.mix_fraction = 0.0
   config.distprop.mix_targets = "own"  # own (the own class: snap) | mixed (the same mixture)
-  # blocks on the mesh's stage axis (mesh.stage > 1): auto | stacked | slots
+  # blocks on the mesh's stage axis: auto (by the network when mesh.stage > 1; the
+  # sequential code on one stage) | stacked | slots (the stage-parallel code, any stages)
   config.distprop.stage_layout = "auto"
 
   config.network = ml_collections.ConfigDict()
@@ -64,6 +65,9 @@ def get_config() -> ml_collections.ConfigDict:
   # kernel initialiser of every Dense/Conv: lecun_normal (flax's default) | he_normal
   # (variance 2/fan_in: keeps ReLU activations' scale at depth; configs/deep_mlp_*.py)
   config.network.init = "lecun_normal"
+  # dropout rate before AlexNet's first two classifier layers (alexnet only; backprop and
+  # distprop apply it in training, keyed by (seed, step, segment))
+  config.network.dropout = 0.0
 
   config.data = ml_collections.ConfigDict()
   config.data.name = "mnist_5k"

@@ -2,8 +2,8 @@
 
 SGD with momentum 0.9 at learning rate 0.01, /10 every 30 epochs, 90 epochs at batch
 256, random crops and flips decoded by grain workers: ``configs/imagenet_distprop.py``'s
-data and schedule with the plain network. Not implemented here: weight decay (5e-4 in
-torchvision's recipe) and dropout.
+data, schedule and dropout (0.5 before the two 4096-unit layers) with the plain network.
+Not implemented here: weight decay (5e-4 in torchvision's recipe).
 
 Run:
   python -m experiments.main --config=configs/imagenet_backprop.py --workdir=runs/in_bp \

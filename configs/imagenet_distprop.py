@@ -6,8 +6,11 @@ ImageNet experiment. The AlexNet recipe: 90 epochs at batch 256 (about 446k step
 rate /10 every 30 epochs (``lr_schedule``), random 224 crops of the image resized to
 256 on its short side with horizontal flips (``data.augment="crop_flip"``), decoded and
 augmented by grain worker processes (``data.pipeline="grain"``). The paper reports its
-figure after 50k iterations: ``--config.num_steps=50000``. Dropout, which torchvision's
-AlexNet has before its two 4096-unit layers, is not implemented by ``networks.alexnet``.
+figure after 50k iterations: ``--config.num_steps=50000``. Dropout 0.5 before the two
+4096-unit layers, as torchvision's AlexNet has it (``network.dropout``; in DistProp they
+sit in the last block, which trains on the Gaussians' samples; a key per seed, step and
+block, so both extragradient half-steps drop the same units and a resumed run continues
+exactly).
 
 Needs ImageNet prepared for tensorflow-datasets (manual download):
   tfds build imagenet2012 --file_format=array_record --data_dir=/data/tfds
@@ -28,6 +31,7 @@ def get_config():
   config.data.image_size = 224
   config.data.validation_fraction = 0.01
   config.data.pipeline = "grain"
+  config.network.dropout = 0.5
   config.data.workers = 8  # per host
   config.data.prefetch = 2
   config.data.augment = "crop_flip"

@@ -163,7 +163,9 @@ def conv2d_patches(x, kernel, bias=None, strides=(1, 1), padding: Padding = "VAL
 class PatchConv(nn.Module):
   """Drop-in ``nn.Conv`` replacement computing ``conv2d_patches``.
 
-  Parameters are named, shaped and initialised exactly like ``nn.Conv``'s.
+  Parameters are named, shaped and initialised exactly like ``nn.Conv``'s, including
+  ``kernel_init`` (default lecun-normal, as ``nn.Conv``'s; ``networks`` passes the one
+  ``config.network.init`` names, e.g. he-normal for deep ReLU nets).
 
   Example:
     >>> m = PatchConv(4, (3, 3))
@@ -176,14 +178,13 @@ class PatchConv(nn.Module):
   kernel_size: tuple[int, int]
   strides: tuple[int, int] = (1, 1)
   padding: Padding = "VALID"
+  kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
 
   @nn.compact
   def __call__(self, x):
     kh, kw = self.kernel_size
     # nn.Conv's initialisers, so both formulations start from the same weights.
-    kernel = self.param(
-      "kernel", nn.initializers.lecun_normal(), (kh, kw, x.shape[-1], self.features)
-    )
+    kernel = self.param("kernel", self.kernel_init, (kh, kw, x.shape[-1], self.features))
     bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
     return conv2d_patches(x, kernel, bias, self.strides, self.padding)
 

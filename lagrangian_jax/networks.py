@@ -12,6 +12,12 @@ At a split the segment's trailing nonlinearity is ``split_activation``: ``"ident
 ReLU opens the next segment: states are free pre-activations, the network's function is
 unchanged). Inside a segment the usual ReLUs apply.
 
+Every Dense and Conv kernel starts from ``init``: ``"lecun_normal"`` (flax's default,
+variance 1/fan_in) or ``"he_normal"`` (variance 2/fan_in, ``jax.nn.initializers.he_normal``:
+a ReLU halves the second moment of its input, so He's factor 2 keeps the activations'
+scale constant through a deep ReLU net, where lecun-normal shrinks it by about 2 per
+layer and a 64-layer MLP starts with vanishing signals and gradients). Biases start at 0.
+
 ``from_config`` builds a network from a ``config.network`` ConfigDict, ``build_network``
 from keyword arguments named like its keys; both raise ``errors.ConfigError`` naming the
 key. Convolutions and max pooling run as ``nn.Conv`` / ``nn.max_pool`` or as the CPU
@@ -43,6 +49,7 @@ __all__ = [
   "SplitNetwork",
   "NETWORK_NAMES",
   "SPLIT_ACTIVATIONS",
+  "INITS",
   "from_config",
   "build_network",
   "init_network",
@@ -50,6 +57,7 @@ __all__ = [
   "forward",
   "segment_output",
   "network_blocks",
+  "has_dropout",
 ]
 
 
@@ -86,7 +94,15 @@ class ReLU(NamedTuple):
   pass
 
 
-Layer = Conv | MaxPool | Dense | Flatten | ReLU
+class Dropout(NamedTuple):
+  """Inverted dropout: at training time (a key given) each unit is zeroed with
+  probability ``rate`` and the others scaled by ``1 / (1 - rate)``; the identity at
+  evaluation (no key)."""
+
+  rate: float
+
+
+Layer = Conv | MaxPool | Dense | Flatten | ReLU | Dropout
 
 
 class Block(NamedTuple):
@@ -112,6 +128,12 @@ class SplitNetwork(NamedTuple):
 
 NETWORK_NAMES = ("mnist_cnn", "cifar_lenet", "alexnet", "mlp")
 SPLIT_ACTIVATIONS = ("identity", "relu", "deferred")
+# config.network.init -> kernel initialiser of every Dense and Conv (truncated normals
+# with variance scale/fan_in, as flax defines them; biases are zeros either way).
+INITS = {
+  "lecun_normal": nn.initializers.lecun_normal,  # flax's default: scale 1
+  "he_normal": nn.initializers.he_normal,  # scale 2: keeps ReLU activations' variance
+}
 
 
 def _pool(window: int = 2, stride: int = 2) -> tuple[Layer, ...]:
@@ -149,19 +171,20 @@ def _cifar_lenet(num_classes: int, **_: Any):
   return blocks, (4,)
 
 
-def _alexnet(num_classes: int, **_: Any):
-  # torchvision AlexNet without dropout and without AdaptiveAvgPool (an identity at
-  # 224x224; at other sizes the flattened state is whatever the features produce, e.g.
-  # 256 at 64x64).
+def _alexnet(num_classes: int, dropout: float = 0.0, **_: Any):
+  # torchvision AlexNet without AdaptiveAvgPool (an identity at 224x224; at other sizes
+  # the flattened state is whatever the features produce, e.g. 256 at 64x64); dropout
+  # before the first two classifier layers, as torchvision (and Krizhevsky 2014) have it.
   same2, same1 = ((2, 2), (2, 2)), ((1, 1), (1, 1))
+  drop = (Dropout(dropout),) if dropout > 0 else ()
   blocks = (
     Block((Conv(64, (11, 11), (4, 4), same2), *_pool(3, 2))),
     Block((Conv(192, (5, 5), (1, 1), same2), *_pool(3, 2))),
     Block((Conv(384, (3, 3), (1, 1), same1),)),
     Block((Conv(256, (3, 3), (1, 1), same1),)),
     Block((Conv(256, (3, 3), (1, 1), same1), *_pool(3, 2), Flatten())),
-    Block((Dense(4096),)),
-    Block((Dense(4096),)),
+    Block((*drop, Dense(4096))),
+    Block((*drop, Dense(4096))),
     Block((Dense(num_classes),), act=False),
   )
   return blocks, (5,)
@@ -188,7 +211,9 @@ def _error(key: str, message: str) -> ConfigError:
   return ConfigError(f"config.network.{key}: {message}" if key else f"config.network: {message}")
 
 
-def network_blocks(name: str, *, num_classes: int = 10, depth: int = 4, width: int = 128):
+def network_blocks(
+  name: str, *, num_classes: int = 10, depth: int = 4, width: int = 128, dropout: float = 0.0
+):
   """Returns ``(blocks, default_split)`` of a named network.
 
   Example:
@@ -198,7 +223,7 @@ def network_blocks(name: str, *, num_classes: int = 10, depth: int = 4, width: i
   """
   if name not in _REGISTRY:
     raise _error("name", f"unknown network {name!r}; allowed: {', '.join(NETWORK_NAMES)}")
-  return _REGISTRY[name][0](num_classes=num_classes, depth=depth, width=width)
+  return _REGISTRY[name][0](num_classes=num_classes, depth=depth, width=width, dropout=dropout)
 
 
 # ----------------------------------------------------------------------------------
@@ -210,25 +235,34 @@ class Segment(nn.Module):
   """A sequence of layer specs applied in order (one network segment).
 
   Submodules are named ``Conv_k`` / ``Dense_k`` whatever ``conv_impl`` is, so the
-  parameter trees of both formulations match.
+  parameter trees of both formulations match. ``kernel_init`` names their kernel
+  initialiser (a key of ``INITS``; a name, not a function, so that segments stay
+  comparable and hashable: equal segments share compiled programs).
   """
 
   layers: tuple[Layer, ...]
   conv_impl: str = "xla"  # resolved: xla | patches
   pool_impl: str = "xla"  # resolved: xla | fast
+  kernel_init: str = "lecun_normal"  # config.network.init
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, rng=None):
     conv = nn.Conv if self.conv_impl == "xla" else kernels.PatchConv
-    n_conv = n_dense = 0
+    kernel_init = INITS[self.kernel_init]()
+    n_conv = n_dense = n_drop = 0
     for layer in self.layers:
       if isinstance(layer, Conv):
         x = conv(
-          layer.features, layer.kernel_size, layer.strides, layer.padding, name=f"Conv_{n_conv}"
+          layer.features,
+          layer.kernel_size,
+          layer.strides,
+          layer.padding,
+          kernel_init=kernel_init,
+          name=f"Conv_{n_conv}",
         )(x)
         n_conv += 1
       elif isinstance(layer, Dense):
-        x = nn.Dense(layer.features, name=f"Dense_{n_dense}")(x)
+        x = nn.Dense(layer.features, kernel_init=kernel_init, name=f"Dense_{n_dense}")(x)
         n_dense += 1
       elif isinstance(layer, MaxPool):
         if self.pool_impl == "xla":
@@ -239,6 +273,11 @@ class Segment(nn.Module):
         x = x.reshape(x.shape[0], -1)
       elif isinstance(layer, ReLU):
         x = nn.relu(x)
+      elif isinstance(layer, Dropout):
+        if rng is not None:  # training; evaluation passes no key
+          keep = jax.random.bernoulli(jax.random.fold_in(rng, n_drop), 1 - layer.rate, x.shape)
+          x = jnp.where(keep, x / (1 - layer.rate), 0).astype(x.dtype)
+        n_drop += 1
       else:  # pragma: no cover - specs are internal
         raise TypeError(f"unknown layer spec {layer!r}")
     return x
@@ -311,6 +350,8 @@ def build_network(
   pool_impl: str = "auto",
   depth: int | None = None,
   width: int | None = None,
+  init: str = "lecun_normal",
+  dropout: float = 0.0,
 ) -> SplitNetwork:
   """Builds a named network cut into segments.
 
@@ -328,10 +369,14 @@ def build_network(
     pool_impl: ``"auto"`` (fast on CPU, xla elsewhere), ``"xla"`` (nn.max_pool) or
       ``"fast"`` (``kernels.max_pool_fast``).
     depth, width: mlp only (defaults 4 and 128).
+    init: kernel initialiser of every Dense and Conv, a key of ``INITS``:
+      ``"lecun_normal"`` (flax's default) or ``"he_normal"`` (keeps the activations'
+      variance through deep ReLU nets; module docstring).
 
   Raises:
     ConfigError: ``config.network.<argument>: ...`` for the arguments that are
-      ``config.network`` keys (name, split, split_activation, conv_impl, depth, width),
+      ``config.network`` keys (name, split, split_activation, conv_impl, depth, width,
+      init),
       ``config.network: <argument> ...`` for the others.
 
   Example:
@@ -354,10 +399,18 @@ def build_network(
       "split_activation",
       f"unknown value {split_activation!r}; allowed: {', '.join(SPLIT_ACTIVATIONS)}",
     )
+  if not isinstance(init, str) or init not in INITS:
+    raise _error("init", f"unknown value {init!r}; allowed: {', '.join(INITS)}")
+  if not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+    raise _error("dropout", f"must be in [0, 1), got {dropout!r}")
+  if dropout and name != "alexnet":
+    raise _error("dropout", f"only alexnet has dropout layers, got name={name!r}")
   conv = kernels.resolve_conv_impl(conv_impl)
   pool = kernels.resolve_pool_impl(pool_impl)
 
-  blocks, default_split = network_blocks(name, num_classes=num_classes, depth=depth, width=width)
+  blocks, default_split = network_blocks(
+    name, num_classes=num_classes, depth=depth, width=width, dropout=dropout
+  )
   split = _resolve_split(split, default_split, len(blocks))
 
   default_shape = _REGISTRY[name][1]
@@ -368,7 +421,7 @@ def build_network(
     )
 
   segments = tuple(
-    Segment(layers, conv, pool) for layers in _segment_layers(blocks, split, split_activation)
+    Segment(layers, conv, pool, init) for layers in _segment_layers(blocks, split, split_activation)
   )
   # Shapes by abstract evaluation: costs no FLOPs even for AlexNet@224.
   shapes = [shape]
@@ -403,12 +456,17 @@ def _split_value(split):
 
 
 def _network_extras(network_config):
-  # depth/width 0 mean "unset" in configs, and build_network rejects them for non-mlp.
+  # depth/width 0 mean "unset" in configs, and build_network rejects them for non-mlp;
+  # a config without ``init`` (written before the key existed) gets flax's default.
   extras = {}
   if network_config.get("depth"):
     extras["depth"] = network_config.depth
   if network_config.get("width"):
     extras["width"] = network_config.width
+  if "init" in network_config:
+    extras["init"] = network_config.init
+  if network_config.get("dropout"):
+    extras["dropout"] = network_config.dropout
   return extras
 
 
@@ -416,8 +474,8 @@ def from_config(network_config, *, num_classes: int, input_shape: Sequence[int])
   """Builds the network that a ``config.network`` ConfigDict describes.
 
   ``split`` may be a string of comma separated block indices (as command-line overrides
-  give it); ``depth`` / ``width`` of 0 mean "the default". ``num_classes`` and
-  ``input_shape`` come from the data set.
+  give it); ``depth`` / ``width`` of 0 mean "the default", a missing ``init``
+  ``"lecun_normal"``. ``num_classes`` and ``input_shape`` come from the data set.
 
   Raises:
     ConfigError: naming the bad key, e.g. ``config.network.split: ...``.
@@ -425,7 +483,7 @@ def from_config(network_config, *, num_classes: int, input_shape: Sequence[int])
   Example:
     >>> import ml_collections
     >>> cfg = ml_collections.ConfigDict(dict(name="mlp", split="1,2", depth=3, width=0,
-    ...     split_activation="relu", conv_impl="auto"))
+    ...     split_activation="relu", conv_impl="auto", init="he_normal"))
     >>> from_config(cfg, num_classes=10, input_shape=(28, 28, 1)).state_shapes
     ((128,), (128,))
   """
@@ -470,8 +528,13 @@ def _init_segment(seg: nn.Module, key: jax.Array, shape: tuple[int, ...]):
   return seg.init(key, jnp.zeros((1, *shape), jnp.float32))["params"]
 
 
-def apply_segment(net: SplitNetwork, params: tuple, index: int, h: jax.Array) -> jax.Array:
+def apply_segment(
+  net: SplitNetwork, params: tuple, index: int, h: jax.Array, rng: jax.Array | None = None
+) -> jax.Array:
   """Applies segment ``index`` to a batch ``h`` of shape (B, *shape).
+
+  ``rng``: a key for the segment's dropout layers (training); None (evaluation) makes
+  them the identity.
 
   Raises IndexError for an ``index`` outside the segments (a caller's bug, not a config
   value).
@@ -483,19 +546,27 @@ def apply_segment(net: SplitNetwork, params: tuple, index: int, h: jax.Array) ->
   """
   if not isinstance(index, int) or not -len(net.segments) <= index < len(net.segments):
     raise IndexError(f"index: {index!r} out of range; allowed: 0..{len(net.segments) - 1}")
-  return _apply(net.segments[index], params[index], h)
+  return _apply(net.segments[index], params[index], h, rng)
 
 
 @partial(jax.jit, static_argnums=0)
-def _apply(seg: nn.Module, params, h):
+def _apply(seg: nn.Module, params, h, rng=None):
   # Jitted per (segment, shapes): eager calls run one compiled program instead of
   # dispatching dozens of im2col slices one by one; inside an outer jit/grad this is
   # simply inlined.
-  return seg.apply({"params": params}, h)
+  return seg.apply({"params": params}, h, rng)
 
 
-def segment_output(net: SplitNetwork, params: tuple, x: jax.Array) -> list[jax.Array]:
-  """Outputs of every segment when run in sequence from ``x`` (last = logits).
+def has_dropout(net: SplitNetwork) -> bool:
+  """Whether any segment has a dropout layer (``config.network.dropout > 0``)."""
+  return any(isinstance(x, Dropout) for seg in net.segments for x in seg.layers)
+
+
+def segment_output(
+  net: SplitNetwork, params: tuple, x: jax.Array, rng: jax.Array | None = None
+) -> list[jax.Array]:
+  """Outputs of every segment when run in sequence from ``x`` (last = logits); segment
+  ``i``'s dropout key is ``fold_in(rng, i)`` (no ``rng``: no dropout).
 
   Example:
     >>> net = build_network("mnist_cnn"); p = init_network(net, jax.random.key(0))
@@ -505,12 +576,14 @@ def segment_output(net: SplitNetwork, params: tuple, x: jax.Array) -> list[jax.A
   outs = []
   h = x
   for i in range(len(net.segments)):
-    h = apply_segment(net, params, i, h)
+    h = apply_segment(net, params, i, h, None if rng is None else jax.random.fold_in(rng, i))
     outs.append(h)
   return outs
 
 
-def forward(net: SplitNetwork, params: tuple, x: jax.Array) -> jax.Array:
+def forward(
+  net: SplitNetwork, params: tuple, x: jax.Array, rng: jax.Array | None = None
+) -> jax.Array:
   """Logits f_L(...f_1(f_0(x))) of shape (B, num_classes).
 
   Example:
@@ -518,4 +591,4 @@ def forward(net: SplitNetwork, params: tuple, x: jax.Array) -> jax.Array:
     >>> forward(net, p, jnp.zeros((2, 28, 28, 1))).shape
     (2, 10)
   """
-  return segment_output(net, params, x)[-1]
+  return segment_output(net, params, x, rng)[-1]

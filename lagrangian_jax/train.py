@@ -532,7 +532,9 @@ def build_experiment(config, dataset: data_lib.Dataset | None = None) -> Experim
   )
   mesh = make_mesh(config)
   method = methods_lib.make_method(config, net, len(dataset.train.labels))
-  if mesh.shape["stage"] > 1:
+  if mesh.shape["stage"] > 1 or (
+    config.method == "distprop" and config.distprop.get("stage_layout", "auto") != "auto"
+  ):
     errors.require(
       config.method == "distprop",
       "mesh.stage",

@@ -154,6 +154,7 @@ def test_split_options():
     (dict(name="resnet"), ["name", "'resnet'", "mnist_cnn", "alexnet", "mlp"]),
     (dict(name="mnist_cnn", split_activation="tanh"), ["split_activation", "identity", "relu"]),
     (dict(name="mnist_cnn", conv_impl="cudnn"), ["conv_impl", "patches", "xla"]),
+    (dict(name="mnist_cnn", init="xavier"), ["init", "'xavier'", "lecun_normal", "he_normal"]),
     (dict(name="mnist_cnn", pool_impl="avg"), ["pool_impl", "fast"]),
     (dict(name="mnist_cnn", depth=3), ["depth", "mlp"]),
     (dict(name="mlp", depth=0), ["depth"]),
@@ -387,6 +388,7 @@ def _network_config(**overrides):
       conv_impl="auto",
       depth=0,
       width=0,
+      init="lecun_normal",
     )
   )
   config.update(overrides)
@@ -406,6 +408,7 @@ def _network_config(**overrides):
       dict(name="mlp", split=[1, 3], depth=3, width=16),
     ),
     (dict(name="mlp", split="", width=8), dict(name="mlp", split=[], width=8)),
+    (dict(init="he_normal"), dict(name="mnist_cnn", init="he_normal")),
   ],
 )
 def test_from_config_equals_build_network(overrides, kwargs):
@@ -420,9 +423,71 @@ def test_from_config_equals_build_network(overrides, kwargs):
     (dict(split="7"), "config.network.split: value(s) [7] out of range"),
     (dict(name="resnet"), "config.network.name: unknown network 'resnet'"),
     (dict(depth=2), "config.network.depth: only applies to name='mlp'"),
+    (dict(init="he"), "config.network.init: unknown value 'he'; allowed: lecun_normal, he_normal"),
+    (dict(init=None), "config.network.init: unknown value None"),
   ],
 )
 def test_from_config_errors_name_the_key(overrides, needle):
   with pytest.raises(ConfigError) as err:
     from_config(_network_config(**overrides), num_classes=10, input_shape=(28, 28, 1))
   assert str(err.value).startswith(needle), str(err.value)
+
+
+def test_from_config_without_init_key_is_lecun():
+  # Configs written before config.network.init existed build flax's default network.
+  config = _network_config(name="mlp", width=8)
+  del config["init"]
+  net = from_config(config, num_classes=10, input_shape=(28, 28, 1))
+  assert net == build_network("mlp", width=8, init="lecun_normal")
+
+
+# ------------------------------------------------------------ initialisation ---
+
+
+@pytest.mark.parametrize("conv_impl", ["xla", "patches"])
+def test_default_init_is_flax_default(conv_impl):
+  # init="lecun_normal" (the default) must leave every existing result bit-identical: the
+  # same parameters as nn.Conv / nn.Dense built without a kernel_init.
+  class Flax(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      x = nn.relu(nn.Conv(32, (3, 3), padding="VALID", name="Conv_0")(x))
+      x = nn.max_pool(nn.Conv(64, (3, 3), padding="VALID", name="Conv_1")(x), (2, 2), (2, 2))
+      return nn.Dense(128, name="Dense_0")(x.reshape(x.shape[0], -1))
+
+  net = build_network("mnist_cnn", split=[3], conv_impl=conv_impl)
+  assert net == build_network("mnist_cnn", split=[3], conv_impl=conv_impl, init="lecun_normal")
+  ours = init_network(net, KEY)[0]
+  x = jnp.zeros((1, 28, 28, 1))
+  ref = jax.jit(Flax().init)(jax.random.fold_in(KEY, 0), x)["params"]
+  assert jax.tree.structure(ours) == jax.tree.structure(ref)
+  for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(ref)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_he_normal_kernel_std():
+  # He: std sqrt(2 / fan_in) (flax rescales its truncated normal to that exact std);
+  # lecun: sqrt(1 / fan_in). 512 x 512 = 262,144 draws: the sample std is within 0.2%
+  # of the true one (1 / sqrt(2 N) relative), so 2% is a safe tolerance.
+  he = init_network(build_network("mlp", depth=2, width=512, init="he_normal"), KEY)
+  lecun = init_network(build_network("mlp", depth=2, width=512), KEY)
+  k_he, k_lecun = (np.asarray(p[1]["Dense_0"]["kernel"]) for p in (he, lecun))
+  assert k_he.shape == (512, 512)
+  np.testing.assert_allclose(k_he.std(), np.sqrt(2 / 512), rtol=0.02)
+  np.testing.assert_allclose(k_lecun.std(), np.sqrt(1 / 512), rtol=0.02)
+  assert np.all(np.asarray(he[1]["Dense_0"]["bias"]) == 0)
+  # Convolutions (both formulations, the same draws): fan_in = 3 * 3 * 32 = 288, 18,432
+  # draws (0.5% relative), 4% tolerance.
+  for conv_impl in ("xla", "patches"):
+    p = init_network(build_network("mnist_cnn", conv_impl=conv_impl, init="he_normal"), KEY)
+    k = np.asarray(p[0]["Conv_1"]["kernel"])
+    assert k.shape == (3, 3, 32, 64)
+    np.testing.assert_allclose(k.std(), np.sqrt(2 / 288), rtol=0.04)
+
+
+def test_patch_conv_kernel_init_like_nn_conv():
+  x = jnp.ones((1, 8, 8, 3))
+  init = nn.initializers.he_normal()
+  ours = PatchConv(4, (3, 3), kernel_init=init).init(KEY, x)["params"]
+  ref = nn.Conv(4, (3, 3), kernel_init=init).init(KEY, x)["params"]
+  np.testing.assert_array_equal(ours["kernel"], ref["kernel"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 
 from lagrangian_jax import errors
+from lagrangian_jax import networks
 from lagrangian_jax.methods import backprop
 from lagrangian_jax.methods import dfa
 from lagrangian_jax.methods import distprop
@@ -40,11 +41,20 @@ METHODS = {
 }
 
 
+# the methods whose training objective applies the network's dropout layers
+DROPOUT_METHODS = ("backprop", "distprop")
+
+
 def make_method(config, net, num_train: int) -> Method:
   """The method named by ``config.method``; each method checks its own config keys."""
   errors.require(
     config.method in METHODS,
     "method",
     f"unknown method {config.method!r}; choose one of {list(METHODS)}",
+  )
+  errors.require(
+    config.method in DROPOUT_METHODS or not networks.has_dropout(net),
+    "network.dropout",
+    f"method {config.method!r} does not apply dropout; only {list(DROPOUT_METHODS)} do",
   )
   return METHODS[config.method](config, net, num_train)

@@ -18,11 +18,11 @@ def make(config, net: networks.SplitNetwork, num_train: int) -> base.Method:
   def init(rng, map_train):
     del map_train
     weights = networks.init_network(net, rng)
-    return {"primal": {"weights": weights}, "dual": {}}, {}
+    return {"primal": {"weights": weights}, "dual": {}}, base.dropout_constants(net, rng)
 
   def objective(params, constants, batch):
-    del constants
-    logits = networks.forward(net, params["primal"]["weights"], batch.images)
+    rng = base.dropout_rng(constants, batch.step)
+    logits = networks.forward(net, params["primal"]["weights"], batch.images, rng)
     loss = base.cross_entropy(logits, batch.labels)
     return loss, {"loss": loss}
 

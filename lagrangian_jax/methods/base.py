@@ -98,6 +98,24 @@ def no_tables(params: PyTree) -> PyTree:
   return jax.tree.map(lambda _: False, params)
 
 
+DROPOUT_SALT = 0x64726F70  # folds the dropout key out of a seed's key
+
+
+def dropout_constants(net, rng: jax.Array) -> dict:
+  """``{"dropout_key": ...}`` (raw key data) for a network with dropout, else ``{}``."""
+  if not networks.has_dropout(net):
+    return {}
+  return {"dropout_key": jax.random.key_data(jax.random.fold_in(rng, DROPOUT_SALT))}
+
+
+def dropout_rng(constants, step) -> jax.Array | None:
+  """The dropout key of iteration ``step`` (a pure function of the seed and the step, so
+  the same at both extragradient half-steps and on resume); None without dropout."""
+  if "dropout_key" not in constants:
+    return None
+  return jax.random.fold_in(jax.random.wrap_key_data(constants["dropout_key"]), step)
+
+
 def split_defects(constraints) -> jax.Array:
   """``(num_splits,)``: the mean absolute value of each split's constraint."""
   return jnp.stack([formulations.mean_abs_defect(g) for g in constraints])

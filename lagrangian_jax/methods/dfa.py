@@ -33,6 +33,12 @@ whose value is meaningless but whose gradient *is* the DFA update, so any optax 
 boundary. The per-split "defect" reported is the mean absolute feedback signal
 ``mean |e B_l|`` arriving at split ``l``: it goes to zero as the output error does.
 
+``config.dfa.output_init``: ``"network"`` (the network's initialiser everywhere) or
+``"zero"`` (the last segment starts at 0, as in Nøkland's zero-initialised networks: the
+output weights then hold only what they learned from ``h_{L-1}``, which DFA drives along
+``e B_{L-1}``, so they align with the feedback from the first steps). Hidden segments keep
+their initialiser: a ReLU unit at 0 passes no signal (``relu'(0) = 0``).
+
 Example:
   >>> import ml_collections
   >>> from lagrangian_jax import networks
@@ -62,6 +68,9 @@ from lagrangian_jax.methods import base
 sg = jax.lax.stop_gradient
 
 
+OUTPUT_INITS = ("network", "zero")
+
+
 def make(config, net: networks.SplitNetwork, num_train: int) -> base.Method:
   del num_train
   scale = config.dfa.feedback_scale
@@ -69,6 +78,12 @@ def make(config, net: networks.SplitNetwork, num_train: int) -> base.Method:
     isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0,
     "dfa.feedback_scale",
     f"must be a positive number, got {scale!r}",
+  )
+  output_init = config.dfa.get("output_init", "network")  # configs older than the key
+  errors.require(
+    output_init in OUTPUT_INITS,
+    "dfa.output_init",
+    f"must be one of {list(OUTPUT_INITS)}, got {output_init!r}",
   )
   num_splits = len(net.state_shapes)
   errors.require(num_splits > 0, "network.split", "method 'dfa' needs at least one split")
@@ -85,6 +100,8 @@ def make(config, net: networks.SplitNetwork, num_train: int) -> base.Method:
     del map_train
     k_w, k_b = jax.random.split(rng)
     weights = networks.init_network(net, k_w)
+    if output_init == "zero":  # the last segment starts at 0 and learns aligned with B
+      weights = (*weights[:-1], jax.tree.map(jnp.zeros_like, weights[-1]))
     feedback = tuple(
       jax.random.normal(jax.random.fold_in(k_b, l), (num_classes, math.prod(shape)), jnp.float32)
       * (scale / math.sqrt(num_classes))

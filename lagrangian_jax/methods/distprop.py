@@ -199,6 +199,7 @@ def make(config, net: networks.SplitNetwork, num_train: int) -> base.Method:
       constants = {"noise_key": jax.random.key_data(k_noise)}
     if num_mixed and opts.noise == "fixed":
       constants["mix"] = draw_mix(jax.random.fold_in(k_noise, MIX_SALT))
+    constants.update(base.dropout_constants(net, rng))
     noise = noise_of(constants, 0)
     protos = []
     for l, shape in enumerate(net.state_shapes):
@@ -241,11 +242,15 @@ def make(config, net: networks.SplitNetwork, num_train: int) -> base.Method:
     }
     return params, constants
 
+  def rng_of(constants, step, l):  # segment l's dropout key at this iteration (or None)
+    key = base.dropout_rng(constants, step)
+    return None if key is None else jax.random.fold_in(key, l)
+
   def constraints(params, constants, batch):
     w = params["primal"]["weights"]
     protos = params["primal"]["aux"]["prototypes"]
     noise = noise_of(constants, batch.step)
-    h0 = networks.apply_segment(net, w, 0, batch.images)
+    h0 = networks.apply_segment(net, w, 0, batch.images, rng_of(constants, batch.step, 0))
     z0 = (h0 - protos[0]["mu"][batch.labels]) / sigma_of(protos[0])[batch.labels]
     if opts.multipliers == "l1":
       axes = tuple(range(1, z0.ndim))
@@ -257,7 +262,8 @@ def make(config, net: networks.SplitNetwork, num_train: int) -> base.Method:
       s = [_flat(sample(p, e)) for p, e in zip(protos, noise)]
       for l in range(1, num_splits):
         z = (
-          networks.apply_segment(net, w, l, s[l - 1]) - protos[l]["mu"][sample_labels]
+          networks.apply_segment(net, w, l, s[l - 1], rng_of(constants, batch.step, l))
+          - protos[l]["mu"][sample_labels]
         ) / sigma_of(protos[l])[sample_labels]
         g.append(formulations.epsilon_insensitive(z, margin, shrinkage))
       return g, s, h0
@@ -269,13 +275,13 @@ def make(config, net: networks.SplitNetwork, num_train: int) -> base.Method:
       p = protos[l - 1]
       s.append(mixed(p["mu"], t, partner) + _flat(noise[l - 1]) * mixed(sigma_of(p), t, partner))
       if l < num_splits:
-        out = networks.apply_segment(net, w, l, s[-1])
+        out = networks.apply_segment(net, w, l, s[-1], rng_of(constants, batch.step, l))
         tt = target_share(t)
         z = (out - mixed(protos[l]["mu"], tt, partner)) / mixed(sigma_of(protos[l]), tt, partner)
         g.append(formulations.epsilon_insensitive(z, margin, shrinkage))
     return g, s, h0
 
-  def real_chain(params, batch, h0):
+  def real_chain(params, constants, batch, h0):
     """``real_inputs="forward"``: block ``l >= 1`` also maps the real activation of split
     ``l - 1`` into its label's band, and the last block classifies it. Each block's input
     is detached (``stop_gradient``): a forward pass of the batch, no backward through
@@ -284,7 +290,9 @@ def make(config, net: networks.SplitNetwork, num_train: int) -> base.Method:
     protos = params["primal"]["aux"]["prototypes"]
     h, g = h0, []
     for l in range(1, num_splits + 1):
-      h = networks.apply_segment(net, w, l, jax.lax.stop_gradient(h))
+      h = networks.apply_segment(
+        net, w, l, jax.lax.stop_gradient(h), rng_of(constants, batch.step, l)
+      )
       if l < num_splits:
         z = (h - protos[l]["mu"][batch.labels]) / sigma_of(protos[l])[batch.labels]
         g.append(formulations.epsilon_insensitive(z, margin, shrinkage))
@@ -294,7 +302,9 @@ def make(config, net: networks.SplitNetwork, num_train: int) -> base.Method:
     g, s, h0 = constraints(params, constants, batch)
     w = params["primal"]["weights"]
     lams = params["dual"]["multipliers"]
-    logits = networks.apply_segment(net, w, num_splits, s[-1])
+    logits = networks.apply_segment(
+      net, w, num_splits, s[-1], rng_of(constants, batch.step, num_splits)
+    )
     mix = mix_of(constants, batch.step)
     if mix is None:
       loss = base.cross_entropy(logits, sample_labels)
@@ -316,7 +326,7 @@ def make(config, net: networks.SplitNetwork, num_train: int) -> base.Method:
       )
     all_g, objective_value = tuple(g), loss
     if real_inputs == "forward":
-      g_real, real_logits = real_chain(params, batch, h0)
+      g_real, real_logits = real_chain(params, constants, batch, h0)
       real_loss = base.cross_entropy(real_logits, batch.labels)
       objective_value = loss + real_loss
       # the real rows share their class's multiplier with the synthetic rows

@@ -25,16 +25,18 @@ the jitted, seed-``vmap``ped train step of ``train.py``; the solver's update is
 elementwise, so it runs where each leaf lives without communication. The result is the
 sequential DistProp iteration (:mod:`distprop`) up to float32 rounding (tested).
 
-Two layouts of the parameters (``config.distprop.stage_layout``; ``"auto"`` picks
+``train.build_experiment`` uses this module when ``config.mesh.stage > 1``, or on any
+mesh when ``config.distprop.stage_layout`` names a layout (``"auto"``, the default, runs
+the sequential code on one stage). Two layouts of the parameters (``"auto"`` picks
 ``"stacked"`` when it applies):
 
 * ``"stacked"`` (networks whose inner blocks ``1..K-1`` are one module on one state
   shape: the deep MLP, any repeated block). The inner blocks' weights, multipliers and
   output prototypes are stacked along a leading axis of ``S * m`` entries, ``m =
   ceil((K-1)/S)`` per stage, sharded over ``stage``; their terms are one ``jax.vmap``.
-  The ``d = S m - (K - 1)`` unused entries (zeros, masked out of the objective, so they
-  never move) are the first ones of stage 0, which also runs block 0, the only block that
-  reads the batch: this needs ``K - 1 >= (S - 1) m``. Block 0 and block ``K`` are *slots*.
+  The ``d = S m - (K - 1)`` unused entries (zeros, never computed: stage 0 skips them
+  under a ``lax.cond``, so they never move) are the first ones of stage 0, which also
+  runs block 0, the only block that reads the batch: this needs ``K - 1 >= (S - 1) m``. Block 0 and block ``K`` are *slots*.
 * ``"slots"`` (any network, e.g. the MNIST and CIFAR networks, AlexNet). Every block is
   a slot: an array with a leading axis of ``S`` entries sharded over ``stage``, of which
   only its owner's entry is used (the others stay zero). Owners are contiguous,
@@ -265,8 +267,8 @@ def constants_from_layout(layout: Layout, constants: dict) -> dict:
 
 
 def _staged(tree: PyTree) -> PyTree:
-  """Stage flags of a constants tree: all but the noise key are laid out on stages."""
-  return {k: jax.tree.map(lambda _, k=k: k != "noise_key", v) for k, v in tree.items()}
+  """Stage flags of a constants tree: the fixed noise and mixtures are laid out on stages."""
+  return {k: jax.tree.map(lambda _, k=k: k in ("noise", "mix"), v) for k, v in tree.items()}
 
 
 # ----------------------------------------------------------------------------------
@@ -282,6 +284,11 @@ def make(config, net: networks.SplitNetwork, sequential: base.Method, mesh) -> b
     opts.multipliers == "class",
     "distprop.multipliers",
     f"stage-parallel DistProp (mesh.stage > 1) needs 'class' multipliers, got {opts.multipliers!r}",
+  )
+  errors.require(
+    not networks.has_dropout(net),
+    "network.dropout",
+    "stage-parallel DistProp does not apply dropout; set it to 0 or mesh.stage=1",
   )
   errors.require(
     opts.get("real_inputs", "none") == "none",
@@ -419,18 +426,33 @@ def make(config, net: networks.SplitNetwork, sequential: base.Method, mesh) -> b
     block = s * m + j - d + 1  # each entry's block index (< 1: unused)
     if per_step:
       eps_of, mix_of = draws(constants, step)
-      eps = jax.vmap(eps_of)(jnp.maximum(block - 1, 0))
-      mix = jax.vmap(mix_of)(jnp.maximum(block, 1)) if num_mixed else None
       eps_last = eps_of(k - 1)
       mix_last = mix_of(k) if num_mixed else None
     else:
-      eps = constants["noise"]["inner"]
       eps_last = constants["noise"]["last"][0]
-      mix = constants["mix"]["inner"] if num_mixed else None
       mix_last = jax.tree.map(lambda x: x[0], constants["mix"]["last"]) if num_mixed else None
-    terms, defects = jax.vmap(
-      lambda *a: inner_term(1, *a), in_axes=(0, 0, 0, 0, 0, None if mix is None else 0)
-    )(w["inner"], p_in, p_inner, lams["inner"], eps, mix)
+
+    def entries(lo):
+      """Terms and defects of entries ``lo..m-1`` (zeros before ``lo``): stage 0 skips
+      its ``d`` unused entries instead of computing and masking them."""
+      take = lambda x: x[lo:]  # noqa: E731
+      if per_step:
+        eps = jax.vmap(eps_of)(jnp.maximum(block[lo:] - 1, 0))
+        mix = jax.vmap(mix_of)(jnp.maximum(block[lo:], 1)) if num_mixed else None
+      else:
+        eps = constants["noise"]["inner"][lo:]
+        mix = jax.tree.map(take, constants["mix"]["inner"]) if num_mixed else None
+      args = jax.tree.map(take, (w["inner"], p_in, p_inner, lams["inner"]))
+      terms, defects = jax.vmap(
+        lambda *a: inner_term(1, *a), in_axes=(0, 0, 0, 0, 0, None if mix is None else 0)
+      )(*args, eps, mix)
+      terms, defects = (jnp.concatenate([jnp.zeros((lo,), x.dtype), x]) for x in (terms, defects))
+      return varying((terms, defects), (STAGE,))
+
+    if d:
+      terms, defects = jax.lax.cond(s == 0, lambda: entries(d), lambda: entries(0))
+    else:
+      terms, defects = entries(0)
     used = block >= 1
     t_inner = jnp.sum(jnp.where(used, terms, 0.0))
     defects = jnp.where(used, defects, 0.0)

@@ -1,0 +1,261 @@
+"""Stage-parallel DistProp: layouts, errors, and the same iterates as the sequential code.
+
+The multi-device comparisons need fake devices set before JAX starts, so they run in
+child processes (slow-marked: CI runs them after the README's test command).
+"""
+
+import os
+import re
+import subprocess
+import sys
+import textwrap
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+from lagrangian_jax import errors
+from lagrangian_jax import networks
+from lagrangian_jax import train
+from lagrangian_jax.methods import stage_parallel as sp
+from tests.conftest import ROOT
+
+# A deep MLP small enough to compile in seconds: depth 8 (7 inner blocks), width 32.
+DEEP = textwrap.dedent("""
+    from configs import deep_mlp_distprop, smoke
+
+    def deep(stage=1, data=1, solver="", noise="per_step", mix=0.5, layout="auto"):
+      c = smoke.shrink(deep_mlp_distprop.get_config())
+      c.network.name, c.network.depth, c.network.width = "mlp", 8, 32
+      c.network.split, c.network.split_activation = "every", "deferred"
+      c.distprop.noise, c.distprop.mix_fraction = noise, mix
+      c.distprop.samples_per_class = 4
+      c.distprop.stage_layout = layout
+      c.mesh.num_devices, c.mesh.stage, c.mesh.data = data * stage, stage, data
+      c.batch_size, c.solver, c.num_seeds, c.progress_bar = 32, solver, 2, False
+      return c
+""")
+exec(DEEP)  # noqa: S102 - the same helper in this process and in the children
+
+
+def run(config, steps):
+  exp = train.build_experiment(config)
+  state = exp.initial_state
+  for k in range(steps):
+    state, metrics = exp.train_step(state, train.make_batch(exp, k))
+  return exp, jax.device_get(state), jax.device_get(metrics)
+
+
+def sequential_params(exp, params):
+  if exp.method.layout is None:
+    return params
+  return jax.vmap(lambda p: sp.params_from_layout(exp.method.layout, p))(params)
+
+
+def assert_same_run(a, b):
+  (exp_a, state_a, m_a), (exp_b, state_b, m_b) = a, b
+  pa, pb = sequential_params(exp_a, state_a.params), sequential_params(exp_b, state_b.params)
+  for x, y in zip(jax.tree.leaves(pa), jax.tree.leaves(pb), strict=True):
+    np.testing.assert_allclose(x, y, rtol=2e-4, atol=2e-5)
+  np.testing.assert_allclose(m_a["objective"], m_b["objective"], rtol=1e-4)
+  np.testing.assert_allclose(m_a["defect"], m_b["defect"], rtol=1e-4, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------
+# One device
+# ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+  "stages, owner, per_stage, pad",
+  [
+    (1, (0,) * 9, 7, 0),
+    (2, (0, 0, 0, 0, 1, 1, 1, 1, 1), 4, 1),
+    (4, (0, 0, 1, 1, 2, 2, 3, 3, 3), 2, 1),
+    (8, (0, 1, 2, 3, 4, 5, 6, 7, 7), 1, 1),
+  ],
+)
+def test_stacked_layout_of_the_deep_mlp(stages, owner, per_stage, pad):
+  net = networks.build_network("mlp", depth=8, split="every", split_activation="deferred")
+  layout = sp.make_layout(net, stages)
+  assert layout == sp.Layout("stacked", stages, 8, owner, per_stage, pad)
+
+
+def test_layouts_refuse_what_they_cannot_place():
+  net = networks.build_network("mlp", depth=4, split="every", split_activation="deferred")
+  with pytest.raises(errors.ConfigError, match="config.mesh.stage: 8 stages for 3 stacked"):
+    sp.make_layout(net, 8)  # 3 inner blocks cannot fill 8 stages
+  cnn = networks.build_network("mnist_cnn")  # 2 blocks: heterogeneous, slots
+  assert sp.make_layout(cnn, 2) == sp.Layout("slots", 2, 1, (0, 1), 0, 0)
+  with pytest.raises(errors.ConfigError, match="config.mesh.stage: 4 stages for a network of 2"):
+    sp.make_layout(cnn, 4)
+  with pytest.raises(errors.ConfigError, match="config.distprop.stage_layout: 'stacked' needs"):
+    sp.make_layout(cnn, 2, "stacked")
+  with pytest.raises(errors.ConfigError, match="config.distprop.stage_layout: must be one of"):
+    sp.make_layout(cnn, 2, "rows")
+
+
+@pytest.mark.parametrize(
+  "mesh, message",
+  [
+    ({"num_devices": -1, "data": -1, "stage": -1}, "config.mesh.stage: only one of"),
+    ({"num_devices": 8, "data": 3, "stage": -1}, "config.mesh.data: 3 does not divide the 8"),
+    ({"num_devices": 8, "data": 2, "stage": 2}, "config.mesh.data: mesh.data=2 x mesh.stage=2"),
+    ({"num_devices": 16, "data": -1, "stage": 1}, "config.mesh.num_devices: 16 requested, 8"),
+  ],
+)
+def test_mesh_shape_names_the_key(mesh, message):
+  config = ml_collections.ConfigDict({"mesh": mesh})
+  with pytest.raises(errors.ConfigError, match=re.escape(message)):
+    train.mesh_shape(config, 8)
+  fixed = ml_collections.ConfigDict({"mesh": {"num_devices": -1, "data": -1, "stage": 2}})
+  assert train.mesh_shape(fixed, 8) == (4, 2)
+
+
+def test_layout_round_trip_is_exact():
+  config = deep()  # noqa: F821 - defined by exec(DEEP)
+  net = networks.from_config(config.network, num_classes=10, input_shape=(28, 28, 1))
+  from lagrangian_jax.methods import distprop
+
+  seq = distprop.make(config, net, 100)
+  params, constants = seq.init(jax.random.key(3), None)
+  for stages in (1, 2, 4, 8):
+    layout = sp.make_layout(net, stages)
+    back = sp.params_from_layout(layout, sp.params_to_layout(layout, params))
+    jax.tree.map(np.testing.assert_array_equal, back, params)
+    c = sp.constants_from_layout(layout, sp.constants_to_layout(layout, constants))
+    jax.tree.map(np.testing.assert_array_equal, c, constants)
+
+
+def test_stage_parallel_code_on_one_device_equals_the_sequential_run():
+  """The stacked layout's shard_map objective (one stage) gives the sequential iterates."""
+  steps = 6
+  assert_same_run(run(deep(layout="stacked"), steps), run(deep(), steps))
+
+
+def test_unsupported_options_name_their_key():
+  with pytest.raises(errors.ConfigError, match="config.distprop.multipliers: stage-parallel"):
+    config = deep(layout="stacked")  # noqa: F821
+    config.distprop.multipliers = "example"
+    train.build_experiment(config)
+  with pytest.raises(errors.ConfigError, match="config.distprop.real_inputs: stage-parallel"):
+    config = deep(layout="stacked")  # noqa: F821
+    config.distprop.real_inputs = "forward"
+    train.build_experiment(config)
+
+
+# ----------------------------------------------------------------------------------
+# Fake devices (child processes)
+# ----------------------------------------------------------------------------------
+
+MESHES = DEEP + textwrap.dedent("""
+    import jax, numpy as np
+    from tests.test_stage_parallel import run, assert_same_run
+    from configs import default, smoke
+    assert jax.device_count() == 8, jax.devices()
+
+    def cnn(stage, solver):
+      c = smoke.shrink(default.get_config())
+      c.network.name, c.network.split = "mnist_cnn", "default"
+      c.network.depth = c.network.width = 0
+      c.mesh.num_devices, c.mesh.stage, c.mesh.data = stage, stage, 1
+      c.batch_size, c.solver, c.num_seeds, c.progress_bar = 16, solver, 1, False
+      return c
+
+    for solver in ("extragradient", "past_extragradient"):
+      noise = "per_step" if solver == "extragradient" else "fixed"
+      one = run(deep(solver=solver, noise=noise), 10)
+      for data, stage in ((1, 8), (2, 4), (4, 2)):
+        many = run(deep(stage, data, solver=solver, noise=noise), 10)
+        exp = many[0]
+        assert exp.method.layout.stages == stage and exp.mesh.shape == {"data": data, "stage": stage}
+        kernel = jax.tree.leaves(exp.initial_state.params["primal"]["weights"]["inner"])[0]
+        assert kernel.sharding.spec == jax.P(None, "stage"), kernel.sharding  # (seed, block, ...)
+        assert_same_run(many, one)
+        print("OK deep", solver, data, stage, flush=True)
+      assert_same_run(run(cnn(2, solver), 10), run(cnn(1, solver), 10))
+      print("OK mnist_cnn", solver, flush=True)
+""")
+
+HLO = DEEP + textwrap.dedent("""
+    import jax
+    from lagrangian_jax import hlo, train
+
+    def compiled(batch_size):
+      config = deep(4, 2)
+      config.batch_size = batch_size
+      exp = train.build_experiment(config)
+      return exp.train_step.lower(exp.initial_state, train.make_batch(exp, 0)).compile().as_text()
+
+    small, large = hlo.collectives(compiled(32)), hlo.collectives(compiled(256))
+    assert sorted(small) == sorted(large), (small, large)  # nothing grows with the batch
+    permutes = [c for c in small if c.op == "collective-permute" and c.bytes > 8]
+    # mu and rho of one split (2 seeds x 10 classes x 32 floats), forward and back, twice
+    assert {c.bytes for c in permutes} == {2 * 10 * 32 * 4}, permutes
+    assert len(permutes) == 8, permutes
+    print("OK", len(small), "collectives", flush=True)
+""")
+
+
+def child(script, devices, timeout=900):
+  env = dict(
+    os.environ,
+    JAX_PLATFORMS="cpu",
+    XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+  )
+  proc = subprocess.run(
+    [sys.executable, "-c", script],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+  )
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+  return proc.stdout
+
+
+@pytest.mark.slow
+def test_stage_parallel_runs_equal_the_single_device_run():
+  out = child(MESHES, 8)
+  assert out.count("OK deep") == 6 and out.count("OK mnist_cnn") == 2, out
+
+
+@pytest.mark.slow
+def test_no_collective_grows_with_the_batch():
+  assert "OK" in child(HLO, 8)
+
+
+@pytest.mark.slow
+def test_launcher_runs_stage_parallel_like_one_stage(tmp_path):
+  def summary(stage):
+    args = [
+      sys.executable,
+      "-m",
+      "experiments.main",
+      "--config=configs/deep_mlp_distprop.py",
+      f"--workdir={tmp_path / f'stage{stage}'}",
+      "--config.network.depth=8",
+      "--config.network.width=32",
+      "--config.distprop.samples_per_class=4",
+      "--config.num_steps=20",
+      "--config.eval_every=20",
+      "--config.log_every=10",
+      "--config.checkpoint_every=20",
+      "--config.eval_train_examples=500",
+      "--config.progress_bar=False",
+      f"--config.mesh.num_devices={stage}",
+      f"--config.mesh.stage={stage}",
+    ]
+    env = dict(
+      os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=4"
+    )
+    proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    line = [x for x in proc.stdout.splitlines() if x.startswith("SUMMARY")][-1]
+    return dict(kv.split("=", 1) for kv in line.split()[1:])
+
+  four, one = summary(4), summary(1)
+  for key in ("test_accuracy", "final_defect"):
+    assert abs(float(four[key]) - float(one[key])) < 1e-4, (key, four, one)
