@@ -47,6 +47,16 @@ def parse_args(argv=None):
   p.add_argument("--batch_size", type=int, default=128)
   p.add_argument("--solver", default="extragradient", help="or past_extragradient")
   p.add_argument("--single_thread", action="store_true")
+  p.add_argument(
+    "--processes",
+    type=int,
+    default=0,
+    help="N > 0: N processes on 127.0.0.1, process i pinned to core i (one single-threaded "
+    "device each); sequential DistProp and backprop on each process's own device, "
+    "stage-parallel DistProp with one stage per process",
+  )
+  p.add_argument("--process_id", type=int, default=-1, help=argparse.SUPPRESS)
+  p.add_argument("--coordinator", default="", help=argparse.SUPPRESS)
   p.add_argument("--cpu_bandwidth_gbs", type=float, default=10.0, help="fake devices' copy rate")
   p.add_argument("--accel_tflops", type=float, default=100.0, help="assumed sustained rate")
   p.add_argument("--accel_link_gbs", type=float, default=50.0, help="assumed per-link GB/s")
@@ -60,7 +70,25 @@ def parse_args(argv=None):
 ARGS = parse_args()
 _STAGES = [int(s) for s in ARGS.stages.split(",")]
 _flags = os.environ.get("XLA_FLAGS", "")
-if "xla_force_host_platform_device_count" not in _flags:
+if ARGS.processes and ARGS.process_id < 0:  # the parent: start the pinned processes
+  import socket
+  import subprocess
+
+  with socket.socket() as _s:
+    _s.bind(("127.0.0.1", 0))
+    _port = _s.getsockname()[1]
+  _children = [
+    subprocess.Popen(
+      [sys.executable, *sys.argv, f"--process_id={i}", f"--coordinator=127.0.0.1:{_port}"],
+      preexec_fn=lambda i=i: os.sched_setaffinity(0, {i % os.cpu_count()}),
+      stdout=None if i == 0 else subprocess.DEVNULL,
+    )
+    for i in range(ARGS.processes)
+  ]
+  sys.exit(max(c.wait() for c in _children))
+if ARGS.processes:  # a child: one device, on its own core
+  pass
+elif "xla_force_host_platform_device_count" not in _flags:
   _flags += f" --xla_force_host_platform_device_count={max(_STAGES)}"
 if ARGS.single_thread and "xla_cpu_multi_thread_eigen" not in _flags:
   _flags += " --xla_cpu_multi_thread_eigen=false"
@@ -68,6 +96,13 @@ os.environ["XLA_FLAGS"] = _flags.strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
+
+if ARGS.processes:
+  jax.distributed.initialize(
+    coordinator_address=ARGS.coordinator,
+    num_processes=ARGS.processes,
+    process_id=ARGS.process_id,
+  )
 
 from configs import deep_mlp_backprop  # noqa: E402
 from configs import deep_mlp_distprop  # noqa: E402
@@ -88,10 +123,23 @@ def config_for(kind: str, depth: int, stages: int, batch_size: int):
   return config
 
 
+def _local_mesh(config):
+  """This process's own device (sequential runs beside a multi-process stage mesh)."""
+  del config
+  auto = (jax.sharding.AxisType.Auto,) * 2
+  return jax.make_mesh((1, 1), ("data", "stage"), devices=jax.local_devices()[:1], axis_types=auto)
+
+
 class Variant:
-  def __init__(self, label, config, dataset):
+  def __init__(self, label, config, dataset, local=False):
     self.label = label
-    self.exp = train.build_experiment(config, dataset)
+    make_mesh = train.make_mesh
+    if local:
+      train.make_mesh = _local_mesh
+    try:
+      self.exp = train.build_experiment(config, dataset)
+    finally:
+      train.make_mesh = make_mesh
     self.state = self.exp.initial_state
     self.batches = [train.make_batch(self.exp, k) for k in range(ARGS.steps)]
     self.run()  # compile
@@ -134,27 +182,34 @@ def stage_flops(layout, first, inner, last) -> list[float]:
 def main():
   depths = [int(d) for d in ARGS.depths.split(",")]
   stages = sorted(set(_STAGES) | {1})
+  local = bool(ARGS.processes)  # one-device variants run on each process's own device
+  if local:
+    stages = [1, ARGS.processes]
   evals = 2 if ARGS.solver == "extragradient" else 1
   cfg = deep_mlp_distprop.get_config()
   rows = cfg.distprop.samples_per_class * 10
   width = cfg.network.width
-  print(f"devices={jax.device_count()} XLA_FLAGS={os.environ['XLA_FLAGS']!r} solver={ARGS.solver}")
+  print(
+    f"devices={jax.device_count()} processes={jax.process_count()} "
+    f"cores_of_this_process={len(os.sched_getaffinity(0))} "
+    f"XLA_FLAGS={os.environ['XLA_FLAGS']!r} solver={ARGS.solver}"
+  )
   dataset = None
   results, summary = {}, {}
   for depth in depths:
     variants = {}
-    bp = Variant("backprop", config_for("backprop", depth, 1, ARGS.batch_size), dataset)
+    bp = Variant("backprop", config_for("backprop", depth, 1, ARGS.batch_size), dataset, local)
     dataset = bp.exp.dataset
     variants["backprop"] = bp
     variants["sequential"] = Variant(
-      "sequential", config_for("distprop", depth, 1, ARGS.batch_size), dataset
+      "sequential", config_for("distprop", depth, 1, ARGS.batch_size), dataset, local
     )
     for s in stages:
       try:
         config = config_for("distprop", depth, s, ARGS.batch_size)
         if s == 1:  # the stage-parallel code on one device (stacked layout, one stage)
           config.distprop.stage_layout = "stacked"
-        variants[f"stage{s}"] = Variant(f"stage{s}", config, dataset)
+        variants[f"stage{s}"] = Variant(f"stage{s}", config, dataset, local and s == 1)
       except errors.ConfigError as e:
         print(f"depth {depth} stages {s}: skipped ({e})")
     times = {k: [] for k in variants}

@@ -1,26 +1,40 @@
 """DistProp at depth: test accuracy of a plain MLP vs its depth, and where the real chain drifts.
 
-Run (3 seeds of 700 steps of batch 128 on the embedded digits at each depth):
-  python -m experiments.depth --depths=4,16,32,64,100 --seeds=3 --workdir=runs/depth
+Run (3 seeds of 700 steps of batch 128 on the embedded digits at each depth; every method
+starts from the deep configs' ``network.init``, he_normal; add
+``--set=network.init=lecun_normal`` for flax's default):
+  python -m experiments.depth --depths=4,16,32,64,100 --seeds=3 --steps=700 --workdir=runs/depth
 
-Measured with that command (2 shared CPU cores, about 45 min), mean test accuracy over
-seeds 0-2 (validation in parentheses):
+Measured (2 shared CPU cores, about 50 min each), mean test accuracy over seeds 0-2
+(validation in parentheses); he_normal with ``--set=network.init=he_normal`` (the same
+cells as the default now), lecun_normal before the key existed (bit-identical parameters):
 
-  depth      4              16             32             64             100
-  backprop   0.938 (0.944)  0.906 (0.923)  0.520 (0.541)  0.084 (0.090)  0.084 (0.090)
-  distprop   0.832 (0.848)  0.833 (0.847)  0.827 (0.845)  0.824 (0.840)  0.820 (0.838)
-  dfa        0.894 (0.927)  0.392 (0.426)  diverged       diverged       diverged
+  depth              4              16             32             64             100
+  backprop  he       0.937 (0.941)  0.922 (0.924)  0.911 (0.919)  0.334 (0.331)  0.084 (0.090)
+  backprop  lecun    0.938 (0.944)  0.906 (0.923)  0.520 (0.541)  0.084 (0.090)  0.084 (0.090)
+  distprop  he       0.832 (0.845)  0.830 (0.849)  0.825 (0.845)  0.823 (0.843)  0.821 (0.840)
+  distprop  lecun    0.832 (0.848)  0.833 (0.847)  0.827 (0.845)  0.824 (0.840)  0.820 (0.838)
+  dfa       he       0.881 (0.908)  0.481 (0.489)  diverged       diverged       diverged
+  dfa       lecun    0.894 (0.927)  0.392 (0.426)  diverged       diverged       diverged
+
+(``docs/depth/`` and ``docs/depth/lecun/``.) He init moves backprop's collapse from depth 32
+to depth 64; at Adam's 1e-3 it still fails there (one seed of three at chance). With
+He init and Adam's rate chosen per depth on validation among 1e-3, 3e-4 and 1e-4
+(``--methods=backprop --set=network.init=he_normal,learning_rates.weights=R``):
+R=3e-4 gives 0.821 (0.828) at depth 64, R=1e-4 0.691 (0.710) at depth 100; with
+lecun_normal R=3e-4 stays at chance at 64 and 100.
 
 DistProp's blocks train the same whatever the depth; what limits it is its first block
 (one Dense layer, the only one that sees data: the real chain's nearest-prototype
-accuracy is 0.859 at split 0 and 0.839 at split 99 on the validation digits).
+accuracy is 0.859 at split 0 and 0.839 at split 99 on the validation digits with
+lecun_normal, 0.856 and 0.840 with he_normal).
 
 Methods (``--methods``, default all that exist): ``backprop`` (``configs/deep_mlp_backprop.py``),
 ``distprop`` (``configs/deep_mlp_distprop.py``) and ``dfa`` (``configs/dfa.py`` on the same
 MLP) when ``lagrangian_jax.methods.METHODS`` has it. Every cell is the same plain MLP of width
 128 with ``network.depth`` hidden layers, every layer a block (``split="every"``), the same
-initialisation code and seed, the same step budget and batch; accuracy is the real forward
-pass through every layer. ``--set=key=value,...`` overrides config keys of every cell.
+initialisation (``network.init`` of the deep configs, or ``--set``'s) and seed, the same
+step budget and batch; accuracy is the real forward pass through every layer. ``--set=key=value,...`` overrides config keys of every cell.
 
 Each cell (method, depth) is one ``train.train_and_evaluate`` run in
 ``DIR/<method>/depth_<d>`` with the seeds vmapped in one program (``config.num_seeds``).
@@ -100,11 +114,28 @@ def parse_sets(items: Sequence[str]) -> dict:
   return out
 
 
+def deep_init() -> str:
+  """``config.network.init`` of the deep configs, which every cell starts from."""
+  init = importlib.import_module("configs.deep_mlp_backprop").get_config().network.init
+  other = importlib.import_module("configs.deep_mlp_distprop").get_config().network.init
+  if init != other:  # the comparison needs one initialisation for every method
+    raise errors.ConfigError(
+      f"config.network.init: configs/deep_mlp_backprop.py has {init!r}, "
+      f"configs/deep_mlp_distprop.py {other!r}; the depth experiment needs the same one"
+    )
+  return init
+
+
 def cell_config(method: str, depth: int, *, seeds: int, steps: int, eval_every: int, sets: dict):
-  """The cell's config: its module's ``get_config()``, the MLP at ``depth``, the budget."""
+  """The cell's config: its module's ``get_config()``, the MLP at ``depth``, the budget.
+
+  Every cell gets the deep configs' ``network.init`` (``configs/dfa.py`` keeps flax's
+  default of its own) unless ``sets`` overrides it for all of them.
+  """
   module, overrides = CELLS[method]
   config = importlib.import_module(f"configs.{module}").get_config()
-  config = table1.apply_overrides(config, {**overrides, "network.depth": depth, **sets})
+  overrides = {**overrides, "network.init": deep_init(), "network.depth": depth, **sets}
+  config = table1.apply_overrides(config, overrides)
   config.num_seeds = seeds
   config.num_steps = steps
   config.eval_every = eval_every
@@ -163,6 +194,7 @@ def run_cell(method: str, depth: int, config, workdir: str) -> dict:
     "error": "",
     "workdir": run_dir,
     "num_splits": depth,
+    "init": config.network.init,
   }
   summary_path = os.path.join(run_dir, "summary.json")
   summary = None
@@ -207,6 +239,15 @@ def run_cell(method: str, depth: int, config, workdir: str) -> dict:
 # ----------------------------------------------------------------------------------
 
 
+def inits(report: dict) -> str:
+  """The cells' ``config.network.init`` values, comma separated (a report written before
+  the key existed ran flax's default, lecun_normal)."""
+  values = {
+    c.get("init", "lecun_normal") for cells in report["cells"].values() for c in cells.values()
+  }
+  return ", ".join(sorted(values))
+
+
 def _pm(stats) -> str:
   return f"{stats['mean']:.4f} ± {stats['std']:.4f}" if stats else "—"
 
@@ -219,7 +260,8 @@ def markdown(report: dict) -> str:
     "",
     f"{report['seeds']} seed(s), {report['steps']} steps of batch 128 on {report['dataset']}; "
     "mean ± std (population) over seeds of the real forward pass; validation accuracy in "
-    "parentheses. Depth = hidden layers (= DistProp's splits).",
+    "parentheses. Depth = hidden layers (= DistProp's splits). Kernel initialisation "
+    f"(`config.network.init`) of every method: {inits(report)}.",
     "",
     "| depth | " + " | ".join(methods) + " |",
     "|---|" + "---|" * len(methods),
@@ -288,7 +330,10 @@ def plot(report: dict, workdir: str) -> list[str]:
     ax.fill_between(d, mean - std, mean + std, color=cmap(i), alpha=0.2, linewidth=0)
   ax.set_xlabel("depth (hidden layers, every one a block)")
   ax.set_ylabel("test accuracy (real forward pass)")
-  ax.set_title(f"{report['dataset']}, {report['steps']} steps, ± std over {report['seeds']} seeds")
+  ax.set_title(
+    f"{report['dataset']}, {report['steps']} steps, ± std over {report['seeds']} seeds, "
+    f"init {inits(report)}"
+  )
   ax.set_ylim(0, 1)
   ax.grid(alpha=0.3)
   ax.legend()

@@ -15,8 +15,9 @@ unchanged). Inside a segment the usual ReLUs apply.
 Every Dense and Conv kernel starts from ``init``: ``"lecun_normal"`` (flax's default,
 variance 1/fan_in) or ``"he_normal"`` (variance 2/fan_in, ``jax.nn.initializers.he_normal``:
 a ReLU halves the second moment of its input, so He's factor 2 keeps the activations'
-scale constant through a deep ReLU net, where lecun-normal shrinks it by about 2 per
-layer and a 64-layer MLP starts with vanishing signals and gradients). Biases start at 0.
+second moment constant through a deep ReLU net, where lecun-normal halves it at every
+layer and a 64-layer MLP starts with vanishing signals and gradients: backprop then fails
+from depth 32, ``configs/deep_mlp_backprop.py``). Biases start at 0.
 
 ``from_config`` builds a network from a ``config.network`` ConfigDict, ``build_network``
 from keyword arguments named like its keys; both raise ``errors.ConfigError`` naming the

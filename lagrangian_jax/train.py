@@ -23,6 +23,12 @@ continues exactly as if it had never stopped. With the grain pipeline
 (``config.data.pipeline="grain"``, :class:`InputFeed`) the checkpoint also holds each
 process's iterator state.
 
+Stage-parallel DistProp: with ``config.mesh.stage > 1`` the mesh is ``data`` x ``stage``
+and DistProp's blocks live on their stages (``methods/stage_parallel.py``): the method
+marks its stage-laid-out leaves (``Method.stage_params`` / ``stage_constants``), which
+:func:`state_shardings` places ``P(None, "stage")`` along with the optimizer leaves that
+mirror them; nothing else in the loop changes.
+
 Several processes (hosts): the ``data`` mesh spans ``jax.devices()`` of all of them
 (:func:`make_mesh`). Every array the loop builds is global: each process reads only the
 rows of its own devices, for training batches (:func:`make_batch`), evaluation batches

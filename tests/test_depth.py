@@ -173,3 +173,16 @@ def test_methods_flag_rejects_unknown(tmp_path):
   with pytest.raises(errors.ConfigError, match="--methods"):
     depth_exp.run_report(str(tmp_path), depths=[2], methods=["nope"], steps=1)
   assert jax.devices()  # nothing above started a run
+
+
+def test_every_cell_starts_from_the_deep_configs_init():
+  init = depth_exp.deep_init()
+  assert init in ("lecun_normal", "he_normal")
+  for m in depth_exp.available_methods():
+    kwargs = dict(seeds=1, steps=1, eval_every=1)
+    assert depth_exp.cell_config(m, 8, sets={}, **kwargs).network.init == init, m
+    lecun = depth_exp.cell_config(m, 8, sets={"network.init": "lecun_normal"}, **kwargs)
+    assert lecun.network.init == "lecun_normal", m
+  # a report written before the key existed ran flax's default
+  cells = {"backprop": {"4": {"init": "he_normal"}}, "distprop": {"4": {}}}
+  assert depth_exp.inits({"cells": cells}) == "he_normal, lecun_normal"

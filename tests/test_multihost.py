@@ -31,6 +31,7 @@ COMMON = [
   "--config.log_every=20",
   "--config.progress_bar=false",
   "--config.mesh.num_devices=-1",
+  "--config.mesh.data=2",  # both devices (one per process, or 2 fake ones) on data
 ]
 TIMEOUT = 240  # seconds for any one run; a hung collective fails, never hangs
 FIGURES = ("test_accuracy", "validation_accuracy", "final_defect", "test_loss")

@@ -396,6 +396,20 @@ def make(config, net: networks.SplitNetwork, sequential: base.Method, mesh) -> b
   forward = [(i, i + 1) for i in range(stages - 1)]
   scalar = jnp.zeros((), jnp.float32)
 
+  def shift(p):
+    """Prototypes ``{"mu", "rho"}`` of each stage to the next: one message (and, by
+    autodiff, one message of their cotangent back) per gradient evaluation."""
+    both = jax.lax.ppermute(jnp.stack([p["mu"], p["rho"]]), STAGE, forward)
+    return {"mu": both[0], "rho": both[1]}
+
+  def data_mean(tree):  # block 0's batch mean over the data axis
+    return jax.lax.pmean(tree, DATA)
+
+  def totals(value, loss, defects):
+    """One psum over stages of the objective, the loss and each split's defect."""
+    out = jax.lax.psum(jnp.concatenate([jnp.stack([value, loss]), defects]), STAGE)
+    return out[0], {"loss": out[1], "defect": out[2:]}
+
   def local_stacked(params, constants, images, labels, step):
     s = jax.lax.axis_index(STAGE)
     w = params["primal"]["weights"]
@@ -406,7 +420,7 @@ def make(config, net: networks.SplitNetwork, sequential: base.Method, mesh) -> b
     t0, d0 = cond_on(  # block 0: the only one that reads the batch
       0, lambda: first_term(*first, images, labels), (scalar, scalar), (DATA, STAGE)
     )
-    t0, d0 = jax.lax.pmean((t0, d0), DATA)
+    t0, d0 = data_mean((t0, d0))
 
     # inner blocks: inputs are the previous entry's prototypes; entry 0 receives the
     # previous stage's last one; stage 0 feeds P_0 to its unused entries and first block
@@ -414,7 +428,7 @@ def make(config, net: networks.SplitNetwork, sequential: base.Method, mesh) -> b
     send = jax.tree.map(lambda x: x[m - 1], p_inner)
     if d == m:  # stage 0 has no used entry: it passes P_0 on
       send = jax.tree.map(lambda x, x0: jnp.where(s == 0, x0, x), send, first[1])
-    received = jax.lax.ppermute(send, STAGE, forward)
+    received = shift(send)
     j = jnp.arange(m)
     from_p0 = (s == 0) & (j <= d)
 
@@ -460,9 +474,11 @@ def make(config, net: networks.SplitNetwork, sequential: base.Method, mesh) -> b
     last_in = jax.tree.map(lambda x: x[m - 1], p_inner)
     w_last = jax.tree.map(lambda x: x[0], w["last"])
     loss = cond_on(stages - 1, lambda: last_term(w_last, last_in, eps_last, mix_last), scalar)
-    value = jax.lax.psum(t0 + t_inner + loss, STAGE)
-    loss, d0 = jax.lax.psum((loss, d0), STAGE)
-    return value, {"loss": loss, "defect_first": d0, "defect_inner": defects}
+    # each split's defect at its index (entry j of stage s is split block[j]), then one
+    # psum of every scalar the step reports
+    split_defects = jnp.zeros((k,), jnp.float32).at[jnp.maximum(block, 0)].add(defects)
+    split_defects = split_defects.at[0].add(d0)
+    return totals(t0 + t_inner + loss, loss, split_defects)
 
   def local_slots(params, constants, images, labels, step):
     w = jax.tree.map(lambda x: x[0], params["primal"]["weights"])
@@ -479,12 +495,12 @@ def make(config, net: networks.SplitNetwork, sequential: base.Method, mesh) -> b
       (scalar, scalar),
       (DATA, STAGE),
     )
-    t0, d0 = jax.lax.pmean((t0, d0), DATA)
+    t0, d0 = data_mean((t0, d0))
     total, defects, loss = t0, [d0], scalar
     for l in range(1, k + 1):
       p_in = protos[l - 1]
       if owner[l] != owner[l - 1]:  # the owner of split l-1 is the stage before
-        p_in = jax.lax.ppermute(p_in, STAGE, forward)
+        p_in = shift(p_in)
       eps = eps_of(l - 1) if per_step else noise[l - 1]
       mix = None
       if num_mixed:
@@ -502,9 +518,7 @@ def make(config, net: networks.SplitNetwork, sequential: base.Method, mesh) -> b
         loss = cond_on(
           owner[k], lambda p_in=p_in, eps=eps, mix=mix: last_term(w[k], p_in, eps, mix), scalar
         )
-    value = jax.lax.psum(total + loss, STAGE)
-    loss, defects = jax.lax.psum((loss, jnp.stack(defects)), STAGE)
-    return value, {"loss": loss, "defect": defects}
+    return totals(total + loss, loss, jnp.stack(defects))
 
   def specs(tree, flags=None):
     flags = jax.tree.map(lambda _: True, tree) if flags is None else flags
@@ -512,11 +526,7 @@ def make(config, net: networks.SplitNetwork, sequential: base.Method, mesh) -> b
 
   def objective(params, constants, batch):
     local = local_stacked if layout.kind == "stacked" else local_slots
-    out_metrics = (
-      {"loss": jax.P(), "defect_first": jax.P(), "defect_inner": jax.P(STAGE)}
-      if layout.kind == "stacked"
-      else {"loss": jax.P(), "defect": jax.P()}
-    )
+    out_metrics = {"loss": jax.P(), "defect": jax.P()}
     fn = jax.shard_map(
       local,
       mesh=mesh,
@@ -529,14 +539,7 @@ def make(config, net: networks.SplitNetwork, sequential: base.Method, mesh) -> b
       ),
       out_specs=(jax.P(), out_metrics),
     )
-    value, metrics = fn(params, constants, batch.images, batch.labels, jnp.asarray(batch.step))
-    if layout.kind == "stacked":
-      defect = jnp.concatenate(
-        [metrics["defect_first"][None], metrics["defect_inner"][layout.pad :]]
-      )
-    else:
-      defect = metrics["defect"]
-    return value, {"loss": metrics["loss"], "defect": defect}
+    return fn(params, constants, batch.images, batch.labels, jnp.asarray(batch.step))
 
   def init(rng, map_train):
     params, constants = sequential.init(rng, map_train)
