@@ -9,6 +9,15 @@ of ``lagrangian_jax.methods.METHODS`` (its ``configs/<name>.py`` as is). When
 ``configs/backprop_sgd.py``, say). ``--dataset`` is ``config.data.name``: ``mnist_5k``,
 ``fashion_mnist``, ``idx:<dir>``, ``tfds:...`` (``--data_dir`` for the latter two);
 ``--shrink`` applies ``configs/smoke.py``'s ``shrink`` to every row (a quick look, tests).
+``--set=key=value,...`` sets config keys on every row after its own overrides (and
+``--shrink``), before the flags above; values as in ``experiments.sweep`` (Python literals
+when they parse), a piece without ``=`` continues the previous value (``network.split=1,2``
+is one item). E.g. every row on the 3x256 MLP:
+
+  python -m experiments.table1 --dataset=mnist_5k --seeds=3 --steps=700 \
+    --methods=backprop_adam,dfa,dtp,oam --workdir=runs/table1_mlp \
+    --set=network.name=mlp,network.depth=3,network.width=256,network.split=every,\
+network.split_activation=relu
 
 Each row is one ``train.train_and_evaluate`` run in ``DIR/<row>`` with all seeds in one
 vmapped program (``config.num_seeds``); rerunning the command resumes unfinished rows from
@@ -115,6 +124,35 @@ def resolve_rows(names: Sequence[str] | None = None) -> dict[str, tuple[str, dic
 apply_overrides = sweep.apply
 
 
+def parse_settings(items: Sequence[str] | str) -> dict:
+  """``--set``'s items -> ``{key: value}``, values parsed as ``experiments.sweep`` does.
+
+  A piece without ``=`` belongs to the previous value (``network.split=1,2``, kept as the
+  string ``"1,2"``).
+
+  Example:
+    >>> parse_settings("network.name=mlp,network.depth=3,network.split=1,2")
+    {'network.name': 'mlp', 'network.depth': 3, 'network.split': '1,2'}
+  """
+  if isinstance(items, str):
+    items = items.split(",") if items else []
+  raw: dict[str, str] = {}
+  last = None
+  for item in items:
+    key, sep, value = item.partition("=")
+    if sep:
+      if not key or not value:
+        raise errors.ConfigError(f"--set: expected key=value items, got {item!r}")
+      last = key.strip()
+      raw[last] = value
+    elif last is None:
+      raise errors.ConfigError(f"--set: expected key=value items, got {item!r}")
+    else:
+      raw[last] += "," + item
+  # "1,2" stays a string (a split's spelling), not the tuple Python would read
+  return {k: v if "," in v else sweep._value(v) for k, v in raw.items()}
+
+
 def row_config(
   module: str,
   overrides: dict,
@@ -126,8 +164,10 @@ def row_config(
   batch_size: int,
   eval_every: int,
   shrink: bool = False,
+  common: dict | None = None,
 ):
-  """The row's config module's ``get_config()`` with the row's and the report's settings."""
+  """The row's config module's ``get_config()`` with the row's overrides, then ``shrink``,
+  then ``common`` (``--set``: keys set on every row), then the report's flags."""
   path = _config_path(module)
   if not os.path.exists(path):
     raise errors.ConfigError(f"{path}: no such config for this row")
@@ -136,6 +176,7 @@ def row_config(
     from configs import smoke
 
     config = smoke.shrink(config)
+  config = apply_overrides(config, common or {})
   config.num_seeds = seeds
   config.num_steps = steps
   config.batch_size = batch_size
@@ -345,6 +386,14 @@ def markdown(report: dict) -> str:
     "all seeds in one program, compilation excluded where the run logged twice; state: "
     "auxiliary variables + multipliers + constants of one seed.",
     "",
+    *(
+      [
+        f"Set on every row (`--set`): {', '.join(f'`{k}={v}`' for k, v in report['set'].items())}.",
+        "",
+      ]
+      if report.get("set")
+      else []
+    ),
     "| row | method | solver | test accuracy | validation accuracy | final defect "
     f"| ms / iteration ({n} seeds) | ms / iteration / seed | state (MiB) | paper, MNIST |",
     "|---|---|---|---|---|---|---|---|---|---|",
@@ -435,7 +484,7 @@ def table_line(report: dict) -> str:
 
 
 def command_for(
-  workdir, rows, dataset, data_dir, seeds, steps, batch_size, eval_every, shrink
+  workdir, rows, dataset, data_dir, seeds, steps, batch_size, eval_every, shrink, common=None
 ) -> str:
   """The command line equivalent to a :func:`run_report` call."""
   args = [
@@ -449,6 +498,8 @@ def command_for(
   ]
   args += [f"--data_dir={data_dir}"] if data_dir else []
   args += ["--shrink"] if shrink else []
+  if common:
+    args += ["--set=" + ",".join(f"{k}={v}" for k, v in common.items())]
   return "python -m experiments.table1 " + " ".join(map(shlex.quote, args))
 
 
@@ -463,9 +514,13 @@ def run_report(
   batch_size: int = 128,
   eval_every: int = 100,
   shrink: bool = False,
+  common: dict | None = None,
   command: str | None = None,
 ) -> dict:
-  """Runs (or resumes) every row, writes the table and the figures; returns the report."""
+  """Runs (or resumes) every row, writes the table and the figures; returns the report.
+
+  ``common``: ``{config key: value}`` set on every row after its own overrides (``--set``).
+  """
   for flag, value in (
     ("seeds", seeds),
     ("steps", steps),
@@ -475,9 +530,19 @@ def run_report(
     if value < 1:
       raise errors.ConfigError(f"--{flag}: must be >= 1, got {value}")
   chosen = resolve_rows(rows)
+  common = dict(common or {})
   if command is None:
     command = command_for(
-      workdir, list(chosen), dataset, data_dir, seeds, steps, batch_size, eval_every, shrink
+      workdir,
+      list(chosen),
+      dataset,
+      data_dir,
+      seeds,
+      steps,
+      batch_size,
+      eval_every,
+      shrink,
+      common,
     )
   settings = dict(
     dataset=dataset,
@@ -492,13 +557,14 @@ def run_report(
   # before hours of training, not after them
   configs, sizes = {}, {}
   for name, (module, overrides) in chosen.items():
-    configs[name] = row_config(module, overrides, **settings)
+    configs[name] = row_config(module, overrides, **settings, common=common)
     check_row_dir(configs[name], os.path.join(workdir, name))
     sizes[name] = state_sizes(configs[name], load_data(configs[name]))
   os.makedirs(workdir, exist_ok=True)
   records = []
   for i, (name, (module, overrides)) in enumerate(chosen.items()):
-    record = run_row(name, module, overrides, configs[name], sizes[name], workdir)
+    # the row's record names everything set on it: its own overrides, then --set's
+    record = run_row(name, module, {**overrides, **common}, configs[name], sizes[name], workdir)
     records.append(record)
     result = (
       f"test_accuracy={record['test_accuracy']['mean']:.4f}"
@@ -511,6 +577,7 @@ def run_report(
     "command": command,
     **{k: v for k, v in settings.items() if k != "data_dir"},
     "data_dir": data_dir,
+    "set": common,
     "rows": records,
   }
   with open(os.path.join(workdir, "table1.json"), "w") as f:
@@ -538,6 +605,12 @@ def define_flags() -> None:
   flags.DEFINE_integer("batch_size", 128, "Training batch size.")
   flags.DEFINE_integer("eval_every", 100, "Evaluate (and checkpoint) every this many steps.")
   flags.DEFINE_bool("shrink", False, "Apply configs/smoke.py's shrink to every row.")
+  flags.DEFINE_list(
+    "set",
+    [],
+    "key=value,... config keys set on every row, after its own overrides "
+    "(e.g. network.name=mlp,network.depth=3,network.width=256).",
+  )
   flags.mark_flags_as_required(["workdir"])
 
 
@@ -549,6 +622,7 @@ def main(argv):
   try:
     report = run_report(
       FLAGS.workdir,
+      common=parse_settings(FLAGS.set),
       rows=FLAGS.methods,
       dataset=FLAGS.dataset,
       data_dir=FLAGS.data_dir,

@@ -66,6 +66,17 @@ def test_dfa_update_is_the_projected_error_outer_product():
   np.testing.assert_allclose(metrics["defect"], [np.abs(e @ feedback).mean()], rtol=1e-5)
 
 
+def test_dfa_zero_output_init_zeroes_only_the_last_segment():
+  _, params, constants, _ = _tiny("dfa", depth=2)
+  _, zeroed, constants_z, _ = _tiny("dfa", depth=2, **{"dfa.output_init": "zero"})
+  w, wz = params["primal"]["weights"], zeroed["primal"]["weights"]
+  assert all(not np.any(np.asarray(x)) for x in jax.tree.leaves(wz[-1]))
+  for a, b in zip(jax.tree.leaves(w[:-1]), jax.tree.leaves(wz[:-1])):
+    np.testing.assert_array_equal(a, b)  # hidden segments: the network's initialiser
+  for a, b in zip(constants["feedback"], constants_z["feedback"]):
+    np.testing.assert_array_equal(a, b)  # the same fixed feedback matrices
+
+
 def test_dfa_reaches_a_conv_block_through_its_feature_map():
   net = networks.build_network("mnist_cnn", split="every", split_activation="relu")
   method = methods.make_method(shrunken_config("dfa"), net, num_train=16)
@@ -163,6 +174,7 @@ def test_dtp_and_oam_on_the_conv_network(name):
   "name, key, value",
   [
     ("dfa", "dfa.feedback_scale", 0.0),
+    ("dfa", "dfa.output_init", "ones"),
     ("dtp", "dtp.noise", -1.0),
     ("dtp", "dtp.inverse_activation", "sigmoid"),
     ("oam", "oam.code_steps", -1),

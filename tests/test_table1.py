@@ -114,3 +114,57 @@ def test_rows_outside_the_table_come_from_methods():
   for name in table1.valid_rows():
     if name not in table1.ROWS:
       assert table1.resolve_rows([name]) == {name: (name, {})}
+
+
+def test_set_applies_to_every_row_after_its_own_overrides():
+  common = table1.parse_settings(
+    "network.name=mlp,network.depth=3,network.width=256,network.split=every,"
+    "network.split_activation=relu,learning_rates.weights=0.002"
+  )
+  assert common["network.depth"] == 3 and common["learning_rates.weights"] == 0.002
+  # a comma inside a value (a list of split points) stays with its key, as a string
+  assert table1.parse_settings(["network.split=1", "2", "seed=4"]) == {
+    "network.split": "1,2",
+    "seed": 4,
+  }
+  settings = dict(dataset="mnist_5k", seeds=2, steps=30, batch_size=64, eval_every=10)
+  for name, (module, overrides) in table1.resolve_rows(["backprop_sgd", "dfa"]).items():
+    config = table1.row_config(module, overrides, **settings, common=common)
+    net = config.network
+    assert (net.name, net.depth, net.width, net.split, net.split_activation) == (
+      "mlp",
+      3,
+      256,
+      "every",
+      "relu",
+    ), name
+    assert config.learning_rates.weights == 0.002  # --set wins over the row's own value
+    assert config.num_steps == 30 and config.num_seeds == 2  # the report's flags still apply
+  assert table1.row_config("backprop", {}, **settings).network.name == "mnist_cnn"
+  command = table1.command_for("d", ["dfa"], "mnist_5k", "", 2, 30, 64, 10, False, common)
+  assert table1.parse_settings(command.split("--set=")[1].strip("'")) == common
+
+  with pytest.raises(errors.ConfigError, match="--set"):
+    table1.parse_settings("network.depth")
+  with pytest.raises(errors.ConfigError, match="network.depht"):
+    table1.row_config("backprop", {}, **settings, common={"network.depht": 3})
+
+
+@pytest.mark.slow
+def test_set_on_the_command_line_reaches_every_row_and_the_table(tmp_path):
+  workdir = str(tmp_path / "t1")
+  proc = _cli(
+    f"--workdir={workdir}",
+    "--methods=backprop_adam,dfa",
+    "--set=network.name=mlp,network.depth=2,network.width=32,network.split=every,"
+    "network.split_activation=relu",
+    *FLAGS,
+  )
+  assert proc.returncode == 0, proc.stderr
+  report = json.load(open(os.path.join(workdir, "table1.json")))
+  assert report["set"]["network.width"] == 32
+  for row in report["rows"]:
+    config = json.load(open(os.path.join(workdir, row["row"], "config.json")))
+    assert config["network"]["name"] == "mlp" and config["network"]["width"] == 32, row["row"]
+    assert row["overrides"]["network.depth"] == 2
+  assert "`network.width=32`" in open(os.path.join(workdir, "table1.md")).read()
