@@ -58,6 +58,9 @@ def parse_args(argv=None):
   p.add_argument("--process_id", type=int, default=-1, help=argparse.SUPPRESS)
   p.add_argument("--coordinator", default="", help=argparse.SUPPRESS)
   p.add_argument("--cpu_bandwidth_gbs", type=float, default=10.0, help="fake devices' copy rate")
+  p.add_argument(
+    "--collective_latency_us", type=float, default=50.0, help="fake devices' cost per collective"
+  )
   p.add_argument("--accel_tflops", type=float, default=100.0, help="assumed sustained rate")
   p.add_argument("--accel_link_gbs", type=float, default=50.0, help="assumed per-link GB/s")
   p.add_argument("--accel_latency_us", type=float, default=10.0, help="assumed per message")
@@ -161,6 +164,32 @@ class Variant:
     return exp.train_step.lower(exp.initial_state, batch).compile().as_text()
 
 
+def collective_latency(mesh, repeats: int = 50) -> float:
+  """Seconds per call of a jitted boundary message (a ``ppermute`` of one split's
+  prototypes over ``stage``) on ``mesh``: the fixed cost of a collective between
+  processes (gloo). Fake devices of one process: ``--collective_latency_us`` (their
+  in-process rendezvous cannot be timed alone: with fewer pool threads than devices a
+  bare collective program can stall)."""
+  if not ARGS.processes:
+    return ARGS.collective_latency_us * 1e-6
+  stages = mesh.shape["stage"]
+  fn = jax.jit(
+    jax.shard_map(
+      lambda x: jax.lax.ppermute(x, "stage", [(i, (i + 1) % stages) for i in range(stages)]),
+      mesh=mesh,
+      in_specs=jax.P("stage"),
+      out_specs=jax.P("stage"),
+    )
+  )
+  x = jax.device_put(jax.numpy.ones((stages, 2, 10, 128)), jax.NamedSharding(mesh, jax.P("stage")))
+  x = fn(x).block_until_ready()
+  start = time.perf_counter()
+  for _ in range(repeats):
+    x = fn(x)
+  x.block_until_ready()
+  return (time.perf_counter() - start) / repeats
+
+
 def flops(depth, width, batch, rows, num_classes=10, inputs=784):
   """Forward+backward FLOPs (3 x forward matmuls) per block of one gradient evaluation:
   ``(first, inner, last)`` for DistProp (inner/last on ``rows`` samples) and backprop."""
@@ -196,6 +225,8 @@ def main():
   )
   dataset = None
   results, summary = {}, {}
+  # cores that run devices at once: each process's own core, or this process's cores
+  cores = ARGS.processes or len(os.sched_getaffinity(0))
   for depth in depths:
     variants = {}
     bp = Variant("backprop", config_for("backprop", depth, 1, ARGS.batch_size), dataset, local)
@@ -233,7 +264,13 @@ def main():
           f"  bytes_between_stages={crossing} in {len(ops)} collectives"
           f"  grows_with_batch={grows}  layout={layout.kind} owner={layout.owner}"
         )
-        results[(depth, k)] = {"bytes": crossing, "layout": layout, "grows": grows}
+        results[(depth, k)] = {
+          "bytes": crossing,
+          "layout": layout,
+          "grows": grows,
+          "collectives": len(ops),
+          "latency": collective_latency(v.exp.mesh),
+        }
       print(line, flush=True)
     for k in med:
       summary[f"d{depth}_{k}_ms"] = round(1e3 * med[k], 3)
@@ -248,12 +285,17 @@ def main():
       if s == 1 or (depth, key) not in results:
         continue
       r = results[(depth, key)]
-      slowest = max(stage_flops(r["layout"], first, inner, last))
-      predicted = evals * slowest / rate + r["bytes"] / (ARGS.cpu_bandwidth_gbs * 1e9)
+      # the slowest stage, but no faster than the machine's cores can run all stages
+      busy = max(max(stage_flops(r["layout"], first, inner, last)), total / min(s, cores))
+      messages = r["collectives"] * r["latency"] + r["bytes"] / (ARGS.cpu_bandwidth_gbs * 1e9)
+      predicted = evals * busy / rate + messages
       err = predicted / med[key] - 1
       print(
         f"depth={depth} {key}: model {1e3 * predicted:.2f} ms vs measured {1e3 * med[key]:.2f} ms "
-        f"(error {100 * err:+.0f}%; device rate {rate / 1e9:.2f} GFLOP/s fitted on {fit})"
+        f"(error {100 * err:+.0f}%; device rate {rate / 1e9:.2f} GFLOP/s fitted on {fit}, "
+        f"{min(s, cores)} of {s} stages at once on {cores} cores, {r['collectives']} "
+        f"collectives x {1e6 * r['latency']:.0f} us "
+        f"{'measured' if ARGS.processes else '(--collective_latency_us)'})"
       )
       summary[f"d{depth}_{key}_model_error"] = round(err, 3)
 
