@@ -20,6 +20,7 @@ from lagrangian_jax import networks
 from lagrangian_jax import train
 from lagrangian_jax.methods import stage_parallel as sp
 from tests.conftest import ROOT
+from tests.conftest import shrunken_config
 
 
 def deep(stage=1, data=1, solver="", noise="per_step", mix=0.5, layout="auto"):
@@ -132,6 +133,23 @@ def test_stage_parallel_code_on_one_device_equals_the_sequential_run():
   """The stacked layout's shard_map objective (one stage) gives the sequential iterates."""
   steps = 6
   assert_same_run(run(deep(layout="stacked"), steps), run(deep(), steps))
+
+
+def test_slot_layout_on_one_device_equals_the_sequential_run():
+  """Heterogeneous splits (the MNIST network cut after the convolutions and after the
+  128-unit layer: 9,216 and 128 features) in slots, per-step noise and mixtures."""
+
+  def cnn(layout):
+    config = shrunken_config("distprop")
+    config.network.name, config.network.split = "mnist_cnn", "2,3"
+    config.network.depth = config.network.width = 0
+    config.distprop.noise, config.distprop.mix_fraction = "per_step", 0.5
+    config.distprop.samples_per_class = 2
+    config.distprop.stage_layout = layout
+    config.batch_size, config.num_seeds = 16, 1
+    return config
+
+  assert_same_run(run(cnn("slots"), 3), run(cnn("auto"), 3))
 
 
 def test_unsupported_options_name_their_key():

@@ -365,8 +365,8 @@ def make(config, net: networks.SplitNetwork, sequential: base.Method, mesh) -> b
     key = jax.random.fold_in(jax.random.wrap_key_data(constants["noise_key"]), step)
     mix_key = jax.random.fold_in(key, distprop.MIX_SALT)
 
-    def eps_of(split):
-      return distprop.noise_draw(key, split, samples, num_classes, net.state_shapes[0])
+    def eps_of(split, shape=net.state_shapes[0]):  # stacked splits share one shape
+      return distprop.noise_draw(key, split, samples, num_classes, shape)
 
     def mix_of(block):
       return distprop.mix_draw(mix_key, block, samples, num_classes, num_mixed)
@@ -501,7 +501,7 @@ def make(config, net: networks.SplitNetwork, sequential: base.Method, mesh) -> b
       p_in = protos[l - 1]
       if owner[l] != owner[l - 1]:  # the owner of split l-1 is the stage before
         p_in = shift(p_in)
-      eps = eps_of(l - 1) if per_step else noise[l - 1]
+      eps = eps_of(l - 1, net.state_shapes[l - 1]) if per_step else noise[l - 1]
       mix = None
       if num_mixed:
         mix = mix_of(l) if per_step else mixes[l - 1]
