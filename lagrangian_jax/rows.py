@@ -1,4 +1,4 @@
-"""Sparse rows of per-example tables: find, gather, scatter, pad, shard.
+"""Sparse rows of per-example tables: find, gather, scatter, pad.
 
 ExtraProp's states and multipliers (and DistProp's optional per-example multipliers) are
 tables with one row per training example. A step touches only the batch's rows: it
@@ -90,8 +90,3 @@ def pad(tree: PyTree, flags, multiple: int) -> PyTree:
     return jnp.pad(x, [(0, multiple - x.shape[0] % multiple)] + [(0, 0)] * (x.ndim - 1))
 
   return map_flagged(pad_leaf, tree, flags)
-
-
-def shardings(tree: PyTree, flags, by_rows: Any, other: Any) -> PyTree:
-  """``by_rows`` for table leaves, ``other`` for the rest (e.g. ``NamedSharding``s)."""
-  return map_flagged(lambda _, f: by_rows if f else other, tree, flags)
