@@ -440,11 +440,12 @@ def make(config, net: networks.SplitNetwork, sequential: base.Method, mesh) -> b
     block = s * m + j - d + 1  # each entry's block index (< 1: unused)
     if per_step:
       eps_of, mix_of = draws(constants, step)
-      eps_last = eps_of(k - 1)
-      mix_last = mix_of(k) if num_mixed else None
-    else:
-      eps_last = constants["noise"]["last"][0]
-      mix_last = jax.tree.map(lambda x: x[0], constants["mix"]["last"]) if num_mixed else None
+
+    def last_inputs():  # drawn inside the last stage's branch: no other stage pays for it
+      if per_step:
+        return eps_of(k - 1), (mix_of(k) if num_mixed else None)
+      mix = jax.tree.map(lambda x: x[0], constants["mix"]["last"]) if num_mixed else None
+      return constants["noise"]["last"][0], mix
 
     def entries(lo):
       """Terms and defects of entries ``lo..m-1`` (zeros before ``lo``): stage 0 skips
@@ -473,7 +474,7 @@ def make(config, net: networks.SplitNetwork, sequential: base.Method, mesh) -> b
 
     last_in = jax.tree.map(lambda x: x[m - 1], p_inner)
     w_last = jax.tree.map(lambda x: x[0], w["last"])
-    loss = cond_on(stages - 1, lambda: last_term(w_last, last_in, eps_last, mix_last), scalar)
+    loss = cond_on(stages - 1, lambda: last_term(w_last, last_in, *last_inputs()), scalar)
     # each split's defect at its index (entry j of stage s is split block[j]), then one
     # psum of every scalar the step reports
     split_defects = jnp.zeros((k,), jnp.float32).at[jnp.maximum(block, 0)].add(defects)
@@ -501,22 +502,26 @@ def make(config, net: networks.SplitNetwork, sequential: base.Method, mesh) -> b
       p_in = protos[l - 1]
       if owner[l] != owner[l - 1]:  # the owner of split l-1 is the stage before
         p_in = shift(p_in)
-      eps = eps_of(l - 1, net.state_shapes[l - 1]) if per_step else noise[l - 1]
-      mix = None
-      if num_mixed:
-        mix = mix_of(l) if per_step else mixes[l - 1]
+
+      def block_inputs(l=l):  # drawn inside the owner's branch: no other stage pays for it
+        eps = eps_of(l - 1, net.state_shapes[l - 1]) if per_step else noise[l - 1]
+        mix = None
+        if num_mixed:
+          mix = mix_of(l) if per_step else mixes[l - 1]
+        return eps, mix
+
       if l < k:
         t, dl = cond_on(
           owner[l],
-          lambda l=l, p_in=p_in, eps=eps, mix=mix: inner_term(
-            l, w[l], p_in, protos[l], lams[l], eps, mix
+          lambda l=l, p_in=p_in, f=block_inputs: inner_term(
+            l, w[l], p_in, protos[l], lams[l], *f()
           ),
           (scalar, scalar),
         )
         total, defects = total + t, defects + [dl]
       else:
         loss = cond_on(
-          owner[k], lambda p_in=p_in, eps=eps, mix=mix: last_term(w[k], p_in, eps, mix), scalar
+          owner[k], lambda p_in=p_in, f=block_inputs: last_term(w[k], p_in, *f()), scalar
         )
     return totals(total + loss, loss, jnp.stack(defects))
 
