@@ -51,7 +51,6 @@ failures print one ``error: ...`` line and exit 1; a diverged cell is a result.
 
 from __future__ import annotations
 
-import ast
 from collections.abc import Sequence
 import importlib
 import json
@@ -76,6 +75,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:  # configs/ is a plain directory next to the package
   sys.path.insert(0, ROOT)
 
+from experiments import sweep  # noqa: E402
 from experiments import table1  # noqa: E402 (needs ROOT on the path for configs/)
 
 # method -> (config module, overrides that put it on the depth experiment's MLP)
@@ -98,20 +98,6 @@ def available_methods() -> list[str]:
     for m, (module, _) in CELLS.items()
     if m in methods_lib.METHODS and os.path.exists(os.path.join(ROOT, "configs", f"{module}.py"))
   ]
-
-
-def parse_sets(items: Sequence[str]) -> dict:
-  """``["a.b=1", "c=x"]`` -> ``{"a.b": 1, "c": "x"}`` (Python literals, else strings)."""
-  out = {}
-  for item in items:
-    if "=" not in item:
-      raise errors.ConfigError(f"--set: {item!r} is not key=value")
-    key, value = item.split("=", 1)
-    try:
-      out[key.strip()] = ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-      out[key.strip()] = value
-  return out
 
 
 def deep_init() -> str:
@@ -490,7 +476,7 @@ def main(argv):
       seeds=FLAGS.seeds,
       steps=FLAGS.steps,
       eval_every=FLAGS.eval_every,
-      sets=parse_sets(FLAGS.set),
+      sets=sweep.parse_settings(FLAGS.set),
       command=" ".join(["python -m experiments.depth", *map(shlex.quote, sys.argv[1:])]),
     )
   except errors.Error as e:

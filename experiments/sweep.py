@@ -20,6 +20,7 @@ and kept as strings otherwise. The last line is ``BEST validation_accuracy=... k
 from __future__ import annotations
 
 import ast
+from collections.abc import Sequence
 import csv
 import itertools
 import json
@@ -45,6 +46,35 @@ def _value(text: str):
     return ast.literal_eval(text)
   except (ValueError, SyntaxError):
     return text
+
+
+def parse_settings(items: Sequence[str] | str) -> dict:
+  """``--set``'s items -> ``{key: value}``, values as in ``--grid`` (Python literals that parse).
+
+  A piece without ``=`` belongs to the previous value (``network.split=1,2``, kept as the
+  string ``"1,2"``).
+
+  Example:
+    >>> parse_settings("network.name=mlp,network.depth=3,network.split=1,2")
+    {'network.name': 'mlp', 'network.depth': 3, 'network.split': '1,2'}
+  """
+  if isinstance(items, str):
+    items = items.split(",") if items else []
+  raw: dict[str, str] = {}
+  last = None
+  for item in items:
+    key, sep, value = item.partition("=")
+    if sep:
+      if not key or not value:
+        raise errors.ConfigError(f"--set: expected key=value items, got {item!r}")
+      last = key.strip()
+      raw[last] = value
+    elif last is None:
+      raise errors.ConfigError(f"--set: expected key=value items, got {item!r}")
+    else:
+      raw[last] += "," + item
+  # "1,2" stays a string (a split's spelling), not the tuple Python would read
+  return {k: v if "," in v else _value(v) for k, v in raw.items()}
 
 
 def parse_grid(grid: str) -> dict[str, list]:

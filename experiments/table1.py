@@ -124,33 +124,8 @@ def resolve_rows(names: Sequence[str] | None = None) -> dict[str, tuple[str, dic
 apply_overrides = sweep.apply
 
 
-def parse_settings(items: Sequence[str] | str) -> dict:
-  """``--set``'s items -> ``{key: value}``, values parsed as ``experiments.sweep`` does.
-
-  A piece without ``=`` belongs to the previous value (``network.split=1,2``, kept as the
-  string ``"1,2"``).
-
-  Example:
-    >>> parse_settings("network.name=mlp,network.depth=3,network.split=1,2")
-    {'network.name': 'mlp', 'network.depth': 3, 'network.split': '1,2'}
-  """
-  if isinstance(items, str):
-    items = items.split(",") if items else []
-  raw: dict[str, str] = {}
-  last = None
-  for item in items:
-    key, sep, value = item.partition("=")
-    if sep:
-      if not key or not value:
-        raise errors.ConfigError(f"--set: expected key=value items, got {item!r}")
-      last = key.strip()
-      raw[last] = value
-    elif last is None:
-      raise errors.ConfigError(f"--set: expected key=value items, got {item!r}")
-    else:
-      raw[last] += "," + item
-  # "1,2" stays a string (a split's spelling), not the tuple Python would read
-  return {k: v if "," in v else sweep._value(v) for k, v in raw.items()}
+# One parser of ``--set`` for the experiment programs.
+parse_settings = sweep.parse_settings
 
 
 def row_config(

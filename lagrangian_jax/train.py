@@ -63,7 +63,6 @@ from lagrangian_jax import solvers
 from lagrangian_jax.data import pipeline as pipeline_lib
 from lagrangian_jax.data import tfds_source
 from lagrangian_jax.methods import base
-from lagrangian_jax.methods import stage_parallel
 
 PyTree = Any
 
@@ -537,17 +536,7 @@ def build_experiment(config, dataset: data_lib.Dataset | None = None) -> Experim
     config.network, num_classes=dataset.num_classes, input_shape=tuple(dataset.image_shape)
   )
   mesh = make_mesh(config)
-  method = methods_lib.make_method(config, net, len(dataset.train.labels))
-  if mesh.shape["stage"] > 1 or (
-    config.method == "distprop" and config.distprop.get("stage_layout", "auto") != "auto"
-  ):
-    errors.require(
-      config.method == "distprop",
-      "mesh.stage",
-      f"{mesh.shape['stage']} stages: only DistProp's blocks decouple (method "
-      f"{config.method!r} needs mesh.stage=1)",
-    )
-    method = stage_parallel.make(config, net, method, mesh)
+  method = methods_lib.make_method(config, net, len(dataset.train.labels), mesh)
   n_dev = mesh.shape["data"]
   errors.require(
     config.batch_size % n_dev == 0,

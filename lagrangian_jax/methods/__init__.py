@@ -16,6 +16,7 @@ from lagrangian_jax.methods import distprop
 from lagrangian_jax.methods import dtp
 from lagrangian_jax.methods import lifted
 from lagrangian_jax.methods import oam
+from lagrangian_jax.methods import stage_parallel
 from lagrangian_jax.methods.base import Batch
 from lagrangian_jax.methods.base import Method
 
@@ -45,8 +46,11 @@ METHODS = {
 DROPOUT_METHODS = ("backprop", "distprop")
 
 
-def make_method(config, net, num_train: int) -> Method:
-  """The method named by ``config.method``; each method checks its own config keys."""
+def make_method(config, net, num_train: int, mesh=None) -> Method:
+  """The method named by ``config.method``; each method checks its own config keys.
+
+  On a ``mesh`` with more than one ``stage`` (or with ``config.distprop.stage_layout``
+  naming a layout), DistProp is the stage-parallel one (``stage_parallel.make``)."""
   errors.require(
     config.method in METHODS,
     "method",
@@ -57,4 +61,15 @@ def make_method(config, net, num_train: int) -> Method:
     "network.dropout",
     f"method {config.method!r} does not apply dropout; only {list(DROPOUT_METHODS)} do",
   )
-  return METHODS[config.method](config, net, num_train)
+  method = METHODS[config.method](config, net, num_train)
+  stages = 1 if mesh is None else mesh.shape["stage"]
+  layout = config.distprop.get("stage_layout", "auto") if config.method == "distprop" else "auto"
+  if stages > 1 or layout != "auto":
+    errors.require(
+      config.method == "distprop",
+      "mesh.stage",
+      f"{stages} stages: only DistProp's blocks decouple (method {config.method!r} needs "
+      "mesh.stage=1)",
+    )
+    method = stage_parallel.make(config, net, method, mesh)
+  return method

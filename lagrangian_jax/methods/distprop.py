@@ -159,7 +159,7 @@ def make(config, net: networks.SplitNetwork, num_train: int) -> base.Method:
   augmentation = float(opts.augmentation)
 
   def sigma_of(proto):
-    return _sigma(proto, floor)
+    return scale(proto, floor)
 
   sample = functools.partial(_sample, floor=floor)
 
@@ -183,12 +183,6 @@ def make(config, net: networks.SplitNetwork, num_train: int) -> base.Method:
 
   def target_share(t):  # "own": the target stays the own class (the block snaps)
     return jnp.zeros_like(t) if mix_targets == "own" else t
-
-  def mixed(x, t, partner):
-    """``(1 - t) x[c] + t x[partner]`` for class-indexed ``x`` of shape ``(C, *H)``:
-    ``(S * C, *H)`` rows in the order of ``sample_labels``."""
-    tt = t.reshape(t.shape + (1,) * (x.ndim - 1))
-    return _flat((1 - tt) * x[None] + tt * x[partner])
 
   def init(rng, map_train):
     k_w, k_noise, k_proto = jax.random.split(rng, 3)
@@ -217,7 +211,7 @@ def make(config, net: networks.SplitNetwork, num_train: int) -> base.Method:
           )
         else:
           prev = {"mu": protos[-1]["mu"], "rho": protos[-1]["rho"]}
-          feats = networks.apply_segment(net, weights, l, _flat(sample(prev, noise[l - 1])))
+          feats = networks.apply_segment(net, weights, l, flat(sample(prev, noise[l - 1])))
           labels = sample_labels
         mu, sigma = _class_statistics(feats, labels, num_classes)
       protos.append(
@@ -259,7 +253,7 @@ def make(config, net: networks.SplitNetwork, num_train: int) -> base.Method:
       g = [formulations.epsilon_insensitive(z0, margin, shrinkage)]  # eq. 3
     mix = mix_of(constants, batch.step)
     if mix is None:
-      s = [_flat(sample(p, e)) for p, e in zip(protos, noise)]
+      s = [flat(sample(p, e)) for p, e in zip(protos, noise)]
       for l in range(1, num_splits):
         z = (
           networks.apply_segment(net, w, l, s[l - 1], rng_of(constants, batch.step, l))
@@ -273,7 +267,7 @@ def make(config, net: networks.SplitNetwork, num_train: int) -> base.Method:
     for l in range(1, num_splits + 1):
       t, partner = mix[l - 1]
       p = protos[l - 1]
-      s.append(mixed(p["mu"], t, partner) + _flat(noise[l - 1]) * mixed(sigma_of(p), t, partner))
+      s.append(mixed(p["mu"], t, partner) + flat(noise[l - 1]) * mixed(sigma_of(p), t, partner))
       if l < num_splits:
         out = networks.apply_segment(net, w, l, s[-1], rng_of(constants, batch.step, l))
         tt = target_share(t)
@@ -422,7 +416,7 @@ def make_split_diagnostics(config, net: networks.SplitNetwork):
   sample_labels = jnp.tile(jnp.arange(num_classes), int(opts.samples_per_class))
 
   def stats(h, labels, proto):
-    mu, sigma = proto["mu"], _sigma(proto, floor)
+    mu, sigma = proto["mu"], scale(proto, floor)
     h2 = h.reshape(h.shape[0], -1)
     mu2, sigma2 = mu.reshape(num_classes, -1), sigma.reshape(num_classes, -1)
     z = (h2 - mu2[labels]) / sigma2[labels]
@@ -443,7 +437,7 @@ def make_split_diagnostics(config, net: networks.SplitNetwork):
     protos = params["primal"]["aux"]["prototypes"]
     noise = noise_of(constants, step)
     real = networks.segment_output(net, w, images)
-    samples = [_flat(_sample(p, e, floor)) for p, e in zip(protos, noise)]
+    samples = [flat(_sample(p, e, floor)) for p, e in zip(protos, noise)]
     rows = {k: [] for k in DIAGNOSTICS}
     previous = None
     for l in range(num_splits):
@@ -459,7 +453,7 @@ def make_split_diagnostics(config, net: networks.SplitNetwork):
       for name, a, b in zip(("defect", "rms_z", "prototype_accuracy", "fisher"), r, smp):
         rows[f"real_{name}"].append(a)
         rows[f"sample_{name}"].append(b)
-      sigma = _sigma(protos[l], floor).reshape(num_classes, -1)
+      sigma = scale(protos[l], floor).reshape(num_classes, -1)
       mu = protos[l]["mu"].reshape(num_classes, -1)
       rows["sigma_rms"].append(jnp.sqrt(jnp.mean(sigma * sigma)))
       d = jnp.sqrt(jnp.sum(jnp.square(mu[:, None] - mu[None]), -1) / mu.shape[1])
@@ -478,15 +472,24 @@ def split_diagnostics(config, net, params, constants, images, labels, step=0) ->
   return make_split_diagnostics(config, net)(params, constants, images, labels, step)
 
 
-def _sigma(proto, floor):
+def scale(proto, floor):
+  """``softplus(rho) + floor``: the Gaussians' scales."""
   return jax.nn.softplus(proto["rho"]) + floor
 
 
 def _sample(proto, noise, floor):
-  return proto["mu"][None] + noise * _sigma(proto, floor)[None]  # (S, C, *H)
+  return proto["mu"][None] + noise * scale(proto, floor)[None]  # (S, C, *H)
 
 
-def _flat(x):
+def mixed(x, t, partner):
+  """``(1 - t) x[c] + t x[partner]`` for class-indexed ``x`` of shape ``(C, *H)`` and
+  ``t``, ``partner`` of shape ``(S, C)``: ``(S * C, *H)`` rows, class fastest (the order
+  of the samples' labels)."""
+  tt = t.reshape(t.shape + (1,) * (x.ndim - 1))
+  return flat((1 - tt) * x[None] + tt * x[partner])
+
+
+def flat(x):
   return x.reshape((-1,) + x.shape[2:])  # (S*C, *H)
 
 

@@ -306,15 +306,10 @@ def make(config, net: networks.SplitNetwork, sequential: base.Method, mesh) -> b
   sample_labels = jnp.tile(jnp.arange(num_classes), samples)
   per_step = opts.noise == "per_step"
 
+  flat, mixed = distprop.flat, distprop.mixed
+
   def sigma(p):
-    return jax.nn.softplus(p["rho"]) + floor
-
-  def flat(x):
-    return x.reshape((-1,) + x.shape[2:])
-
-  def mixed(x, t, partner):  # as distprop's: (1 - t) x[c] + t x[partner], flat rows
-    tt = t.reshape(t.shape + (1,) * (x.ndim - 1))
-    return flat((1 - tt) * x[None] + tt * x[partner])
+    return distprop.scale(p, floor)
 
   def apply(l, w, h):
     return net.segments[l].apply({"params": w}, h)
