@@ -21,11 +21,15 @@ gradients sent both ways) under stated assumptions (``--accel_*`` flags).
 
 Run (the device count and threading flags are set before JAX starts):
   python benchmarks/stage_parallel.py --single_thread
-  python benchmarks/stage_parallel.py --depths=16 --stages=1,2 --single_thread  # the target
-``--single_thread`` sets ``--xla_cpu_multi_thread_eigen=false`` so that each fake
-device's operations are single-threaded in every variant: the comparison then shows the
-stages overlapping, not XLA's intra-op threads. Target: depth 16, 2 stages,
-stage-parallel / sequential DistProp <= 0.65. Ends with one ``RESULT key=value ...`` line.
+  python benchmarks/stage_parallel.py --processes=2 --depths=16 --rounds=7  # the target
+``--single_thread`` sets ``--xla_cpu_multi_thread_eigen=false``, which still leaves a fake
+device's operations on several threads (BUILD.md); ``--processes=2`` runs two processes,
+each pinned to its own core with one device, so that every variant's operations are
+single-threaded and the comparison shows the stages overlapping, not XLA's intra-op
+threads (the processes meet at a barrier before each timing). Target: depth 16, 2 stages,
+stage-parallel / sequential DistProp <= 0.65. ``--set`` overrides DistProp's config (e.g.
+``--set=distprop.noise=fixed,distprop.mix_fraction=0.0``). Ends with one
+``RESULT key=value ...`` line.
 """
 
 import argparse
@@ -47,6 +51,12 @@ def parse_args(argv=None):
   p.add_argument("--batch_size", type=int, default=128)
   p.add_argument("--solver", default="extragradient", help="or past_extragradient")
   p.add_argument("--single_thread", action="store_true")
+  p.add_argument(
+    "--set",
+    default="",
+    help="DistProp config overrides for every DistProp variant, e.g. "
+    "'distprop.noise=fixed,distprop.mix_fraction=0.0' (experiments.sweep.parse_settings)",
+  )
   p.add_argument(
     "--processes",
     type=int,
@@ -99,6 +109,7 @@ os.environ["XLA_FLAGS"] = _flags.strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
+from jax.experimental import multihost_utils  # noqa: E402
 
 if ARGS.processes:
   jax.distributed.initialize(
@@ -109,6 +120,7 @@ if ARGS.processes:
 
 from configs import deep_mlp_backprop  # noqa: E402
 from configs import deep_mlp_distprop  # noqa: E402
+from experiments import sweep  # noqa: E402
 from lagrangian_jax import errors  # noqa: E402
 from lagrangian_jax import hlo  # noqa: E402
 from lagrangian_jax import train  # noqa: E402
@@ -123,6 +135,7 @@ def config_for(kind: str, depth: int, stages: int, batch_size: int):
   config.mesh.num_devices, config.mesh.data, config.mesh.stage = stages, 1, stages
   if kind != "backprop":
     config.solver = ARGS.solver
+    config = sweep.apply(config, sweep.parse_settings(ARGS.set))
   return config
 
 
@@ -148,6 +161,10 @@ class Variant:
     self.run()  # compile
 
   def run(self) -> float:
+    if ARGS.processes:
+      # the processes start each timing together: otherwise the first variant with a
+      # collective also times the other process finishing the variants before it
+      multihost_utils.sync_global_devices(self.label)
     start = time.perf_counter()
     for batch in self.batches:
       self.state, metrics = self.exp.train_step(self.state, batch)

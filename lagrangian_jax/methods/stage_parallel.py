@@ -12,15 +12,27 @@ and the noise is a constant (or a pure function of the seed, the step and the sp
 The gradient of ``W_l`` and ``lambda_l`` needs term ``l`` alone, that of ``P_l`` the
 terms ``l`` (as target) and ``l + 1`` (as input). So no term waits for another: each
 block's weights, multipliers and the prototypes it produces live on one position of the
-``stage`` mesh axis, every device evaluates its blocks' terms concurrently, and what
-crosses between neighbouring stages is ``P`` at the boundary (forward) and its
-cotangent (backward): ``2 x C x H`` numbers each way per gradient evaluation, whatever
-the batch size (extragradient evaluates two gradients per iteration, past-extragradient
-one). The data batch is sharded over ``data`` and read by block 0 alone (its gradient
-is averaged over ``data`` as in data parallelism); the blocks after it see only samples.
+``stage`` mesh axis, and every device evaluates its blocks' terms concurrently. A
+prototype ``P`` at a stage boundary is held twice: by the stage that produces it (the
+target of its block) and, as a copy, by the next stage (its blocks' input). The two
+start equal and get the same gradient, the sum of the two partial gradients, so the
+solver moves them alike. Nothing crosses stages in the forward pass; after the backward
+pass neighbouring stages exchange their partial gradients of ``P``: ``2 x C x H``
+numbers each way per gradient evaluation, whatever the batch size, one collective on two
+stages (a swap), two on more (to the next stage, to the previous one). Extragradient
+evaluates two gradients per iteration, past-extragradient one; one more collective, a
+``psum`` of the reported scalars, completes the iteration. (Sending ``P`` forward and its
+cotangent back instead costs two collectives per evaluation, the second after the next
+stage's backward pass: measured, 0.91x the sequential iteration against 0.61x, see
+BUILD.md.) The copies' updates are compiled apart from the owners' and may round
+differently: they agree to float32 rounding (tested), as the whole iteration agrees with
+the sequential one. The data batch is sharded over ``data`` and read by block 0 alone
+(its gradient is averaged over ``data`` as in data parallelism); the blocks after it see
+only samples.
 
-The gradient is one ``jax.shard_map`` over the mesh (explicit ``ppermute`` of the
-boundary prototypes, ``lax.cond`` on the stage index for the blocks a stage owns), inside
+The gradient is one ``jax.shard_map`` over the mesh (a ``custom_vjp`` ties each boundary
+prototype to its copy and exchanges their partial gradients with ``ppermute``;
+``lax.cond`` on the stage index runs the first and last blocks on their owners), inside
 the jitted, seed-``vmap``ped train step of ``train.py``; the solver's update is
 elementwise, so it runs where each leaf lives without communication. The result is the
 sequential DistProp iteration (:mod:`distprop`) up to float32 rounding (tested).
@@ -34,12 +46,16 @@ the sequential code on one stage). Two layouts of the parameters (``"auto"`` pic
   shape: the deep MLP, any repeated block). The inner blocks' weights, multipliers and
   output prototypes are stacked along a leading axis of ``S * m`` entries, ``m =
   ceil((K-1)/S)`` per stage, sharded over ``stage``; their terms are one ``jax.vmap``.
-  The ``d = S m - (K - 1)`` unused entries (zeros, never computed: stage 0 skips them
-  under a ``lax.cond``, so they never move) are the first ones of stage 0, which also
-  runs block 0, the only block that reads the batch: this needs ``K - 1 >= (S - 1) m``. Block 0 and block ``K`` are *slots*.
+  The ``d = S m - (K - 1)`` unused entries (zeros; computed with the others and masked,
+  so they get no gradient and never move: skipping them under a ``lax.cond`` made XLA
+  copy every residual of the vmapped blocks out of the branch, which cost more than the
+  entries) are the first ones of stage 0, which also runs block 0, the only block that
+  reads the batch: this needs ``K - 1 >= (S - 1) m``. Block 0 and block ``K`` are
+  *slots*; the copies of the boundary prototypes are one more slot, ``"received"``.
 * ``"slots"`` (any network, e.g. the MNIST and CIFAR networks, AlexNet). Every block is
   a slot: an array with a leading axis of ``S`` entries sharded over ``stage``, of which
-  only its owner's entry is used (the others stay zero). Owners are contiguous,
+  only its owner's entry is used (the others stay zero; a boundary split's copy is its
+  slot's entry on the next stage). Owners are contiguous,
   ``owner(l) = floor(l S / (K + 1))``, so ``K + 1 >= S`` and every stage owns a block.
   The cost is memory, not time: every stage allocates (but never computes with) every
   slot block's weights and optimizer state, ``S x`` the parameter memory of the slot
@@ -67,6 +83,7 @@ Example (one device: one stage, the stacked layout):
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, NamedTuple
 
@@ -174,12 +191,27 @@ def _unstack(tree: PyTree, pad: int, n: int) -> list:
   return [jax.tree.map(lambda x, i=i: x[pad + i], tree) for i in range(n)]
 
 
-def _split_tables(layout: Layout, per_split) -> PyTree:
-  """A tuple with one entry per split ``l = 0..K-1`` (owned by block ``l``)."""
+def _split_tables(layout: Layout, per_split, copies: bool = False) -> PyTree:
+  """A tuple with one entry per split ``l = 0..K-1`` (owned by block ``l``).
+
+  ``copies``: also place each prototype that crosses a stage boundary on the stage that
+  reads it (see :func:`make`): stacked, ``"received"`` entry ``s`` holds the input of
+  stage ``s``'s first entry; slots, the consumer's entry of the split's slot."""
   s, o = layout.stages, layout.owner
   if layout.kind == "stacked":
-    return {"first": _slot(per_split[0], 0, s), "inner": _stack(per_split[1:], layout.pad)}
-  return tuple(_slot(x, o[l], s) for l, x in enumerate(per_split))
+    out = {"first": _slot(per_split[0], 0, s), "inner": _stack(per_split[1:], layout.pad)}
+    if copies:  # stage t >= 1 reads split t m - d (entry 0's input); stage 0 reads P_0
+      m, d = layout.per_stage, layout.pad
+      feeds = [per_split[max(t * m - d, 0)] for t in range(s)]
+      out["received"] = jax.tree.map(lambda *xs: jnp.stack(xs).at[0].set(0), *feeds)
+    return out
+  slots = []
+  for l, x in enumerate(per_split):
+    slot = _slot(x, o[l], s)
+    if copies and o[l + 1] != o[l]:
+      slot = jax.tree.map(lambda a, v, t=o[l + 1]: a.at[t].set(v), slot, x)
+    slots.append(slot)
+  return tuple(slots)
 
 
 def _split_tables_back(layout: Layout, tree) -> tuple:
@@ -232,7 +264,11 @@ def params_to_layout(layout: Layout, params: PyTree) -> PyTree:
   return {
     "primal": {
       "weights": weights_to_layout(layout, params["primal"]["weights"]),
-      "aux": {"prototypes": _split_tables(layout, params["primal"]["aux"]["prototypes"])},
+      "aux": {
+        "prototypes": _split_tables(
+          layout, params["primal"]["aux"]["prototypes"], copies=layout.stages > 1
+        )
+      },
     },
     "dual": {"multipliers": _split_tables(layout, params["dual"]["multipliers"])},
   }
@@ -388,14 +424,64 @@ def make(config, net: networks.SplitNetwork, sequential: base.Method, mesh) -> b
       lambda: varying(jax.tree.map(jnp.zeros_like, like), axes),
     )
 
-  forward = [(i, i + 1) for i in range(stages - 1)]
   scalar = jnp.zeros((), jnp.float32)
 
-  def shift(p):
-    """Prototypes ``{"mu", "rho"}`` of each stage to the next: one message (and, by
-    autodiff, one message of their cotangent back) per gradient evaluation."""
-    both = jax.lax.ppermute(jnp.stack([p["mu"], p["rho"]]), STAGE, forward)
-    return {"mu": both[0], "rho": both[1]}
+  def message(p):  # one split's prototypes as one array (one message)
+    return jnp.stack([p["mu"], p["rho"]])
+
+  def unmessage(x):
+    return {"mu": x[0], "rho": x[1]}
+
+  def add(a, b):
+    return jax.tree.map(jnp.add, a, b)
+
+  # A prototype that crosses a stage boundary is held twice, by the stage that produces
+  # it (``own``, the target of its block) and by the next stage (``copy``, its blocks'
+  # input). Both copies start equal and get the same gradient, the sum of the two
+  # partial gradients (each stage adds the other's to its own: IEEE addition commutes,
+  # so the sums agree bit for bit), so the solver's elementwise update keeps them equal.
+  # Forward, nothing crosses; backward, one exchange of partial gradients per
+  # evaluation (one collective on two stages) instead of the prototype forward and its
+  # cotangent back (two collectives, the second after the next stage's backward pass).
+  @jax.custom_vjp
+  def tie(own, copy):
+    return own, copy
+
+  def tie_fwd(own, copy):
+    return (own, copy), None
+
+  def tie_bwd(_, cts):
+    # the barrier materialises both partial gradients: the value each stage adds is then
+    # the value it sends (fused into the sum, a partial could round differently, e.g.
+    # with a contracted multiply-add)
+    ct_own, ct_copy = jax.lax.optimization_barrier(tuple(message(c) for c in cts))
+    if stages == 2:  # one swap: stage 0 sends its own's gradient, stage 1 its copy's
+      first = jax.lax.axis_index(STAGE) == 0
+      r = jax.lax.ppermute(jnp.where(first, ct_own, ct_copy), STAGE, [(0, 1), (1, 0)])
+      from_next, from_prev = (jnp.where(first == f, r, 0.0) for f in (True, False))
+    else:
+      from_next = jax.lax.ppermute(ct_copy, STAGE, [(i + 1, i) for i in range(stages - 1)])
+      from_prev = jax.lax.ppermute(ct_own, STAGE, [(i, i + 1) for i in range(stages - 1)])
+    return unmessage(ct_own + from_next), unmessage(ct_copy + from_prev)
+
+  tie.defvjp(tie_fwd, tie_bwd)
+
+  @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+  def tie_pair(x, a, b):
+    """Slots: ``x`` is the boundary split's entry, owned by stage ``a``, copy on ``b``."""
+    del a, b
+    return x
+
+  def tie_pair_fwd(x, a, b):
+    del a, b
+    return x, None
+
+  def tie_pair_bwd(a, b, _, ct):
+    ct = jax.lax.optimization_barrier(message(ct))  # as in ``tie_bwd``
+    r = jax.lax.ppermute(ct, STAGE, [(a, b), (b, a)])
+    return (unmessage(ct + r),)
+
+  tie_pair.defvjp(tie_pair_fwd, tie_pair_bwd)
 
   def data_mean(tree):  # block 0's batch mean over the data axis
     return jax.lax.pmean(tree, DATA)
@@ -412,18 +498,28 @@ def make(config, net: networks.SplitNetwork, sequential: base.Method, mesh) -> b
     lams = params["dual"]["multipliers"]
     m, d = layout.per_stage, layout.pad
     first = jax.tree.map(lambda x: x[0], (w["first"], protos["first"], lams["first"]))
+    # inner blocks: inputs are the previous entry's prototypes; entry 0 reads this
+    # stage's copy of the previous stage's last one; stage 0 feeds P_0 to its unused
+    # entries and first block
+    p_inner = protos["inner"]
+    p0 = first[1]
+    if stages > 1:  # every use of the boundary prototypes goes through the tie
+      own = jax.tree.map(lambda x: x[m - 1], p_inner)
+      if d == m:  # stage 0 has no used entry: its boundary prototype is P_0
+        own = jax.tree.map(lambda x, x0: jnp.where(s == 0, x0, x), own, p0)
+      own, received = tie(own, jax.tree.map(lambda x: x[0], protos["received"]))
+      p_inner = jax.tree.map(lambda x, o: x.at[m - 1].set(o), p_inner, own)
+      if d == m:
+        p0 = jax.tree.map(lambda x0, o: jnp.where(s == 0, o, x0), p0, own)
+    else:
+      received = jax.tree.map(lambda x: x[0], p_inner)  # stage 0: never read
     t0, d0 = cond_on(  # block 0: the only one that reads the batch
-      0, lambda: first_term(*first, images, labels), (scalar, scalar), (DATA, STAGE)
+      0,
+      lambda: first_term(first[0], p0, first[2], images, labels),
+      (scalar, scalar),
+      (DATA, STAGE),
     )
     t0, d0 = data_mean((t0, d0))
-
-    # inner blocks: inputs are the previous entry's prototypes; entry 0 receives the
-    # previous stage's last one; stage 0 feeds P_0 to its unused entries and first block
-    p_inner = protos["inner"]
-    send = jax.tree.map(lambda x: x[m - 1], p_inner)
-    if d == m:  # stage 0 has no used entry: it passes P_0 on
-      send = jax.tree.map(lambda x, x0: jnp.where(s == 0, x0, x), send, first[1])
-    received = shift(send)
     j = jnp.arange(m)
     from_p0 = (s == 0) & (j <= d)
 
@@ -431,7 +527,7 @@ def make(config, net: networks.SplitNetwork, sequential: base.Method, mesh) -> b
       prev = jnp.concatenate([r[None], x[:-1]])
       return jnp.where(from_p0.reshape((m,) + (1,) * (x.ndim - 1)), x0[None], prev)
 
-    p_in = jax.tree.map(previous, p_inner, first[1], received)
+    p_in = jax.tree.map(previous, p_inner, p0, received)
     block = s * m + j - d + 1  # each entry's block index (< 1: unused)
     if per_step:
       eps_of, mix_of = draws(constants, step)
@@ -442,27 +538,18 @@ def make(config, net: networks.SplitNetwork, sequential: base.Method, mesh) -> b
       mix = jax.tree.map(lambda x: x[0], constants["mix"]["last"]) if num_mixed else None
       return constants["noise"]["last"][0], mix
 
-    def entries(lo):
-      """Terms and defects of entries ``lo..m-1`` (zeros before ``lo``): stage 0 skips
-      its ``d`` unused entries instead of computing and masking them."""
-      take = lambda x: x[lo:]  # noqa: E731
-      if per_step:
-        eps = jax.vmap(eps_of)(jnp.maximum(block[lo:] - 1, 0))
-        mix = jax.vmap(mix_of)(jnp.maximum(block[lo:], 1)) if num_mixed else None
-      else:
-        eps = constants["noise"]["inner"][lo:]
-        mix = jax.tree.map(take, constants["mix"]["inner"]) if num_mixed else None
-      args = jax.tree.map(take, (w["inner"], p_in, p_inner, lams["inner"]))
-      terms, defects = jax.vmap(
-        lambda *a: inner_term(1, *a), in_axes=(0, 0, 0, 0, 0, None if mix is None else 0)
-      )(*args, eps, mix)
-      terms, defects = (jnp.concatenate([jnp.zeros((lo,), x.dtype), x]) for x in (terms, defects))
-      return varying((terms, defects), (STAGE,))
-
-    if d:
-      terms, defects = jax.lax.cond(s == 0, lambda: entries(d), lambda: entries(0))
+    # every stage computes all m entries (stage 0's d unused ones too, masked below):
+    # under a lax.cond that skipped them, XLA copied every residual of the vmapped
+    # blocks out of the branch, which cost more than the skipped entries
+    if per_step:
+      eps = jax.vmap(eps_of)(jnp.maximum(block - 1, 0))
+      mix = jax.vmap(mix_of)(jnp.maximum(block, 1)) if num_mixed else None
     else:
-      terms, defects = entries(0)
+      eps = constants["noise"]["inner"]
+      mix = constants["mix"]["inner"] if num_mixed else None
+    terms, defects = jax.vmap(
+      lambda *a: inner_term(1, *a), in_axes=(0, 0, 0, 0, 0, None if mix is None else 0)
+    )(w["inner"], p_in, p_inner, lams["inner"], eps, mix)
     used = block >= 1
     t_inner = jnp.sum(jnp.where(used, terms, 0.0))
     defects = jnp.where(used, defects, 0.0)
@@ -480,6 +567,10 @@ def make(config, net: networks.SplitNetwork, sequential: base.Method, mesh) -> b
     w = jax.tree.map(lambda x: x[0], params["primal"]["weights"])
     protos = jax.tree.map(lambda x: x[0], params["primal"]["aux"]["prototypes"])
     lams = jax.tree.map(lambda x: x[0], params["dual"]["multipliers"])
+    protos = list(protos)
+    for l in range(1, k + 1):  # every use of a boundary split goes through its tie
+      if owner[l] != owner[l - 1]:
+        protos[l - 1] = tie_pair(protos[l - 1], owner[l - 1], owner[l])
     if per_step:
       eps_of, mix_of = draws(constants, step)
     else:
@@ -494,9 +585,7 @@ def make(config, net: networks.SplitNetwork, sequential: base.Method, mesh) -> b
     t0, d0 = data_mean((t0, d0))
     total, defects, loss = t0, [d0], scalar
     for l in range(1, k + 1):
-      p_in = protos[l - 1]
-      if owner[l] != owner[l - 1]:  # the owner of split l-1 is the stage before
-        p_in = shift(p_in)
+      p_in = protos[l - 1]  # on a boundary, the consumer's copy
 
       def block_inputs(l=l):  # drawn inside the owner's branch: no other stage pays for it
         eps = eps_of(l - 1, net.state_shapes[l - 1]) if per_step else noise[l - 1]
