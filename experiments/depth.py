@@ -30,8 +30,9 @@ accuracy is 0.859 at split 0 and 0.839 at split 99 on the validation digits with
 lecun_normal, 0.856 and 0.840 with he_normal).
 
 Methods (``--methods``, default all that exist): ``backprop`` (``configs/deep_mlp_backprop.py``),
-``distprop`` (``configs/deep_mlp_distprop.py``) and ``dfa`` (``configs/dfa.py`` on the same
-MLP) when ``lagrangian_jax.methods.METHODS`` has it. Every cell is the same plain MLP of width
+``distprop`` (``configs/deep_mlp_distprop.py``), and ``dfa``, ``dtp``, ``oam``
+(``configs/dfa.py``, ``configs/dtp.py``, ``configs/oam.py`` on the same MLP) when
+``lagrangian_jax.methods.METHODS`` has them. Every cell is the same plain MLP of width
 128 with ``network.depth`` hidden layers, every layer a block (``split="every"``), the same
 initialisation (``network.init`` of the deep configs, or ``--set``'s) and seed, the same
 step budget and batch; accuracy is the real forward pass through every layer. ``--set=key=value,...`` overrides config keys of every cell.
@@ -88,6 +89,8 @@ CELLS = {
   "backprop": ("deep_mlp_backprop", {}),
   "distprop": ("deep_mlp_distprop", {}),
   "dfa": ("dfa", {**_MLP, "network.split_activation": "relu"}),
+  "dtp": ("dtp", {**_MLP, "network.split_activation": "relu"}),
+  "oam": ("oam", {**_MLP, "network.split_activation": "relu"}),
 }
 
 

@@ -169,6 +169,23 @@ def test_depth_report_end_to_end_then_rerun_skips(tmp_path, capsys):
     depth_exp.run_report(workdir, **{**kwargs, "sets": {**SMALL, "learning_rates.weights": 0.5}})
 
 
+@pytest.mark.slow
+def test_local_learning_baselines_run_as_depth_cells(tmp_path):
+  report = depth_exp.run_report(
+    str(tmp_path),
+    depths=[3],
+    methods=["dfa", "dtp", "oam"],
+    seeds=1,
+    steps=2,
+    eval_every=2,
+    sets=SMALL,
+  )
+  for m in ("dfa", "dtp", "oam"):
+    cell = report["cells"][m]["3"]
+    assert cell["status"] == "ok", (m, cell)
+    assert 0.0 <= cell["test_accuracy"]["mean"] <= 1.0
+
+
 def test_methods_flag_rejects_unknown(tmp_path):
   with pytest.raises(errors.ConfigError, match="--methods"):
     depth_exp.run_report(str(tmp_path), depths=[2], methods=["nope"], steps=1)

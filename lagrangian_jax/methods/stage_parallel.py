@@ -23,7 +23,7 @@ stages (a swap), two on more (to the next stage, to the previous one). Extragrad
 evaluates two gradients per iteration, past-extragradient one; one more collective, a
 ``psum`` of the reported scalars, completes the iteration. (Sending ``P`` forward and its
 cotangent back instead costs two collectives per evaluation, the second after the next
-stage's backward pass: measured, 0.91x the sequential iteration against 0.61x, see
+stage's backward pass: measured, 0.91x the sequential iteration against 0.43-0.61x, see
 BUILD.md.) The copies' updates are compiled apart from the owners' and may round
 differently: they agree to float32 rounding (tested), as the whole iteration agrees with
 the sequential one. The data batch is sharded over ``data`` and read by block 0 alone
@@ -432,14 +432,12 @@ def make(config, net: networks.SplitNetwork, sequential: base.Method, mesh) -> b
   def unmessage(x):
     return {"mu": x[0], "rho": x[1]}
 
-  def add(a, b):
-    return jax.tree.map(jnp.add, a, b)
-
   # A prototype that crosses a stage boundary is held twice, by the stage that produces
   # it (``own``, the target of its block) and by the next stage (``copy``, its blocks'
   # input). Both copies start equal and get the same gradient, the sum of the two
   # partial gradients (each stage adds the other's to its own: IEEE addition commutes,
-  # so the sums agree bit for bit), so the solver's elementwise update keeps them equal.
+  # so the sums agree bit for bit), so the solver's elementwise update keeps them equal
+  # (to rounding: XLA compiles each leaf's update apart, see the module docstring).
   # Forward, nothing crosses; backward, one exchange of partial gradients per
   # evaluation (one collective on two stages) instead of the prototype forward and its
   # cotangent back (two collectives, the second after the next stage's backward pass).
