@@ -2,7 +2,10 @@
 
 The deep config (``configs/deep_mlp_distprop.py``: per-step noise and interpolated
 "mixture" samples) against the same step without mixtures and with a fixed noise
-snapshot too, plus backprop on the same network and batch, all in ONE process and
+snapshot too, a what-if (``mixtures_as_matmul``: ``distprop.mixed`` written as a one-hot
+mixing matrix times the prototypes, a dot instead of a gather and, in the gradient, a dot
+instead of a scatter-add; same values up to rounding, not the library's code), plus
+backprop on the same network and batch, all in ONE process and
 timed round-robin (each round times every variant; medians over rounds) so machine
 noise hits all alike. Ratios are to the full DistProp step.
 
@@ -22,11 +25,22 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 
 from configs import deep_mlp_backprop  # noqa: E402
 from configs import deep_mlp_distprop  # noqa: E402
 from experiments import sweep  # noqa: E402
 from lagrangian_jax import train  # noqa: E402
+from lagrangian_jax.methods import distprop  # noqa: E402
+
+
+def mixed_as_matmul(x, t, partner):
+  """``distprop.mixed`` as ``M @ x``, ``M[(s, c)] = (1 - t) e_c + t e_partner``."""
+  c = x.shape[0]
+  eye = jnp.eye(c, dtype=x.dtype)
+  m = (1 - t)[..., None] * eye[None] + t[..., None] * eye[partner]  # (S, C, C)
+  return (m.reshape(-1, c) @ x.reshape(c, -1)).reshape((-1,) + x.shape[1:])
+
 
 VARIANTS = {  # label -> (config module, --set overrides)
   "distprop": (deep_mlp_distprop, ""),
@@ -35,6 +49,7 @@ VARIANTS = {  # label -> (config module, --set overrides)
     deep_mlp_distprop,
     "distprop.mix_fraction=0.0,distprop.noise=fixed",
   ),
+  "mixtures_as_matmul": (deep_mlp_distprop, ""),
   "backprop": (deep_mlp_backprop, ""),
 }
 
@@ -48,16 +63,6 @@ def main(argv=None):
   args = p.parse_args(argv)
 
   exps, states, batches = {}, {}, {}
-  for label, (module, sets) in VARIANTS.items():
-    config = module.get_config()
-    config.network.depth, config.batch_size, config.progress_bar = (
-      args.depth,
-      args.batch_size,
-      False,
-    )
-    exps[label] = train.build_experiment(sweep.apply(config, sweep.parse_settings(sets)))
-    states[label] = exps[label].initial_state
-    batches[label] = [train.make_batch(exps[label], k) for k in range(args.steps)]
 
   def run(label):
     state = states[label]
@@ -68,8 +73,20 @@ def main(argv=None):
     states[label] = state
     return (time.perf_counter() - start) / args.steps
 
-  for label in exps:  # compile
-    run(label)
+  library_mixed = distprop.mixed
+  try:
+    for label, (module, sets) in VARIANTS.items():
+      # the what-if is built and traced (its first call compiles) with the matmul version
+      distprop.mixed = mixed_as_matmul if label == "mixtures_as_matmul" else library_mixed
+      config = module.get_config()
+      config.network.depth, config.batch_size = args.depth, args.batch_size
+      config.progress_bar = False
+      exps[label] = train.build_experiment(sweep.apply(config, sweep.parse_settings(sets)))
+      states[label] = exps[label].initial_state
+      batches[label] = [train.make_batch(exps[label], k) for k in range(args.steps)]
+      run(label)
+  finally:
+    distprop.mixed = library_mixed
   times = {label: [] for label in exps}
   for _ in range(args.rounds):
     for label in exps:
