@@ -16,8 +16,11 @@ cells as the default now), lecun_normal before the key existed (bit-identical pa
   distprop  lecun    0.832 (0.848)  0.833 (0.847)  0.827 (0.845)  0.824 (0.840)  0.820 (0.838)
   dfa       he       0.881 (0.908)  0.481 (0.489)  diverged       diverged       diverged
   dfa       lecun    0.894 (0.927)  0.392 (0.426)  diverged       diverged       diverged
+  dtp       he       0.887 (0.899)  0.424 (0.449)  0.113 (0.099)  0.103 (0.099)  diverged
+  oam       he       0.941 (0.941)  0.495 (0.493)  0.290 (0.299)  0.159 (0.167)  0.124 (0.142)
 
-(``docs/depth/`` and ``docs/depth/lecun/``.) He init moves backprop's collapse from depth 32
+(``docs/depth/``, ``docs/depth/lecun/``; DTP and OAM, with their MLP configs' Adam 1e-3,
+from ``--methods=dtp,oam``: ``docs/depth/dtp_oam/``.) He init moves backprop's collapse from depth 32
 to depth 64; at Adam's 1e-3 it still fails there (one seed of three at chance). With
 He init and Adam's rate chosen per depth on validation among 1e-3, 3e-4 and 1e-4
 (``--methods=backprop --set=network.init=he_normal,learning_rates.weights=R``):
