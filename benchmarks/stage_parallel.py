@@ -139,9 +139,8 @@ def config_for(kind: str, depth: int, stages: int, batch_size: int):
   return config
 
 
-def _local_mesh(config):
+def _local_mesh():
   """This process's own device (sequential runs beside a multi-process stage mesh)."""
-  del config
   auto = (jax.sharding.AxisType.Auto,) * 2
   return jax.make_mesh((1, 1), ("data", "stage"), devices=jax.local_devices()[:1], axis_types=auto)
 
@@ -149,13 +148,7 @@ def _local_mesh(config):
 class Variant:
   def __init__(self, label, config, dataset, local=False):
     self.label = label
-    make_mesh = train.make_mesh
-    if local:
-      train.make_mesh = _local_mesh
-    try:
-      self.exp = train.build_experiment(config, dataset)
-    finally:
-      train.make_mesh = make_mesh
+    self.exp = train.build_experiment(config, dataset, _local_mesh() if local else None)
     self.state = self.exp.initial_state
     self.batches = [train.make_batch(self.exp, k) for k in range(ARGS.steps)]
     self.run()  # compile

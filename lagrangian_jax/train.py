@@ -519,8 +519,13 @@ class Experiment(NamedTuple):
   train_step: Callable  # jitted (state, batch) -> (state, metrics), all seeds at once
 
 
-def build_experiment(config, dataset: data_lib.Dataset | None = None) -> Experiment:
-  """Everything but the loop: data, network, method, optimizer, mesh, jitted step."""
+def build_experiment(
+  config, dataset: data_lib.Dataset | None = None, mesh: jax.sharding.Mesh | None = None
+) -> Experiment:
+  """Everything but the loop: data, network, method, optimizer, mesh, jitted step.
+
+  ``mesh``: a ``(data, stage)`` mesh to run on instead of :func:`make_mesh`'s (e.g. one
+  process's own device beside a multi-process mesh, as the stage benchmark does)."""
   check_loop_config(config)
   if dataset is None:
     dataset = data_lib.load_dataset(
@@ -535,7 +540,7 @@ def build_experiment(config, dataset: data_lib.Dataset | None = None) -> Experim
   net = networks.from_config(
     config.network, num_classes=dataset.num_classes, input_shape=tuple(dataset.image_shape)
   )
-  mesh = make_mesh(config)
+  mesh = make_mesh(config) if mesh is None else mesh
   method = methods_lib.make_method(config, net, len(dataset.train.labels), mesh)
   n_dev = mesh.shape["data"]
   errors.require(

@@ -432,15 +432,12 @@ def make(config, net: networks.SplitNetwork, sequential: base.Method, mesh) -> b
   def unmessage(x):
     return {"mu": x[0], "rho": x[1]}
 
-  # A prototype that crosses a stage boundary is held twice, by the stage that produces
-  # it (``own``, the target of its block) and by the next stage (``copy``, its blocks'
-  # input). Both copies start equal and get the same gradient, the sum of the two
-  # partial gradients (each stage adds the other's to its own: IEEE addition commutes,
-  # so the sums agree bit for bit), so the solver's elementwise update keeps them equal
-  # (to rounding: XLA compiles each leaf's update apart, see the module docstring).
-  # Forward, nothing crosses; backward, one exchange of partial gradients per
-  # evaluation (one collective on two stages) instead of the prototype forward and its
-  # cotangent back (two collectives, the second after the next stage's backward pass).
+  def swap(x, a, b):  # stages a and b exchange x; the others receive zeros
+    return jax.lax.ppermute(x, STAGE, [(a, b), (b, a)])
+
+  # The ties between a boundary prototype and its copy (module docstring): identity
+  # forward; backward, each side adds the other's partial gradient to its own (IEEE
+  # addition commutes, so both sums are the same bits).
   @jax.custom_vjp
   def tie(own, copy):
     return own, copy
@@ -455,7 +452,7 @@ def make(config, net: networks.SplitNetwork, sequential: base.Method, mesh) -> b
     ct_own, ct_copy = jax.lax.optimization_barrier(tuple(message(c) for c in cts))
     if stages == 2:  # one swap: stage 0 sends its own's gradient, stage 1 its copy's
       first = jax.lax.axis_index(STAGE) == 0
-      r = jax.lax.ppermute(jnp.where(first, ct_own, ct_copy), STAGE, [(0, 1), (1, 0)])
+      r = swap(jnp.where(first, ct_own, ct_copy), 0, 1)
       from_next, from_prev = (jnp.where(first == f, r, 0.0) for f in (True, False))
     else:
       from_next = jax.lax.ppermute(ct_copy, STAGE, [(i + 1, i) for i in range(stages - 1)])
@@ -476,8 +473,7 @@ def make(config, net: networks.SplitNetwork, sequential: base.Method, mesh) -> b
 
   def tie_pair_bwd(a, b, _, ct):
     ct = jax.lax.optimization_barrier(message(ct))  # as in ``tie_bwd``
-    r = jax.lax.ppermute(ct, STAGE, [(a, b), (b, a)])
-    return (unmessage(ct + r),)
+    return (unmessage(ct + swap(ct, a, b)),)
 
   tie_pair.defvjp(tie_pair_fwd, tie_pair_bwd)
 
