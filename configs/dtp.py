@@ -18,6 +18,7 @@ from configs import default
 def get_config():
   config = default.get_config()
   config.method = "dtp"
+  config.grad_clip = 0.0  # DistProp's clip (configs/default.py) was chosen for DistProp only
   config.optimizer = "adam"
   config.learning_rates.weights = 1e-3
   config.network.name = "mlp"

@@ -23,6 +23,7 @@ from configs import default
 def get_config():
   config = default.get_config()
   config.method = "extraprop"
+  config.grad_clip = 0.0  # DistProp's clip (configs/default.py) was chosen for DistProp only
   config.network.split_activation = "deferred"  # free states; "relu": h = relu(h_hat)
   config.learning_rates.weights = 0.03
   config.learning_rates.aux = 2.0
