@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from lagrangian_jax import methods
@@ -121,3 +122,28 @@ def test_every_table_and_weight_group_moves_in_20_steps(method):
   slow = {k: v for k, v in moved.items() if not v > FLOOR}
   assert not slow, (slow, min(moved.values()))
   print(method, "slowest group:", min(moved, key=moved.get), min(moved.values()))
+
+
+@pytest.mark.parametrize("clip", [30.0, 0.0])
+def test_distprops_default_clip_bounds_the_step(clip):
+  """configs/default.py's ``grad_clip``: gradients of norm 10x apart above the clip give the
+  same step (both scaled to the clip's norm); without a clip they do not."""
+  config = shrunken_config("distprop", grad_clip=clip)
+  assert shrunken_config("distprop").grad_clip == 30.0  # the default's value reaches the step
+  exp = train.build_experiment(config)
+  state = train.unstack(exp.initial_state)
+  ones = jax.tree.map(jnp.ones_like, state.params)
+  unit = 1.0 / float(optax.global_norm(ones))
+  steps = []
+  # global norms 50 and 500, above the clip; per entry small enough (~0.2 and ~2 here)
+  # that Adagrad's own normalisation, g / sqrt(0.1 + g^2), does not equalise them
+  for norm in (50.0, 500.0):
+    new, _ = solvers.solver_step(
+      exp.tx,
+      lambda p, c=norm * unit: jax.tree.map(lambda o: c * o, ones),
+      state.params,
+      state.opt_state,
+    )
+    steps.append(jax.tree.map(lambda n, p: n - p, new, state.params))
+  same = all(np.allclose(a, b, rtol=1e-5, atol=1e-8) for a, b in zip(*map(jax.tree.leaves, steps)))
+  assert same == (clip > 0)
