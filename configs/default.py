@@ -13,7 +13,7 @@ before ExtraAdagrad). Without it DistProp's test accuracy swings between evaluat
 seed's block-0 features leave their class bands (RMS z-score 0.4 -> 1.9), the quadratic
 augmentation's gradient grows with the distance (global gradient norm 2,000-5,000 in a
 dip against 40-90 when healthy, measured on the 700-step run's step-400 checkpoint),
-Adagrad's accumulator lags such a spike, and the conv layers take 4-6x their usual
+Adagrad's accumulator lags such a spike, and the conv layers take 2.5-6x their usual
 relative step; 5 seeds of 700 steps ended at 0.963 / 0.882 / 0.947 / 0.941 / 0.958 test.
 Chosen on the validation split (700 steps, seeds 0-2), one run per value V by
 
