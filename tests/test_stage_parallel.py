@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import types
 
 import jax
 import ml_collections
@@ -177,6 +178,11 @@ def test_unsupported_options_name_their_key():
     config = deep(layout="stacked")
     config.distprop.real_inputs = "forward"
     train.build_experiment(config)
+  with pytest.raises(errors.ConfigError, match="config.grad_clip: stage-parallel"):
+    config = deep()
+    config.grad_clip = 30.0
+    two_stages = types.SimpleNamespace(shape={"data": 1, "stage": 2})  # one device here
+    sp.make(config, None, None, two_stages)
 
 
 # ----------------------------------------------------------------------------------
@@ -195,6 +201,7 @@ MESHES = textwrap.dedent("""
       c.network.depth = c.network.width = 0
       c.mesh.num_devices, c.mesh.stage, c.mesh.data = stage, stage, 1
       c.batch_size, c.solver, c.num_seeds, c.progress_bar = 16, solver, 1, False
+      c.grad_clip = 0.0  # refused on stages > 1 (test_unsupported_options_name_their_key)
       return c
 
     for solver in ("extragradient", "past_extragradient"):

@@ -64,8 +64,10 @@ the sequential code on one stage). Two layouts of the parameters (``"auto"`` pic
   leaves the single SPMD program (and the solver step around it) behind.
 
 Not supported here (a ``ConfigError`` names the key): per-example multipliers
-(``distprop.multipliers`` other than ``"class"``) and ``distprop.real_inputs =
-"forward"`` (a sequential forward pass through every block).
+(``distprop.multipliers`` other than ``"class"``), ``distprop.real_inputs =
+"forward"`` (a sequential forward pass through every block) and, on more than one stage,
+``grad_clip > 0`` (the MNIST default's clip: the global norm would count the boundary
+copies twice).
 
 Example (one device: one stage, the stacked layout):
   >>> import jax
@@ -316,6 +318,15 @@ def make(config, net: networks.SplitNetwork, sequential: base.Method, mesh) -> b
   """DistProp (``sequential``, from ``distprop.make``) with its blocks on ``mesh``'s
   ``stage`` axis: same iterates, parameters in the :class:`Layout` of the mesh."""
   opts = config.distprop
+  stages = int(mesh.shape[STAGE])
+  # A boundary prototype lives on both its stages, so a global norm over this layout
+  # counts it twice: clipping by it would not give the sequential iterates.
+  errors.require(
+    stages == 1 or not config.get("grad_clip", 0.0),
+    "grad_clip",
+    f"stage-parallel DistProp (mesh.stage={stages}) cannot clip the global gradient norm "
+    "yet (the boundary copies would count twice); set grad_clip=0 or mesh.stage=1",
+  )
   errors.require(
     opts.multipliers == "class",
     "distprop.multipliers",
@@ -331,7 +342,6 @@ def make(config, net: networks.SplitNetwork, sequential: base.Method, mesh) -> b
     "distprop.real_inputs",
     "stage-parallel DistProp cannot run 'forward' (a sequential pass through every block)",
   )
-  stages = int(mesh.shape[STAGE])
   layout = make_layout(net, stages, opts.get("stage_layout", "auto"))
   k, owner = layout.num_splits, layout.owner
   num_classes, samples = net.num_classes, int(opts.samples_per_class)
