@@ -21,6 +21,7 @@ import math
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from lagrangian_jax import errors
@@ -102,6 +103,43 @@ def _per_group(
   return optax.multi_transform({group: rule(rate) for group, rate in rates.items()}, labels)
 
 
+def clip_by_global_norm(max_norm: float, weights: Any = None) -> optax.GradientTransformation:
+  r"""``optax.clip_by_global_norm`` with each entry counted ``weights`` times in the norm.
+
+  .. math::
+    \|g\|_w = \Big(\sum_i w_i g_i^2\Big)^{1/2}, \qquad
+    g \leftarrow g \cdot \min(1, \text{max\_norm} / \|g\|_w)
+
+  ``weights`` is a pytree like the updates whose leaves broadcast to theirs (``None``:
+  plain ``optax.clip_by_global_norm``). A parameter held twice, e.g. a prototype and its
+  copy on the next stage (``methods.stage_parallel``), counts once when one of the two
+  has weight 0, so the clip scales the step as it would without the copy.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> g = {'a': jnp.array([3.0, 3.0]), 'b': jnp.array(4.0)}
+    >>> tx = clip_by_global_norm(2.5, {'a': jnp.array([1.0, 0.0]), 'b': 1.0})
+    >>> u, _ = tx.update(g, tx.init(g))  # |g|_w = 5: halved
+    >>> [float(x) for x in u['a']], float(u['b'])
+    ([1.5, 1.5], 2.0)
+  """
+  if weights is None:
+    return optax.clip_by_global_norm(max_norm)
+
+  def update_fn(updates, state, params=None):
+    del params
+    squares = jax.tree.map(lambda u, w: jnp.sum(w * jnp.square(u)), updates, weights)
+    g_norm = jnp.sqrt(sum(jax.tree.leaves(squares)))
+    trigger = g_norm < max_norm
+    # the same arithmetic as optax's, so weights of 1 give its iterates bit for bit
+    updates = jax.tree.map(
+      lambda t: jax.lax.select(trigger, t, (t / g_norm.astype(t.dtype)) * max_norm), updates
+    )
+    return updates, state
+
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
+
+
 def saddle_point(
   solver: str,
   step_rule: str,
@@ -116,6 +154,7 @@ def saddle_point(
   b2: float = ADAM_B2,
   accumulate: str = "both",
   clip_norm: float = 0.0,
+  clip_weights: Any = None,
   penalty: Rate = 1.0,
   multiplier_every: int = 1,
   nonnegative: Any = None,
@@ -147,6 +186,8 @@ def saddle_point(
     b1, b2: Adam's.
     accumulate: the extragradients' ``accumulate`` (``"both"``: ExtraAdagrad).
     clip_norm: ``> 0`` clips the global norm of every gradient the solver uses first.
+    clip_weights: how many times each entry counts in that norm
+      (:func:`clip_by_global_norm`; ``None``: once), a pytree like ``params``.
     penalty, multiplier_every: the method of multipliers' ``c`` (or schedule) and how
       often it updates the multipliers (``"multipliers"`` only).
     nonnegative: which multipliers are inequality multipliers (``descent_ascent``).
@@ -192,7 +233,8 @@ def saddle_point(
     if nonnegative is not None:
       raise ValueError("the method of multipliers here handles equality multipliers only")
     if clip_norm > 0:  # the multipliers take no gradient step: clip the primal one
-      primal = optax.chain(optax.clip_by_global_norm(clip_norm), primal)
+      primal_weights = None if clip_weights is None else clip_weights[primal_key]
+      primal = optax.chain(clip_by_global_norm(clip_norm, primal_weights), primal)
     return solvers.method_of_multipliers(
       primal, penalty=penalty, every=multiplier_every, primal_key=primal_key, dual_key=dual_key
     )
@@ -202,7 +244,7 @@ def saddle_point(
     primal, dual, nonnegative=nonnegative, primal_key=primal_key, dual_key=dual_key
   )
   if clip_norm > 0:
-    inner = optax.chain(optax.clip_by_global_norm(clip_norm), inner)
+    inner = optax.chain(clip_by_global_norm(clip_norm, clip_weights), inner)
   if solver == "extragradient":
     return solvers.extragradient(inner, accumulate=accumulate)
   if solver == "past_extragradient":
@@ -392,6 +434,7 @@ def from_config(
   primal_labels: Any,
   group_rates: Mapping[str, float] | None = None,
   steps_per_epoch: float | None = None,
+  clip_weights: Any = None,
 ):
   """The optimizer of a training config; checks the keys it reads, naming them.
 
@@ -402,7 +445,8 @@ def from_config(
   ``config.lr_schedule`` (``kind``: ``constant`` or ``step``, with ``every_epochs`` and
   ``factor``; ``steps_per_epoch`` converts epochs to iterations). The primal groups
   are ``weights``, ``aux`` and any ``group_rates`` a method adds (DistProp's ``sigma``);
-  only the groups that ``primal_labels`` uses get a transformation.
+  only the groups that ``primal_labels`` uses get a transformation. ``clip_weights``:
+  how many times each entry counts in ``grad_clip``'s norm (:func:`clip_by_global_norm`).
 
   Returns:
     ``(tx, solver)``: the transformation and the name of the solver it runs.
@@ -453,6 +497,7 @@ def from_config(
     momentum=config.momentum or None,
     accumulate=config.accumulate,
     clip_norm=config.grad_clip,
+    clip_weights=clip_weights,
     penalty=config.penalty,
     multiplier_every=config.multiplier_every,
   )

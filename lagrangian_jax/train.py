@@ -558,6 +558,7 @@ def build_experiment(
     primal_labels=method.primal_labels(one_seed["primal"]),
     group_rates=method.group_rates,
     steps_per_epoch=data_lib.steps_per_epoch(len(dataset.train.labels), config.batch_size),
+    clip_weights=method.norm_weights(one_seed) if method.norm_weights else None,
   )
   tables = rows_lib.find(flags, tx, one_seed)
   staged = stage_flags(method, tx, one_seed, jax.eval_shape(unstack, constants))

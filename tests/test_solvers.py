@@ -488,6 +488,27 @@ def test_chain_with_clip_by_global_norm():
   close(params, [3 - 0.1 * 4.06 / n, 4 + 0.1 * 2.92 / n], atol=2e-6)
 
 
+def test_weighted_clip_counts_each_entry_its_weight():
+  """``optimizers.clip_by_global_norm(max_norm, weights)`` (stage-parallel's clip): unit
+  weights give optax's clip bit for bit; a duplicated leaf with weight 0 gives the step
+  of the tree without the duplicate."""
+  from lagrangian_jax import optimizers
+
+  g = {"a": jnp.array([3.0, -1.0]), "b": jnp.array([[4.0], [0.5]])}
+  ones = jax.tree.map(lambda _: 1.0, g)
+  for max_norm in (0.5, 100.0):  # clipping and not
+    want, _ = optax.clip_by_global_norm(max_norm).update(g, optax.EmptyState())
+    got, _ = optimizers.clip_by_global_norm(max_norm, ones).update(g, optax.EmptyState())
+    jax.tree.map(np.testing.assert_array_equal, got, want)
+  twice = {**g, "copy": g["a"]}
+  tx = optimizers.clip_by_global_norm(2.0, {"a": 1.0, "b": 1.0, "copy": 0.0})
+  got, _ = tx.update(twice, tx.init(twice))
+  norm = math.sqrt(9 + 1 + 16 + 0.25)
+  np.testing.assert_allclose(got["a"], np.array([3.0, -1.0]) * 2.0 / norm, rtol=1e-6)
+  np.testing.assert_allclose(got["copy"], got["a"], rtol=0)
+  np.testing.assert_allclose(got["b"], np.array([[4.0], [0.5]]) * 2.0 / norm, rtol=1e-6)
+
+
 def test_inject_hyperparams_schedule_changes_the_step():
   sched = optax.linear_schedule(0.1, 0.0, 4)  # .1, .075, .05, .025, 0 per call
   tx = optax.inject_hyperparams(lj.extra_adagrad)(

@@ -9,7 +9,6 @@ import re
 import subprocess
 import sys
 import textwrap
-import types
 
 import jax
 import ml_collections
@@ -178,11 +177,43 @@ def test_unsupported_options_name_their_key():
     config = deep(layout="stacked")
     config.distprop.real_inputs = "forward"
     train.build_experiment(config)
-  with pytest.raises(errors.ConfigError, match="config.grad_clip: stage-parallel"):
-    config = deep()
-    config.grad_clip = 30.0
-    two_stages = types.SimpleNamespace(shape={"data": 1, "stage": 2})  # one device here
-    sp.make(config, None, None, two_stages)
+
+
+def _plain_norm(params):  # squared, in float64
+  return sum(float(np.sum(np.square(np.asarray(x, np.float64)))) for x in jax.tree.leaves(params))
+
+
+def _layout_norm(layout, params):
+  weights = sp.norm_weights(layout, params)
+  squares = jax.tree.map(
+    lambda x, w: np.sum(np.asarray(w) * np.square(np.asarray(x, np.float64))), params, weights
+  )
+  return sum(float(v) for v in jax.tree.leaves(squares))
+
+
+@pytest.mark.parametrize("net_name", ["mlp", "mnist_cnn"])
+def test_norm_weights_count_every_sequential_entry_once(net_name):
+  """``grad_clip`` on stages: the layout's weighted norm is the sequential tree's norm, on
+  every layout; the unweighted one counts the boundary copies twice (so it would not)."""
+  from lagrangian_jax.methods import distprop
+
+  config = deep()
+  if net_name == "mnist_cnn":
+    config.network.name, config.network.split = "mnist_cnn", "2,3"
+    config.network.depth = config.network.width = 0
+  net = networks.from_config(config.network, num_classes=10, input_shape=(28, 28, 1))
+  params, _ = distprop.make(config, net, 100).init(jax.random.key(0), None)
+  # every entry non-zero, so a miscounted entry shows
+  leaves, treedef = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.key(1), len(leaves))
+  params = treedef.unflatten([jax.random.normal(k, x.shape) for k, x in zip(keys, leaves)])
+  sequential = _plain_norm(params)
+  for stages in (1, 2, 4) if net_name == "mlp" else (1, 2, 3):
+    layout = sp.make_layout(net, stages)
+    laid = sp.params_to_layout(layout, params)
+    np.testing.assert_allclose(_layout_norm(layout, laid), sequential, rtol=1e-12)
+    plain = _plain_norm(laid)
+    assert (plain > sequential * (1 + 1e-9)) == (stages > 1), (stages, plain, sequential)
 
 
 # ----------------------------------------------------------------------------------
@@ -201,7 +232,12 @@ MESHES = textwrap.dedent("""
       c.network.depth = c.network.width = 0
       c.mesh.num_devices, c.mesh.stage, c.mesh.data = stage, stage, 1
       c.batch_size, c.solver, c.num_seeds, c.progress_bar = 16, solver, 1, False
-      c.grad_clip = 0.0  # refused on stages > 1 (test_unsupported_options_name_their_key)
+      # clipping at every step (norms 100-7,000 here): the layout's norm must be the
+      # sequential one (sp.norm_weights). Measured after 10 steps, worst entry in units of
+      # assert_same_run's tolerance: 0.0005-0.0006 weighted, 3.2-4.6 with the plain norm
+      # (the boundary prototype counted twice). At 0.5 both pass: the clip normalises
+      # every step and the two norms differ by too little to show.
+      c.grad_clip = 3.0
       return c
 
     for solver in ("extragradient", "past_extragradient"):

@@ -70,6 +70,10 @@ class Method(NamedTuple):
     network_weights: optional ``fn(weights) -> tuple`` of per-segment weights for
       ``networks.forward``, when ``params["primal"]["weights"]`` has another layout.
     layout: the method's parameter layout on the mesh, if any (for tools and tests).
+    norm_weights: optional ``fn(params) -> pytree like params`` of how many times each
+      entry counts in a global gradient norm (scalars or arrays broadcastable to the
+      leaf); stage-parallel DistProp gives its boundary copies 0, so ``grad_clip``
+      clips by the sequential run's norm. Default: every entry once.
   """
 
   name: str
@@ -85,6 +89,7 @@ class Method(NamedTuple):
   stage_constants: Callable[[PyTree], PyTree] | None = None
   network_weights: Callable[[PyTree], tuple] | None = None
   layout: Any = None
+  norm_weights: Callable[[PyTree], PyTree] | None = None
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:

@@ -64,10 +64,10 @@ the sequential code on one stage). Two layouts of the parameters (``"auto"`` pic
   leaves the single SPMD program (and the solver step around it) behind.
 
 Not supported here (a ``ConfigError`` names the key): per-example multipliers
-(``distprop.multipliers`` other than ``"class"``), ``distprop.real_inputs =
-"forward"`` (a sequential forward pass through every block) and, on more than one stage,
-``grad_clip > 0`` (the MNIST default's clip: the global norm would count the boundary
-copies twice).
+(``distprop.multipliers`` other than ``"class"``) and ``distprop.real_inputs =
+"forward"`` (a sequential forward pass through every block). ``grad_clip`` (the MNIST
+default's) clips by the sequential parameters' norm: :func:`norm_weights` counts each
+boundary prototype once, not its copy.
 
 Example (one device: one stage, the stacked layout):
   >>> import jax
@@ -287,6 +287,41 @@ def params_from_layout(layout: Layout, params: PyTree) -> PyTree:
   }
 
 
+def norm_weights(layout: Layout, params: PyTree) -> PyTree:
+  """How many times each entry of ``params`` (in ``layout``) counts in a global norm.
+
+  1 everywhere but at the boundary prototypes' copies (0): the layout's norm is then the
+  sequential parameters' norm (unused entries are zeros that never move), so a global
+  clip (``grad_clip``) scales the step as the sequential run does.
+
+  Example:
+    >>> net = networks.build_network("mlp", depth=4, split="every")
+    >>> layout = make_layout(net, 2)
+    >>> w = norm_weights(layout, {"primal": {"weights": 0, "aux": {"prototypes": {
+    ...     "first": 0, "inner": 0, "received": 0}}}, "dual": 0})
+    >>> w["primal"]["aux"]["prototypes"]
+    {'first': 1.0, 'inner': 1.0, 'received': 0.0}
+  """
+  ones = jax.tree.map(lambda _: 1.0, params)
+  protos = params["primal"]["aux"]["prototypes"]
+  if layout.kind == "stacked":
+    weights = {
+      k: jax.tree.map(lambda _, k=k: 0.0 if k == "received" else 1.0, v) for k, v in protos.items()
+    }
+  else:
+    o, s = layout.owner, layout.stages
+
+    def slot_weights(l, slot):
+      if o[l + 1] == o[l]:
+        return jax.tree.map(lambda _: 1.0, slot)
+      mask = jnp.ones((s,), jnp.float32).at[o[l + 1]].set(0.0)
+      return jax.tree.map(lambda x: mask.reshape((s,) + (1,) * (len(x.shape) - 1)), slot)
+
+    weights = tuple(slot_weights(l, slot) for l, slot in enumerate(protos))
+  ones["primal"]["aux"]["prototypes"] = weights
+  return ones
+
+
 def constants_to_layout(layout: Layout, constants: dict) -> dict:
   out = dict(constants)
   if "noise" in constants:  # eps of split l is block l+1's input
@@ -319,14 +354,6 @@ def make(config, net: networks.SplitNetwork, sequential: base.Method, mesh) -> b
   ``stage`` axis: same iterates, parameters in the :class:`Layout` of the mesh."""
   opts = config.distprop
   stages = int(mesh.shape[STAGE])
-  # A boundary prototype lives on both its stages, so a global norm over this layout
-  # counts it twice: clipping by it would not give the sequential iterates.
-  errors.require(
-    stages == 1 or not config.get("grad_clip", 0.0),
-    "grad_clip",
-    f"stage-parallel DistProp (mesh.stage={stages}) cannot clip the global gradient norm "
-    "yet (the boundary copies would count twice); set grad_clip=0 or mesh.stage=1",
-  )
   errors.require(
     opts.multipliers == "class",
     "distprop.multipliers",
@@ -662,4 +689,6 @@ def make(config, net: networks.SplitNetwork, sequential: base.Method, mesh) -> b
     stage_constants=_staged,
     network_weights=lambda weights: weights_from_layout(layout, weights),
     layout=layout,
+    # a boundary prototype is held twice: its copy must not count in grad_clip's norm
+    norm_weights=lambda params: norm_weights(layout, params),
   )
