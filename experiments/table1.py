@@ -6,9 +6,11 @@ Run (all nine default rows, 3 seeds of the README's 700 steps on the embedded MN
 ``--methods=backprop_adam,distprop,dfa`` picks rows: a name of :data:`ROWS`, or any method
 of ``lagrangian_jax.methods.METHODS`` (its ``configs/<name>.py`` as is). When
 ``configs/<row>.py`` exists it is that row's config and replaces the table's entry (a tuned
-``configs/backprop_sgd.py``, say). ``--dataset`` is ``config.data.name``: ``mnist_5k``,
-``fashion_mnist``, ``idx:<dir>``, ``tfds:...`` (``--data_dir`` for the latter two);
-``--shrink`` applies ``configs/smoke.py``'s ``shrink`` to every row (a quick look, tests).
+``configs/backprop_sgd.py``, say); a row tuned on one data set's own validation split has
+its config in :data:`DATASET_CONFIGS`, used on that data set only. ``--dataset`` is
+``config.data.name``: ``mnist_5k``, ``fashion_mnist``, ``idx:<dir>``, ``tfds:...``
+(``--data_dir`` for the latter two); ``--shrink`` applies ``configs/smoke.py``'s ``shrink``
+to every row (a quick look, tests).
 ``--set=key=value,...`` sets config keys on every row after its own overrides (and
 ``--shrink``), before the flags above; values as in ``experiments.sweep`` (Python literals
 when they parse), a piece without ``=`` continues the previous value (``network.split=1,2``
@@ -75,6 +77,12 @@ ROWS = {
   "distprop_ema": ("distprop", {"average_decay": 0.99}),
 }
 
+# (data set, row) -> config module: a row whose settings were chosen on that data set's own
+# validation split (the config's docstring has the sweep), used for that data set only.
+DATASET_CONFIGS = {
+  ("fashion_mnist", "extraprop"): "fashion_mnist_extraprop",
+}
+
 # The paper's Table 1, MNIST test accuracy, for reference next to whatever data set ran.
 PAPER_MNIST = {
   "backprop_sgd": 0.9881,
@@ -102,8 +110,14 @@ def _config_path(module: str) -> str:
   return os.path.join(ROOT, "configs", f"{module}.py")
 
 
-def resolve_rows(names: Sequence[str] | None = None) -> dict[str, tuple[str, dict]]:
-  """``{row: (config module, overrides)}`` for ``names`` (default: all of :data:`ROWS`)."""
+def resolve_rows(
+  names: Sequence[str] | None = None, dataset: str = ""
+) -> dict[str, tuple[str, dict]]:
+  """``{row: (config module, overrides)}`` for ``names`` (default: all of :data:`ROWS`).
+
+  A row's own ``configs/<row>.py`` replaces the table's entry; on ``dataset``, an entry of
+  :data:`DATASET_CONFIGS` replaces both.
+  """
   names = list(ROWS) if not names else list(dict.fromkeys(names))
   valid = valid_rows()
   unknown = [n for n in names if n not in valid]
@@ -116,6 +130,8 @@ def resolve_rows(names: Sequence[str] | None = None) -> dict[str, tuple[str, dic
     module, overrides = ROWS.get(name, (name, {}))
     if os.path.exists(_config_path(name)):  # a row's own config wins over the table's recipe
       module, overrides = name, {}
+    if (dataset, name) in DATASET_CONFIGS:
+      module, overrides = DATASET_CONFIGS[dataset, name], {}
     out[name] = (module, dict(overrides))
   return out
 
@@ -383,12 +399,18 @@ def markdown(report: dict) -> str:
       f"| {_num(ms, '.1f')} | {_num(ms_seed, '.1f')} | {r['state_mib']:.3g} "
       f"| {_num(r['paper_mnist'], '.4f')} |"
     )
+  lines += ["", "Configs: " + "; ".join(_config_text(r) for r in report["rows"]) + "."]
   failed = [r for r in report["rows"] if r["status"] != "ok"]
   if failed:
     lines += ["", "Diverged:", ""]
     lines += [f"* {r['row']}: {r['error']}" for r in failed]
   lines += ["", "Reproduce with:", "", f"    {report['command']}", ""]
   return "\n".join(lines)
+
+
+def _config_text(row: dict) -> str:
+  sets = ", ".join(f"`{k}={v}`" for k, v in row.get("overrides", {}).items())
+  return f"{row['row']} `{row['config']}`" + (f" with {sets}" if sets else "")
 
 
 def eval_curves(metrics_path: str, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -504,7 +526,7 @@ def run_report(
   ):
     if value < 1:
       raise errors.ConfigError(f"--{flag}: must be >= 1, got {value}")
-  chosen = resolve_rows(rows)
+  chosen = resolve_rows(rows, dataset)
   common = dict(common or {})
   if command is None:
     command = command_for(

@@ -69,6 +69,8 @@ def test_report_end_to_end_then_rerun_skips_finished_rows(tmp_path, monkeypatch)
 
   md = open(os.path.join(workdir, "table1.md")).read()
   assert "| distprop | distprop | extragradient |" in md and "0.9903" in md
+  assert "distprop `configs/distprop.py`" in md
+  assert "diverges `configs/backprop.py` with `optimizer=sgd`, `learning_rates.weights=" in md
   assert report["command"] in md and "--methods=backprop_adam,distprop,diverges" in md
 
   fields = _parse_line(table1.table_line(report))
@@ -114,6 +116,19 @@ def test_rows_outside_the_table_come_from_methods():
   for name in table1.valid_rows():
     if name not in table1.ROWS:
       assert table1.resolve_rows([name]) == {name: (name, {})}
+
+
+def test_a_row_tuned_on_one_data_set_is_used_on_that_data_set_only():
+  assert table1.DATASET_CONFIGS, "nothing to check"
+  settings = dict(seeds=1, steps=30, batch_size=64, eval_every=10)
+  for (dataset, row), module in table1.DATASET_CONFIGS.items():
+    assert table1.resolve_rows([row], dataset) == {row: (module, {})}
+    elsewhere = table1.resolve_rows([row], "mnist_5k")[row]
+    assert elsewhere[0] != module
+    tuned = table1.row_config(module, {}, dataset=dataset, **settings)
+    plain = table1.row_config(*elsewhere, dataset=dataset, **settings)
+    assert tuned.method == plain.method and tuned.data.name == plain.data.name == dataset
+    assert tuned.to_dict() != plain.to_dict(), module  # it carries settings of its own
 
 
 def test_set_applies_to_every_row_after_its_own_overrides():
