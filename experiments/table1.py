@@ -409,7 +409,7 @@ def markdown(report: dict) -> str:
 
 
 def _config_text(row: dict) -> str:
-  sets = ", ".join(f"`{k}={v}`" for k, v in row.get("overrides", {}).items())
+  sets = ", ".join(f"`{k}={v}`" for k, v in row["overrides"].items())
   return f"{row['row']} `{row['config']}`" + (f" with {sets}" if sets else "")
 
 
