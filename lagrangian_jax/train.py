@@ -476,14 +476,15 @@ def state_shardings(
 
 def stage_flags(method: base.Method, tx, params: PyTree, constants: PyTree) -> Staged | None:
   """The :class:`Staged` leaves of one seed's ``params`` / ``constants`` (None: none)."""
-  if method.stage_params is None:
+  where = method.placement(params, constants)
+  flags = jax.tree.map(lambda x: x == base.STAGES, where.params)
+  if not any(jax.tree.leaves(flags)):
     return None
-  flags = method.stage_params(params)
   mirrored = rows_lib.find(flags, tx, params)  # optimizer leaves that mirror them
   return Staged(
     mirrored.params,
     mirrored.opt_state,
-    tuple(jax.tree.leaves(method.stage_constants(constants))),
+    base.placement_flags(where.constants, base.STAGES),
     tuple(jax.tree.leaves(flags["primal"]["weights"])),
   )
 
@@ -662,11 +663,10 @@ def init_params(config, dataset: data_lib.Dataset, method: base.Method, mesh, se
     return _placeholders_as_zeros(params), constants
 
   one_seed, one_constants = jax.eval_shape(init_shapes)
-  flags = tuple(jax.tree.leaves(method.tables(one_seed)))
-  staged_p = staged_c = None
-  if method.stage_params is not None:
-    staged_p = tuple(jax.tree.leaves(method.stage_params(one_seed)))
-    staged_c = tuple(jax.tree.leaves(method.stage_constants(one_constants)))
+  where = method.placement(one_seed, one_constants)
+  flags = base.placement_flags(where.params, base.ROWS)
+  staged_p = base.placement_flags(where.params, base.STAGES)
+  staged_c = base.placement_flags(where.constants, base.STAGES)
 
   def init_one(key):
     params, constants = method.init(key, None if with_rows else traced_map_train)

@@ -42,10 +42,6 @@ METHODS = {
 }
 
 
-# the methods whose training objective applies the network's dropout layers
-DROPOUT_METHODS = ("backprop", "distprop")
-
-
 def make_method(config, net, num_train: int, mesh=None) -> Method:
   """The method named by ``config.method``; each method checks its own config keys.
 
@@ -56,12 +52,12 @@ def make_method(config, net, num_train: int, mesh=None) -> Method:
     "method",
     f"unknown method {config.method!r}; choose one of {list(METHODS)}",
   )
-  errors.require(
-    config.method in DROPOUT_METHODS or not networks.has_dropout(net),
-    "network.dropout",
-    f"method {config.method!r} does not apply dropout; only {list(DROPOUT_METHODS)} do",
-  )
   method = METHODS[config.method](config, net, num_train)
+  errors.require(
+    method.applies_dropout or not networks.has_dropout(net),
+    "network.dropout",
+    f"method {config.method!r} does not apply dropout (network.dropout must be 0)",
+  )
   stages = 1 if mesh is None else mesh.shape["stage"]
   layout = config.distprop.get("stage_layout", "auto") if config.method == "distprop" else "auto"
   if stages > 1 or layout != "auto":

@@ -35,6 +35,6 @@ def make(config, net: networks.SplitNetwork, num_train: int) -> base.Method:
     default_solver="descent",
     init=init,
     objective=objective,
-    tables=base.no_tables,
+    applies_dropout=True,
     defects=defects,
   )

@@ -36,6 +36,38 @@ class Batch(NamedTuple):
   step: jax.Array | int = 0
 
 
+# Where a leaf lives on the (data, stage) mesh (after the seed axis of the train state).
+REPLICATED = "replicated"  # every device holds the whole leaf
+ROWS = "rows"  # a per-example table: leading axis = training example, sharded over data
+STAGES = "stages"  # leading axis laid out over the stage axis (stage-parallel DistProp)
+
+
+class Placement(NamedTuple):
+  """One label per leaf (:data:`REPLICATED`, :data:`ROWS` or :data:`STAGES`) of a method's
+  ``params`` and ``constants``. Optimizer-state leaves that mirror a parameter leaf follow
+  it (``rows.find``); ``lagrangian_jax.sharding`` turns the labels into shardings.
+
+  >>> import jax.numpy as jnp
+  >>> replicated({"w": jnp.ones(2)}, {}).params
+  {'w': 'replicated'}
+  """
+
+  params: PyTree
+  constants: PyTree
+
+
+def replicated(params: PyTree, constants: PyTree) -> Placement:
+  """Every leaf replicated: the placement of a method without tables or stages."""
+  return Placement(
+    jax.tree.map(lambda _: REPLICATED, params), jax.tree.map(lambda _: REPLICATED, constants)
+  )
+
+
+def placement_flags(labels: PyTree, label: str) -> tuple[bool, ...]:
+  """One bool per flattened leaf of a :class:`Placement` tree: is it ``label``?"""
+  return tuple(x == label for x in jax.tree.leaves(labels))
+
+
 class Method(NamedTuple):
   """The interface between a training method and ``train.py``.
 
@@ -48,8 +80,6 @@ class Method(NamedTuple):
       the results (used to initialise states to a valid forward pass).
     objective: ``objective(params, constants, batch) -> (scalar, metrics)``, where
       per-example tables in ``params`` have already been gathered to the batch's rows.
-    tables: ``tables(params) -> pytree of bool`` like ``params``: True for leaves that
-      are per-example tables (leading axis = training example), updated sparsely.
     defects: ``defects(params, constants, batch) -> (num_splits,)`` the mean absolute
       defect of each split's constraint on this batch (tables gathered).
     primal_labels: ``primal_labels(primal) -> pytree (prefix) of str`` naming the
@@ -64,32 +94,33 @@ class Method(NamedTuple):
       placeholders; ``train.build_experiment`` then builds each table shard by shard, so
       no process ever holds a whole table (ExtraProp's states are a forward pass of the
       whole training set). Without it the tables are whatever ``init`` returns.
-    stage_params / stage_constants: optional ``fn(tree) -> pytree of bool`` like
-      ``params`` / ``constants``: True for leaves whose leading axis is laid out over
-      the ``stage`` mesh axis (stage-parallel DistProp, ``methods.stage_parallel``).
     network_weights: optional ``fn(weights) -> tuple`` of per-segment weights for
       ``networks.forward``, when ``params["primal"]["weights"]`` has another layout.
-    layout: the method's parameter layout on the mesh, if any (for tools and tests).
     norm_weights: optional ``fn(params) -> pytree like params`` of how many times each
       entry counts in a global gradient norm (scalars or arrays broadcastable to the
       leaf); stage-parallel DistProp gives its boundary copies 0, so ``grad_clip``
       clips by the sequential run's norm. Default: every entry once.
+    placement: ``placement(params, constants) -> Placement``: where each leaf lives on
+      the ``(data, stage)`` mesh, said once for the whole method (the sharding module and
+      the sparse row updates read it). Default: every leaf replicated.
+    applies_dropout: whether the objective applies the network's dropout layers (a
+      network with dropout is refused for a method that would ignore them).
   """
 
   name: str
   default_solver: str
   init: Callable[..., tuple[PyTree, PyTree]]
   objective: Callable[..., tuple[jax.Array, dict]]
-  tables: Callable[[PyTree], PyTree]
   defects: Callable[..., jax.Array]
   primal_labels: Callable[[PyTree], PyTree] = lambda primal: {k: k for k in primal}
   group_rates: Any = None
   init_rows: Callable[..., PyTree] | None = None
-  stage_params: Callable[[PyTree], PyTree] | None = None
-  stage_constants: Callable[[PyTree], PyTree] | None = None
   network_weights: Callable[[PyTree], tuple] | None = None
-  layout: Any = None
   norm_weights: Callable[[PyTree], PyTree] | None = None
+  placement: Callable[[PyTree, PyTree], Placement] = lambda params, constants: replicated(
+    params, constants
+  )
+  applies_dropout: bool = False
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -97,10 +128,6 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
   return jnp.mean(
     optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
   )
-
-
-def no_tables(params: PyTree) -> PyTree:
-  return jax.tree.map(lambda _: False, params)
 
 
 DROPOUT_SALT = 0x64726F70  # folds the dropout key out of a seed's key

@@ -140,6 +140,5 @@ def make(config, net: networks.SplitNetwork, num_train: int) -> base.Method:
     default_solver="descent",
     init=init,
     objective=objective,
-    tables=base.no_tables,
     defects=defects,
   )

@@ -341,13 +341,13 @@ def make(config, net: networks.SplitNetwork, num_train: int) -> base.Method:
     g, _, _ = constraints(params, constants, batch)
     return base.split_defects(g)
 
-  def tables(params):
-    flags = jax.tree.map(lambda _: False, params)
+  def placement(params, constants):  # lambda_0 is a per-example table unless per class
+    where = base.replicated(params, constants)
     if opts.multipliers != "class":
-      mults = list(flags["dual"]["multipliers"])
-      mults[0] = True
-      flags["dual"]["multipliers"] = tuple(mults)
-    return flags
+      mults = list(where.params["dual"]["multipliers"])
+      mults[0] = base.ROWS
+      where.params["dual"]["multipliers"] = tuple(mults)
+    return where
 
   def primal_labels(primal):
     protos = tuple({"mu": "aux", "rho": "sigma"} for _ in primal["aux"]["prototypes"])
@@ -359,7 +359,8 @@ def make(config, net: networks.SplitNetwork, num_train: int) -> base.Method:
     default_solver="extragradient",
     init=init,
     objective=objective,
-    tables=tables,
+    placement=placement,
+    applies_dropout=True,
     defects=defects,
     primal_labels=primal_labels,
     group_rates={"sigma": sigma_rate},

@@ -195,7 +195,6 @@ def make(config, net: networks.SplitNetwork, num_train: int) -> base.Method:
     default_solver="descent",
     init=init,
     objective=objective,
-    tables=base.no_tables,
     defects=defects,
     primal_labels=primal_labels,
     group_rates={"inverses": float(rate)},

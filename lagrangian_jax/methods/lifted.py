@@ -125,19 +125,19 @@ def make(
     g, _ = constraints(params, batch)
     return base.split_defects(g)
 
-  def tables(params):
-    flags = jax.tree.map(lambda _: False, params)
-    flags["primal"]["aux"] = jax.tree.map(lambda _: True, params["primal"]["aux"])
+  def placement(params, constants):  # the states (and multipliers) are per-example tables
+    where = base.replicated(params, constants)
+    where.params["primal"]["aux"] = jax.tree.map(lambda _: base.ROWS, params["primal"]["aux"])
     if has_multipliers:
-      flags["dual"] = jax.tree.map(lambda _: True, params["dual"])
-    return flags
+      where.params["dual"] = jax.tree.map(lambda _: base.ROWS, params["dual"])
+    return where
 
   return base.Method(
     name=name,
     default_solver=default_solver,
     init=init,
     objective=objective,
-    tables=tables,
+    placement=placement,
     defects=defects,
     init_rows=init_rows,
   )

@@ -684,11 +684,11 @@ def make(config, net: networks.SplitNetwork, sequential: base.Method, mesh) -> b
     objective=objective,
     defects=defects,
     primal_labels=primal_labels,
-    tables=lambda params: jax.tree.map(lambda _: False, params),
-    stage_params=lambda params: jax.tree.map(lambda _: True, params),
-    stage_constants=_staged,
+    placement=lambda params, constants: base.Placement(
+      jax.tree.map(lambda _: base.STAGES, params),
+      jax.tree.map(lambda f: base.STAGES if f else base.REPLICATED, _staged(constants)),
+    ),
     network_weights=lambda weights: weights_from_layout(layout, weights),
-    layout=layout,
     # a boundary prototype is held twice: its copy must not count in grad_clip's norm
     norm_weights=lambda params: norm_weights(layout, params),
   )
