@@ -29,7 +29,7 @@ import jax.numpy as jnp  # noqa: E402
 
 from configs import deep_mlp_backprop  # noqa: E402
 from configs import deep_mlp_distprop  # noqa: E402
-from experiments import sweep  # noqa: E402
+from experiments import common  # noqa: E402
 from lagrangian_jax import train  # noqa: E402
 from lagrangian_jax.methods import distprop  # noqa: E402
 
@@ -81,7 +81,9 @@ def main(argv=None):
       config = module.get_config()
       config.network.depth, config.batch_size = args.depth, args.batch_size
       config.progress_bar = False
-      exps[label] = train.build_experiment(sweep.apply(config, sweep.parse_settings(sets)))
+      exps[label] = train.build_experiment(
+        common.apply_overrides(config, common.parse_settings(sets))
+      )
       states[label] = exps[label].initial_state
       batches[label] = [train.make_batch(exps[label], k) for k in range(args.steps)]
       run(label)

@@ -75,7 +75,7 @@ def make_problem(key, network="mnist_cnn", batch=128, sizes=(784, 1024, 512, 10)
   return params, lagrangian
 
 
-def main():
+def _parse_args():
   parser = argparse.ArgumentParser()
   parser.add_argument("--reps", type=int, default=None, help="200 (mlp), 20 (mnist_cnn)")
   parser.add_argument("--warmup", type=int, default=None, help="20 (mlp), 3 (mnist_cnn)")
@@ -85,72 +85,65 @@ def main():
     args.reps = 200 if args.network == "mlp" else 20
   if args.warmup is None:
     args.warmup = 20 if args.network == "mlp" else 3
+  return args
 
-  params, lagrangian = make_problem(jax.random.PRNGKey(0), args.network)
-  n_params = sum(x.size for x in jax.tree.leaves(params))
-  inner = lambda: lj.descent_ascent(optax.adagrad(0.01), optax.adagrad(0.01), nonnegative=True)
-  txs = {"eg": lj.extragradient(inner()), "da": inner()}
 
-  def make_steps(tx):
-    @functools.partial(jax.jit, donate_argnums=(0, 1))
-    def step(params, state):
-      grads = jax.grad(lagrangian)(params)
-      updates, state = tx.update(grads, state, params)
-      return optax.apply_updates(params, updates), state
+def _make_steps(tx, lagrangian):
+  """The jitted full step (gradient + update) and the update alone, both donating."""
 
-    @functools.partial(jax.jit, donate_argnums=(1, 2))
-    def update_only(grads, params, state):
-      updates, state = tx.update(grads, state, params)
-      return optax.apply_updates(params, updates), state
+  @functools.partial(jax.jit, donate_argnums=(0, 1))
+  def step(params, state):
+    grads = jax.grad(lagrangian)(params)
+    updates, state = tx.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
 
-    return step, update_only
+  @functools.partial(jax.jit, donate_argnums=(1, 2))
+  def update_only(grads, params, state):
+    updates, state = tx.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
 
-  fixed_grads = jax.grad(lagrangian)(params)
-  runs = {}
-  for name, tx in txs.items():
-    step, update_only = make_steps(tx)
-    runs[name] = dict(
-      step=step, upd=update_only, params=jax.tree.map(jnp.copy, params), state=tx.init(params)
-    )
+  return step, update_only
 
-  def two_calls(name, which):
-    r = runs[name]
-    p, s = r["params"], r["state"]
-    jax.block_until_ready((p, s))
-    t0 = time.perf_counter()
-    if which == "step":
-      p, s = r["step"](p, s)
-      p, s = r["step"](p, s)
-    else:
-      p, s = r["upd"](fixed_grads, p, s)
-      p, s = r["upd"](fixed_grads, p, s)
-    jax.block_until_ready((p, s))
-    dt = time.perf_counter() - t0
-    r["params"], r["state"] = p, s
-    return dt
 
-  results = {}
-  for which in ("step", "update"):
-    for _ in range(args.warmup):
-      two_calls("eg", which)
-      two_calls("da", which)
-    t_eg, t_da, ratios = [], [], []
-    for i in range(args.reps):
-      order = ("eg", "da") if i % 2 == 0 else ("da", "eg")  # ABBA to cancel drift
-      t = {name: two_calls(name, which) for name in order}
-      t_eg.append(t["eg"])
-      t_da.append(t["da"])
-      ratios.append(t["eg"] / t["da"])
-    results[which] = dict(
-      eg=statistics.median(t_eg),
-      da=statistics.median(t_da),
-      ratio=statistics.median(ratios),
-      q1=statistics.quantiles(ratios, n=4)[0],
-      q3=statistics.quantiles(ratios, n=4)[2],
-    )
-  for name in runs:  # both executables compiled exactly once
-    assert runs[name]["step"]._cache_size() == 1, name
+def _two_calls(r: dict, fixed_grads, which: str) -> float:
+  """Seconds for two calls of the run's ``step`` (or update only); advances its state."""
+  p, s = r["params"], r["state"]
+  jax.block_until_ready((p, s))
+  t0 = time.perf_counter()
+  if which == "step":
+    p, s = r["step"](p, s)
+    p, s = r["step"](p, s)
+  else:
+    p, s = r["upd"](fixed_grads, p, s)
+    p, s = r["upd"](fixed_grads, p, s)
+  jax.block_until_ready((p, s))
+  dt = time.perf_counter() - t0
+  r["params"], r["state"] = p, s
+  return dt
 
+
+def _measure(runs: dict, fixed_grads, which: str, warmup: int, reps: int) -> dict:
+  """Medians of extragradient's and descent-ascent's times and of their ratio."""
+  for _ in range(warmup):
+    _two_calls(runs["eg"], fixed_grads, which)
+    _two_calls(runs["da"], fixed_grads, which)
+  t_eg, t_da, ratios = [], [], []
+  for i in range(reps):
+    order = ("eg", "da") if i % 2 == 0 else ("da", "eg")  # ABBA to cancel drift
+    t = {name: _two_calls(runs[name], fixed_grads, which) for name in order}
+    t_eg.append(t["eg"])
+    t_da.append(t["da"])
+    ratios.append(t["eg"] / t["da"])
+  return dict(
+    eg=statistics.median(t_eg),
+    da=statistics.median(t_da),
+    ratio=statistics.median(ratios),
+    q1=statistics.quantiles(ratios, n=4)[0],
+    q3=statistics.quantiles(ratios, n=4)[2],
+  )
+
+
+def _print_results(args, results: dict, n_params: int) -> None:
   print(
     f"device: {jax.devices()[0].device_kind}  backend: {jax.default_backend()}  "
     f"params: {n_params:,}  reps: {args.reps}"
@@ -167,6 +160,28 @@ def main():
     f"met={'yes' if s['ratio'] <= 1.05 else 'no'} update_only_ratio={u['ratio']:.3f} "
     f"params={n_params} backend={jax.default_backend()}"
   )
+
+
+def main():
+  args = _parse_args()
+  params, lagrangian = make_problem(jax.random.PRNGKey(0), args.network)
+  n_params = sum(x.size for x in jax.tree.leaves(params))
+  inner = lambda: lj.descent_ascent(optax.adagrad(0.01), optax.adagrad(0.01), nonnegative=True)
+  txs = {"eg": lj.extragradient(inner()), "da": inner()}
+  fixed_grads = jax.grad(lagrangian)(params)
+  runs = {}
+  for name, tx in txs.items():
+    step, update_only = _make_steps(tx, lagrangian)
+    runs[name] = dict(
+      step=step, upd=update_only, params=jax.tree.map(jnp.copy, params), state=tx.init(params)
+    )
+  results = {
+    which: _measure(runs, fixed_grads, which, args.warmup, args.reps)
+    for which in ("step", "update")
+  }
+  for name in runs:  # both executables compiled exactly once
+    assert runs[name]["step"]._cache_size() == 1, name
+  _print_results(args, results, n_params)
 
 
 if __name__ == "__main__":

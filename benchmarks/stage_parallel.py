@@ -55,7 +55,7 @@ def parse_args(argv=None):
     "--set",
     default="",
     help="DistProp config overrides for every DistProp variant, e.g. "
-    "'distprop.noise=fixed,distprop.mix_fraction=0.0' (experiments.sweep.parse_settings)",
+    "'distprop.noise=fixed,distprop.mix_fraction=0.0' (experiments.common.parse_settings)",
   )
   p.add_argument(
     "--processes",
@@ -120,7 +120,7 @@ if ARGS.processes:
 
 from configs import deep_mlp_backprop  # noqa: E402
 from configs import deep_mlp_distprop  # noqa: E402
-from experiments import sweep  # noqa: E402
+from experiments import common  # noqa: E402
 from lagrangian_jax import errors  # noqa: E402
 from lagrangian_jax import hlo  # noqa: E402
 from lagrangian_jax import train  # noqa: E402
@@ -135,7 +135,7 @@ def config_for(kind: str, depth: int, stages: int, batch_size: int):
   config.mesh.num_devices, config.mesh.data, config.mesh.stage = stages, 1, stages
   if kind != "backprop":
     config.solver = ARGS.solver
-    config = sweep.apply(config, sweep.parse_settings(ARGS.set))
+    config = common.apply_overrides(config, common.parse_settings(ARGS.set))
   return config
 
 

@@ -4,13 +4,12 @@ Run:
   python -m experiments.main --config=configs/backprop.py --workdir=runs/backprop
 """
 
-from configs import default
+from configs import base
 
 
 def get_config():
-  config = default.get_config()
+  config = base.get_config()
   config.method = "backprop"
-  config.grad_clip = 0.0  # DistProp's clip (configs/default.py) was chosen for DistProp only
   config.optimizer = "adam"
   config.learning_rates.weights = 1e-3
   return config

@@ -58,13 +58,12 @@ for DFA (Adagrad 0.01 / 0.03, Adam 1e-3), 0.941 for backprop.
 
 import ml_collections
 
-from configs import default
+from configs import base
 
 
 def get_config():
-  config = default.get_config()
+  config = base.get_config()
   config.method = "dfa"
-  config.grad_clip = 0.0  # DistProp's clip (configs/default.py) was chosen for DistProp only
   config.optimizer = "adagrad"  # validation: adagrad 0.935 > adam 0.925 > sgd 0.923
   config.learning_rates.weights = 0.005
   config.adagrad_init = 0.01  # Adagrad's initial accumulator (default 0.1)

@@ -12,13 +12,12 @@ validation mean 0.947, test 0.942. Inverse activation tanh beat relu (0.928) and
 
 import ml_collections
 
-from configs import default
+from configs import base
 
 
 def get_config():
-  config = default.get_config()
+  config = base.get_config()
   config.method = "dtp"
-  config.grad_clip = 0.0  # DistProp's clip (configs/default.py) was chosen for DistProp only
   config.optimizer = "adam"
   config.learning_rates.weights = 1e-3
   config.network.name = "mlp"

@@ -31,13 +31,12 @@ Run:
   python -m experiments.main --config=configs/extraprop.py --workdir=runs/extraprop
 """
 
-from configs import default
+from configs import base
 
 
 def get_config():
-  config = default.get_config()
+  config = base.get_config()
   config.method = "extraprop"
-  config.grad_clip = 0.0  # DistProp's clip (configs/default.py) was chosen for DistProp only
   config.network.split_activation = "deferred"  # free states; "relu": h = relu(h_hat)
   config.learning_rates.weights = 0.03
   config.learning_rates.aux = 0.5

@@ -12,13 +12,12 @@ code steps failed (code_learning_rate x penalty = 0.3 x 1: validation 0.42; 0.1 
 
 import ml_collections
 
-from configs import default
+from configs import base
 
 
 def get_config():
-  config = default.get_config()
+  config = base.get_config()
   config.method = "oam"
-  config.grad_clip = 0.0  # DistProp's clip (configs/default.py) was chosen for DistProp only
   config.optimizer = "adam"
   config.learning_rates.weights = 1e-3
   config.network.name = "mlp"

@@ -1,7 +1,7 @@
 """DistProp at depth: test accuracy of a plain MLP vs its depth, and where the real chain drifts.
 
-Run (3 seeds of 700 steps of batch 128 on the embedded digits at each depth; every method
-starts from the deep configs' ``network.init``, he_normal; add
+Run (3 seeds of 700 steps of the configs' batch, 128, on the embedded digits at each
+depth; every method starts from the deep configs' ``network.init``, he_normal; add
 ``--set=network.init=lecun_normal`` for flax's default):
   python -m experiments.depth --depths=4,16,32,64,100 --seeds=3 --steps=700 --workdir=runs/depth
 
@@ -43,11 +43,12 @@ step budget and batch; accuracy is the real forward pass through every layer. ``
 Each cell (method, depth) is one ``train.train_and_evaluate`` run in
 ``DIR/<method>/depth_<d>`` with the seeds vmapped in one program (``config.num_seeds``).
 Rerunning the command skips finished cells and resumes unfinished ones from their
-checkpoints. For DistProp the finished cell's iterate is restored and
-``distprop.make_split_diagnostics`` measures, per split and seed, on the *validation*
-digits: the defect of the real forward activations against that of the synthetic samples,
-their nearest-prototype accuracy and Fisher ratio, and how often a block changes the real
-chain's nearest prototype. Writes ``DIR/depth.json``, ``DIR/depth.md``,
+checkpoints. A DistProp cell asks the training loop for its split diagnostics
+(``config.evaluators`` with ``split_diagnostics``; ``summary.json``'s
+``"split_diagnostics"``), measured at the last step, per split and seed, on the
+*validation* digits: the defect of the real forward activations against that of the
+synthetic samples, their nearest-prototype accuracy and Fisher ratio, and how often a block
+changes the real chain's nearest prototype. Writes ``DIR/depth.json``, ``DIR/depth.md``,
 ``DIR/depth_accuracy.png`` and ``DIR/depth_defect.png``; the last line is
 ``DEPTH dir=... steps=... seeds=... <method>@<depth>=<mean test accuracy> ...``. Expected
 failures print one ``error: ...`` line and exit 1; a diverged cell is a result.
@@ -56,31 +57,18 @@ failures print one ``error: ...`` line and exit 1; a diverged cell is a result.
 from __future__ import annotations
 
 from collections.abc import Sequence
-import importlib
-import json
 import os
 import shlex
-import sys
 
 from absl import app
 from absl import flags
-from absl import logging
-import jax.numpy as jnp
 import numpy as np
 
-from lagrangian_jax import data as data_lib
+from experiments import common
 from lagrangian_jax import errors
 from lagrangian_jax import methods as methods_lib
-from lagrangian_jax import train
-from lagrangian_jax.methods import distprop
 
 FLAGS = flags.FLAGS
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:  # configs/ is a plain directory next to the package
-  sys.path.insert(0, ROOT)
-
-from experiments import sweep  # noqa: E402
-from experiments import table1  # noqa: E402 (needs ROOT on the path for configs/)
 
 # method -> (config module, overrides that put it on the depth experiment's MLP)
 _MLP = {
@@ -96,20 +84,23 @@ CELLS = {
   "oam": ("oam", {**_MLP, "network.split_activation": "relu"}),
 }
 
+# The evaluator that puts DistProp's per-split diagnostics in the run's summary.json.
+SPLIT_DIAGNOSTICS = "split_diagnostics"
+
 
 def available_methods() -> list[str]:
   """The cells' methods that this tree has (a method in ``METHODS`` and its config)."""
   return [
     m
     for m, (module, _) in CELLS.items()
-    if m in methods_lib.METHODS and os.path.exists(os.path.join(ROOT, "configs", f"{module}.py"))
+    if m in methods_lib.METHODS and os.path.exists(common.config_path(module))
   ]
 
 
 def deep_init() -> str:
   """``config.network.init`` of the deep configs, which every cell starts from."""
-  init = importlib.import_module("configs.deep_mlp_backprop").get_config().network.init
-  other = importlib.import_module("configs.deep_mlp_distprop").get_config().network.init
+  init = common.load_config("deep_mlp_backprop").network.init
+  other = common.load_config("deep_mlp_distprop").network.init
   if init != other:  # the comparison needs one initialisation for every method
     raise errors.ConfigError(
       f"config.network.init: configs/deep_mlp_backprop.py has {init!r}, "
@@ -122,18 +113,24 @@ def cell_config(method: str, depth: int, *, seeds: int, steps: int, eval_every: 
   """The cell's config: its module's ``get_config()``, the MLP at ``depth``, the budget.
 
   Every cell gets the deep configs' ``network.init`` (``configs/dfa.py`` keeps flax's
-  default of its own) unless ``sets`` overrides it for all of them.
+  default of its own) unless ``sets`` overrides it for all of them. A DistProp cell's
+  evaluations add its split diagnostics (``config.evaluators``).
   """
   module, overrides = CELLS[method]
-  config = importlib.import_module(f"configs.{module}").get_config()
   overrides = {**overrides, "network.init": deep_init(), "network.depth": depth, **sets}
-  config = table1.apply_overrides(config, overrides)
+  config = common.apply_overrides(common.load_config(module), overrides)
   config.num_seeds = seeds
   config.num_steps = steps
   config.eval_every = eval_every
   config.checkpoint_every = eval_every
   config.progress_bar = False
+  if config.method == "distprop" and SPLIT_DIAGNOSTICS not in config.evaluators.split(","):
+    config.evaluators = f"{config.evaluators},{SPLIT_DIAGNOSTICS}"
   return config
+
+
+def cell_dir(workdir: str, method: str, depth: int) -> str:
+  return os.path.join(workdir, method, f"depth_{depth}")
 
 
 # ----------------------------------------------------------------------------------
@@ -141,43 +138,14 @@ def cell_config(method: str, depth: int, *, seeds: int, steps: int, eval_every: 
 # ----------------------------------------------------------------------------------
 
 
-def _stats(values) -> dict:
-  v = np.asarray(values, np.float64)  # population std (ddof 0), as the summary's
-  return {"mean": float(np.mean(v)), "std": float(np.std(v)), "per_seed": [float(x) for x in v]}
-
-
-def diagnose(config, run_dir: str) -> dict:
-  """DistProp's per-split diagnostics of the cell's final iterate, on the validation split.
-
-  ``{name: {"mean": [per split], "per_seed": [[per split] per seed]}}`` for every name of
-  ``distprop.DIAGNOSTICS``, plus ``real_accuracy`` / ``sample_accuracy`` (per seed and mean).
-  """
-  exp = train.build_experiment(config)
-  ckpt = train._checkpoint_manager(run_dir, config)  # noqa: SLF001 (the loop's own layout)
-  state, step = train.restore_newest(ckpt, exp.initial_state, run_dir)
-  if step is None:
-    raise errors.TrainingError(f"{run_dir}: no checkpoint to diagnose")
-  split = exp.dataset.validation
-  images, labels = data_lib.get_batch(split, np.arange(len(split.labels)))
-  fn = distprop.make_split_diagnostics(config, exp.net)
-  params, constants = train.iterate(state), state.constants
-  per_seed = []
-  for k in range(len(exp.seeds)):
-    d = fn(train.unstack(params, k), train.unstack(constants, k), jnp.asarray(images), labels, step)
-    per_seed.append({name: np.asarray(v, np.float64) for name, v in d.items()})
-  out = {}
-  for name in (*distprop.DIAGNOSTICS, "real_accuracy", "sample_accuracy"):
-    rows = np.stack([d[name] for d in per_seed])
-    out[name] = {"mean": rows.mean(0).tolist(), "per_seed": rows.tolist()}
-  out["step"] = int(step)
-  out["examples"] = int(len(labels))
-  return out
-
-
 def run_cell(method: str, depth: int, config, workdir: str) -> dict:
-  """Trains (or resumes, or skips) one cell; its record for ``depth.json``."""
-  run_dir = os.path.join(workdir, method, f"depth_{depth}")
-  table1.check_row_dir(config, run_dir)
+  """Trains (or resumes, or skips) one cell; its record for ``depth.json``.
+
+  A DistProp cell's record holds ``"diagnostics"``: its summary's ``split_diagnostics``
+  (``{name: {"mean": [per split], "per_seed": [[per split] per seed]}, "step", "examples"}``).
+  """
+  run_dir = cell_dir(workdir, method, depth)
+  common.check_run_dir(config, run_dir)
   record = {
     "method": method,
     "depth": depth,
@@ -188,41 +156,21 @@ def run_cell(method: str, depth: int, config, workdir: str) -> dict:
     "num_splits": depth,
     "init": config.network.init,
   }
-  summary_path = os.path.join(run_dir, "summary.json")
-  summary = None
-  if os.path.exists(summary_path):
-    with open(summary_path) as f:
-      summary = json.load(f)
-    if summary.get("steps") != config.num_steps or summary.get("num_seeds") != config.num_seeds:
-      summary = None
-  if summary is None:
-    try:
-      summary = train.train_and_evaluate(config, run_dir)
-    except errors.TrainingError as e:  # a diverged cell is a result, not a crash
-      record.update(status="diverged", error=str(e))
-      return record
+  summary, error = common.run_or_resume(config, run_dir)
+  if summary is None:  # a diverged cell is a result, not a crash
+    record.update(status="diverged", error=error)
+    return record
   per_seed = summary["seeds"]
   record.update(
     seeds=list(per_seed["seed"]),
-    test_accuracy=_stats(per_seed["test_accuracy"]),
-    validation_accuracy=_stats(per_seed["validation_accuracy"]),
+    test_accuracy=common.seed_stats(per_seed["test_accuracy"]),
+    validation_accuracy=common.seed_stats(per_seed["validation_accuracy"]),
     seconds=summary["seconds"],
     resumed_from=summary.get("resumed_from", 0),
     ms_per_iteration=summary.get("ms_per_iteration"),
   )
-  if config.method == "distprop":
-    path = os.path.join(run_dir, "diagnostics.json")
-    diagnostics = None
-    if os.path.exists(path):
-      with open(path) as f:
-        diagnostics = json.load(f)
-      if diagnostics.get("step") != config.num_steps:
-        diagnostics = None
-    if diagnostics is None:
-      diagnostics = diagnose(config, run_dir)
-      with open(path, "w") as f:
-        json.dump(diagnostics, f)
-    record["diagnostics"] = diagnostics
+  if SPLIT_DIAGNOSTICS in summary:
+    record["diagnostics"] = summary[SPLIT_DIAGNOSTICS]
   return record
 
 
@@ -244,52 +192,55 @@ def _pm(stats) -> str:
   return f"{stats['mean']:.4f} ± {stats['std']:.4f}" if stats else "—"
 
 
+def _accuracy_cell(c: dict) -> str:
+  if c["status"] != "ok":
+    return "diverged"
+  return f"{_pm(c['test_accuracy'])} ({c['validation_accuracy']['mean']:.4f})"
+
+
+def _first_middle_last(diag: dict, name: str) -> str:
+  v = diag[name]["mean"]
+  return " / ".join(f"{v[i]:.3f}" for i in (0, len(v) // 2, len(v) - 1))
+
+
+def _diagnostics_table(report: dict) -> list[str]:
+  """DistProp's per-split lines of ``depth.md`` (none without a DistProp cell)."""
+  if "distprop" not in report["cells"]:
+    return []
+  lines = [
+    "",
+    "DistProp per split (validation digits, mean over seeds): first / middle / last split.",
+    "",
+    "| depth | real defect | sample defect | real nearest-prototype acc. "
+    "| sample nearest-prototype acc. | real Fisher | sample Fisher |",
+    "|---|---|---|---|---|---|---|",
+  ]
+  names = ("real_defect", "sample_defect", "real_prototype_accuracy")
+  names += ("sample_prototype_accuracy", "real_fisher", "sample_fisher")
+  for d in report["depths"]:
+    diag = report["cells"]["distprop"][str(d)].get("diagnostics")
+    if diag:
+      lines.append(f"| {d} | " + " | ".join(_first_middle_last(diag, n) for n in names) + " |")
+  return lines
+
+
 def markdown(report: dict) -> str:
-  methods, depths = report["methods"], report["depths"]
-  cells = report["cells"]
+  methods, cells = report["methods"], report["cells"]
+  batch = ", ".join(map(str, report.get("batch_sizes", [128])))  # 128 before the key existed
   lines = [
     "# Test accuracy vs depth: plain MLP, width 128, every layer a block",
     "",
-    f"{report['seeds']} seed(s), {report['steps']} steps of batch 128 on {report['dataset']}; "
-    "mean ± std (population) over seeds of the real forward pass; validation accuracy in "
-    "parentheses. Depth = hidden layers (= DistProp's splits). Kernel initialisation "
-    f"(`config.network.init`) of every method: {inits(report)}.",
+    f"{report['seeds']} seed(s), {report['steps']} steps of batch {batch} on "
+    f"{report['dataset']}; mean ± std (population) over seeds of the real forward pass; "
+    "validation accuracy in parentheses. Depth = hidden layers (= DistProp's splits). "
+    f"Kernel initialisation (`config.network.init`) of every method: {inits(report)}.",
     "",
     "| depth | " + " | ".join(methods) + " |",
     "|---|" + "---|" * len(methods),
   ]
-  for d in depths:
-    row = []
-    for m in methods:
-      c = cells[m][str(d)]
-      if c["status"] != "ok":
-        row.append("diverged")
-      else:
-        row.append(f"{_pm(c['test_accuracy'])} ({c['validation_accuracy']['mean']:.4f})")
-    lines.append(f"| {d} | " + " | ".join(row) + " |")
-  if "distprop" in cells:
-    lines += [
-      "",
-      "DistProp per split (validation digits, mean over seeds): first / middle / last split.",
-      "",
-      "| depth | real defect | sample defect | real nearest-prototype acc. "
-      "| sample nearest-prototype acc. | real Fisher | sample Fisher |",
-      "|---|---|---|---|---|---|---|",
-    ]
-    for d in depths:
-      diag = cells["distprop"][str(d)].get("diagnostics")
-      if not diag:
-        continue
-
-      def three(name, diag=diag):
-        v = diag[name]["mean"]
-        return " / ".join(f"{v[i]:.3f}" for i in (0, len(v) // 2, len(v) - 1))
-
-      lines.append(
-        f"| {d} | {three('real_defect')} | {three('sample_defect')} "
-        f"| {three('real_prototype_accuracy')} | {three('sample_prototype_accuracy')} "
-        f"| {three('real_fisher')} | {three('sample_fisher')} |"
-      )
+  for d in report["depths"]:
+    lines.append(f"| {d} | " + " | ".join(_accuracy_cell(cells[m][str(d)]) for m in methods) + " |")
+  lines += _diagnostics_table(report)
   failed = [c for m in methods for c in cells[m].values() if c["status"] != "ok"]
   if failed:
     lines += ["", "Diverged:", ""]
@@ -298,16 +249,10 @@ def markdown(report: dict) -> str:
   return "\n".join(lines)
 
 
-def plot(report: dict, workdir: str) -> list[str]:
-  """``depth_accuracy.png`` (test accuracy vs depth, ± std band) and ``depth_defect.png``
-  (DistProp's per-split defect of real activations, one line per depth; dotted: samples)."""
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
+def _plot_accuracy(report: dict, path: str) -> str:
+  """Test accuracy vs depth, one line ± std band per method."""
+  plt = common.pyplot()
   cmap = plt.get_cmap("tab10")
-  paths = []
   fig, ax = plt.subplots(figsize=(6.5, 4.5))
   for i, m in enumerate(report["methods"]):
     pts = [
@@ -329,11 +274,13 @@ def plot(report: dict, workdir: str) -> list[str]:
   ax.set_ylim(0, 1)
   ax.grid(alpha=0.3)
   ax.legend()
-  fig.tight_layout()
-  paths.append(os.path.join(workdir, "depth_accuracy.png"))
-  fig.savefig(paths[-1], dpi=100)
-  plt.close(fig)
+  return common.save_figure(fig, path)
 
+
+def _plot_defects(report: dict, path: str) -> str:
+  """DistProp's per-split defect (solid: real, dotted: samples) and the real chain's
+  nearest-prototype accuracy, one line per depth."""
+  plt = common.pyplot()
   fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
   # deepest first: the blocks of a shallower run often match the first ones of a deeper
   # run (they train alike whatever the depth), so its shorter line is drawn on top
@@ -355,11 +302,16 @@ def plot(report: dict, workdir: str) -> list[str]:
   for a in (ax, ax2):
     a.grid(alpha=0.3)
     a.legend(fontsize=8)
-  fig.tight_layout()
-  paths.append(os.path.join(workdir, "depth_defect.png"))
-  fig.savefig(paths[-1], dpi=100)
-  plt.close(fig)
-  return paths
+  return common.save_figure(fig, path)
+
+
+def plot(report: dict, workdir: str) -> list[str]:
+  """``depth_accuracy.png`` (test accuracy vs depth, ± std band) and ``depth_defect.png``
+  (DistProp's per-split defect of real activations, one line per depth; dotted: samples)."""
+  return [
+    _plot_accuracy(report, os.path.join(workdir, "depth_accuracy.png")),
+    _plot_defects(report, os.path.join(workdir, "depth_defect.png")),
+  ]
 
 
 def depth_line(report: dict) -> str:
@@ -377,6 +329,39 @@ def depth_line(report: dict) -> str:
   )
 
 
+def _chosen_methods(methods: Sequence[str] | None) -> list[str]:
+  valid = available_methods()
+  methods = list(dict.fromkeys(methods or valid))
+  unknown = [m for m in methods if m not in valid]
+  if unknown:
+    raise errors.ConfigError(f"--methods: unknown {unknown}; this tree has {valid}")
+  return methods
+
+
+def command_for(workdir, depths, methods, seeds, steps, eval_every, sets) -> str:
+  """The command line equivalent to a :func:`run_report` call."""
+  args = [
+    f"--depths={','.join(map(str, depths))}",
+    f"--seeds={seeds}",
+    f"--workdir={workdir}",
+    f"--steps={steps}",
+    f"--methods={','.join(methods)}",
+  ]
+  args += [f"--eval_every={eval_every}"] if eval_every != 100 else []
+  args += [common.settings_flag(sets)] if sets else []
+  return "python -m experiments.depth " + " ".join(map(shlex.quote, args))
+
+
+def _run_cells(configs: dict, methods: list[str], workdir: str) -> dict:
+  cells = {m: {} for m in methods}
+  for (m, d), config in configs.items():
+    c = run_cell(m, d, config, workdir)
+    cells[m][str(d)] = c
+    result = f"{c['test_accuracy']['mean']:.4f}" if c["status"] == "ok" else "diverged"
+    print(f"cell {m} depth {d}: test_accuracy={result}", flush=True)
+  return cells
+
+
 def run_report(
   workdir: str,
   *,
@@ -389,61 +374,35 @@ def run_report(
   command: str | None = None,
 ) -> dict:
   """Runs (or resumes) every cell, writes the table, the JSON and the figures."""
-  for flag, value in (("seeds", seeds), ("steps", steps), ("eval_every", eval_every)):
-    if value < 1:
-      raise errors.ConfigError(f"--{flag}: must be >= 1, got {value}")
+  common.check_at_least_one(seeds=seeds, steps=steps, eval_every=eval_every)
   depths = [int(d) for d in depths]
   if not depths or min(depths) < 1:
     raise errors.ConfigError(f"--depths: positive integers, got {depths}")
-  valid = available_methods()
-  methods = list(dict.fromkeys(methods or valid))
-  unknown = [m for m in methods if m not in valid]
-  if unknown:
-    raise errors.ConfigError(f"--methods: unknown {unknown}; this tree has {valid}")
+  methods = _chosen_methods(methods)
   sets = dict(sets or {})
   if command is None:
-    args = [
-      f"--depths={','.join(map(str, depths))}",
-      f"--seeds={seeds}",
-      f"--workdir={workdir}",
-      f"--steps={steps}",
-      f"--methods={','.join(methods)}",
-    ]
-    if eval_every != 100:
-      args.append(f"--eval_every={eval_every}")
-    if sets:
-      args.append("--set=" + ",".join(f"{k}={v}" for k, v in sets.items()))
-    command = "python -m experiments.depth " + " ".join(map(shlex.quote, args))
+    command = command_for(workdir, depths, methods, seeds, steps, eval_every, sets)
   configs = {
     (m, d): cell_config(m, d, seeds=seeds, steps=steps, eval_every=eval_every, sets=sets)
     for m in methods
     for d in depths
   }
   for (m, d), config in configs.items():  # a bad key or directory fails before training
-    table1.check_row_dir(config, os.path.join(workdir, m, f"depth_{d}"))
+    common.check_run_dir(config, cell_dir(workdir, m, d))
   os.makedirs(workdir, exist_ok=True)
-  cells = {m: {} for m in methods}
-  for (m, d), config in configs.items():
-    c = run_cell(m, d, config, workdir)
-    cells[m][str(d)] = c
-    result = f"{c['test_accuracy']['mean']:.4f}" if c["status"] == "ok" else "diverged"
-    print(f"cell {m} depth {d}: test_accuracy={result}", flush=True)
-  first = next(iter(configs.values()))
   report = {
     "workdir": workdir,
     "command": command,
-    "dataset": first.data.name,
+    "dataset": next(iter(configs.values())).data.name,
     "steps": steps,
     "seeds": seeds,
+    "batch_sizes": sorted({c.batch_size for c in configs.values()}),
     "depths": depths,
     "methods": methods,
     "sets": {k: v if isinstance(v, (int, float, str, bool)) else repr(v) for k, v in sets.items()},
-    "cells": cells,
+    "cells": _run_cells(configs, methods, workdir),
   }
-  with open(os.path.join(workdir, "depth.json"), "w") as f:
-    json.dump(report, f, indent=2)
-  with open(os.path.join(workdir, "depth.md"), "w") as f:
-    f.write(markdown(report))
+  common.write_report(workdir, "depth", report, markdown(report))
   plot(report, workdir)
   return report
 
@@ -457,24 +416,19 @@ def define_flags() -> None:
   flags.DEFINE_string("workdir", None, "Directory for the cells' runs, the table, the figures.")
   flags.DEFINE_list("depths", ["4", "16", "32", "64", "100"], "Hidden layers of the MLP.")
   flags.DEFINE_integer("seeds", 1, "Seeds per cell, run in one vmapped program.")
-  flags.DEFINE_integer("steps", 700, "Training steps per cell (batch 128).")
-  flags.DEFINE_list("methods", [], "Methods (default: backprop, distprop, and dfa if present).")
+  flags.DEFINE_integer("steps", 700, "Training steps per cell (of the configs' batch).")
+  flags.DEFINE_list("methods", [], f"Methods (default: those of {', '.join(CELLS)} present).")
   flags.DEFINE_integer("eval_every", 100, "Evaluate (and checkpoint) every this many steps.")
   flags.DEFINE_list("set", [], "key=value config overrides for every cell.")
   flags.mark_flags_as_required(["workdir"])
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError("Too many command-line arguments.")
-  if not FLAGS["verbosity"].present:  # orbax logs every save at INFO
-    logging.set_verbosity(logging.WARNING)
-  try:
-    depths = [int(d) for d in FLAGS.depths]
-  except ValueError:
-    print(f"error: --depths: integers, got {FLAGS.depths}", file=sys.stderr)
-    sys.exit(1)
-  try:
+  def body():
+    try:
+      depths = [int(d) for d in FLAGS.depths]
+    except ValueError:
+      raise errors.ConfigError(f"--depths: integers, got {FLAGS.depths}") from None
     report = run_report(
       FLAGS.workdir,
       depths=depths,
@@ -482,13 +436,12 @@ def main(argv):
       seeds=FLAGS.seeds,
       steps=FLAGS.steps,
       eval_every=FLAGS.eval_every,
-      sets=sweep.parse_settings(FLAGS.set),
-      command=" ".join(["python -m experiments.depth", *map(shlex.quote, sys.argv[1:])]),
+      sets=common.parse_settings(FLAGS.set),
+      command=common.command_line("experiments.depth"),
     )
-  except errors.Error as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
-  print(depth_line(report), flush=True)
+    return depth_line(report)
+
+  common.run_main(argv, body)
 
 
 if __name__ == "__main__":

@@ -19,62 +19,23 @@ and kept as strings otherwise. The last line is ``BEST validation_accuracy=... k
 
 from __future__ import annotations
 
-import ast
-from collections.abc import Sequence
 import csv
 import itertools
 import json
 import os
 import random
-import sys
 
 from absl import app
 from absl import flags
-from absl import logging
 from ml_collections import config_flags
 
+from experiments import common
 from lagrangian_jax import errors
 from lagrangian_jax import train
 
 FLAGS = flags.FLAGS
 
 COLUMNS = ("validation_accuracy", "test_accuracy", "final_defect", "seconds")
-
-
-def _value(text: str):
-  try:
-    return ast.literal_eval(text)
-  except (ValueError, SyntaxError):
-    return text
-
-
-def parse_settings(items: Sequence[str] | str) -> dict:
-  """``--set``'s items -> ``{key: value}``, values as in ``--grid`` (Python literals that parse).
-
-  A piece without ``=`` belongs to the previous value (``network.split=1,2``, kept as the
-  string ``"1,2"``).
-
-  Example:
-    >>> parse_settings("network.name=mlp,network.depth=3,network.split=1,2")
-    {'network.name': 'mlp', 'network.depth': 3, 'network.split': '1,2'}
-  """
-  if isinstance(items, str):
-    items = items.split(",") if items else []
-  raw: dict[str, str] = {}
-  last = None
-  for item in items:
-    key, sep, value = item.partition("=")
-    if sep:
-      if not key or not value:
-        raise errors.ConfigError(f"--set: expected key=value items, got {item!r}")
-      last = key.strip()
-      raw[last] = value
-    elif last is None:
-      raise errors.ConfigError(f"--set: expected key=value items, got {item!r}")
-    else:
-      raw[last] += "," + item
-  # "1,2" stays a string (a split's spelling), not the tuple Python would read
-  return {k: v if "," in v else _value(v) for k, v in raw.items()}
 
 
 def parse_grid(grid: str) -> dict[str, list]:
@@ -89,7 +50,7 @@ def parse_grid(grid: str) -> dict[str, list]:
     key, sep, values = item.partition("=")
     if not sep or not values:
       raise errors.ConfigError(f"--grid: expected key=v1,v2,... items, got {item!r}")
-    space[key] = [_value(v) for v in values.split(",")]
+    space[key] = [common.literal(v) for v in values.split(",")]
   return space
 
 
@@ -99,25 +60,6 @@ def trials(space: dict[str, list], draw: int = 0, seed: int = 0) -> list[dict]:
   if draw and draw < len(points):
     points = random.Random(seed).sample(points, draw)
   return points
-
-
-def apply(config, overrides: dict):
-  """A copy of ``config`` with ``{"a.b": v}`` set; unknown keys name themselves."""
-  config = config.copy_and_resolve_references()
-  for key, value in overrides.items():
-    *parents, last = key.split(".")
-    node = config
-    for p in parents:
-      if p not in node:
-        raise errors.ConfigError(f"config.{key}: no such key (at {p!r})")
-      node = node[p]
-    if last not in node:
-      raise errors.ConfigError(f"config.{key}: no such key")
-    try:
-      node[last] = type(node[last])(value) if isinstance(node[last], (float, str)) else value
-    except (TypeError, ValueError) as e:
-      raise errors.ConfigError(f"config.{key}: cannot set {value!r} ({e})") from None
-  return config
 
 
 def trial_name(overrides: dict) -> str:
@@ -143,7 +85,7 @@ def run_sweep(config, workdir: str, space: dict[str, list], draw: int = 0, seed:
       continue
     run_dir = os.path.join(workdir, "trials", trial_name(overrides))
     try:
-      summary = train.train_and_evaluate(apply(config, overrides), run_dir)
+      summary = train.train_and_evaluate(common.apply_overrides(config, overrides), run_dir)
       row = {"overrides": overrides, **{c: summary[c] for c in COLUMNS}, "error": ""}
     except errors.TrainingError as e:  # a diverged trial is a result, not a crash
       row = {"overrides": overrides, **{c: float("nan") for c in COLUMNS}, "error": str(e)}
@@ -168,22 +110,16 @@ def run_sweep(config, workdir: str, space: dict[str, list], draw: int = 0, seed:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError("Too many command-line arguments.")
-  if not FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
-  try:
+  def body():
     _, best = run_sweep(
       FLAGS.config, FLAGS.workdir, parse_grid(FLAGS.grid), FLAGS.random, FLAGS.seed
     )
-  except errors.Error as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
-  if best is None:
-    print("error: every trial failed; see trials.jsonl", file=sys.stderr)
-    sys.exit(1)
-  picked = " ".join(f"{k}={v}" for k, v in best["overrides"].items())
-  print(f"BEST validation_accuracy={best['validation_accuracy']:.4f} {picked}", flush=True)
+    if best is None:
+      raise errors.TrainingError("every trial failed; see trials.jsonl")
+    picked = " ".join(f"{k}={v}" for k, v in best["overrides"].items())
+    return f"BEST validation_accuracy={best['validation_accuracy']:.4f} {picked}"
+
+  common.run_main(argv, body)
 
 
 def define_flags():

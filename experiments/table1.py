@@ -1,66 +1,59 @@
 """The paper's Table 1 as a report anyone can rerun: every method, N seeds, one data set.
 
-Run (all nine default rows, 3 seeds of the README's 700 steps on the embedded MNIST-5k):
+Run (all ten default entries, 3 seeds of the README's 700 steps on the embedded MNIST-5k):
   python -m experiments.table1 --dataset=mnist_5k --seeds=3 --steps=700 --workdir=runs/table1
 
-``--methods=backprop_adam,distprop,dfa`` picks rows: a name of :data:`ROWS`, or any method
-of ``lagrangian_jax.methods.METHODS`` (its ``configs/<name>.py`` as is). When
-``configs/<row>.py`` exists it is that row's config and replaces the table's entry (a tuned
-``configs/backprop_sgd.py``, say); a row tuned on one data set's own validation split has
-its config in :data:`DATASET_CONFIGS`, used on that data set only. ``--dataset`` is
-``config.data.name``: ``mnist_5k``, ``fashion_mnist``, ``idx:<dir>``, ``tfds:...``
-(``--data_dir`` for the latter two); ``--shrink`` applies ``configs/smoke.py``'s ``shrink``
-to every row (a quick look, tests).
-``--set=key=value,...`` sets config keys on every row after its own overrides (and
-``--shrink``), before the flags above; values as in ``experiments.sweep`` (Python literals
-when they parse), a piece without ``=`` continues the previous value (``network.split=1,2``
-is one item). E.g. every row on the 3x256 MLP:
+``--methods=backprop_adam,distprop,dfa`` picks the table's entries: a name of
+:data:`ENTRIES`, or any method of ``lagrangian_jax.methods.METHODS`` (its
+``configs/<name>.py`` as is). When ``configs/<entry>.py`` exists it is that entry's config
+and replaces the table's recipe (a tuned ``configs/backprop_sgd.py``, say); an entry tuned
+on one data set's own validation split has its config in :data:`DATASET_CONFIGS`, used on
+that data set only. ``--dataset`` is ``config.data.name``: ``mnist_5k``,
+``fashion_mnist``, ``idx:<dir>``, ``tfds:...`` (``--data_dir`` for the latter two);
+``--shrink`` applies ``configs/smoke.py``'s ``shrink`` to every entry (a quick look, tests).
+``--set=key=value,...`` sets config keys on every entry after its own overrides (and
+``--shrink``), before the flags above; values as ``experiments.common.parse_settings``
+reads them (Python literals when they parse), a piece without ``=`` continues the previous
+value (``network.split=1,2`` is one item). E.g. every entry on the 3x256 MLP:
 
   python -m experiments.table1 --dataset=mnist_5k --seeds=3 --steps=700 \
     --methods=backprop_adam,dfa,dtp,oam --workdir=runs/table1_mlp \
     --set=network.name=mlp,network.depth=3,network.width=256,network.split=every,\
 network.split_activation=relu
 
-Each row is one ``train.train_and_evaluate`` run in ``DIR/<row>`` with all seeds in one
-vmapped program (``config.num_seeds``); rerunning the command resumes unfinished rows from
-their checkpoints and skips finished ones. A row that diverges is a result ("diverged",
-with its message), not a crash. Writes ``DIR/table1.json``, ``DIR/table1.md``,
-``DIR/accuracy.png`` and ``DIR/defect.png``; the last line is ``TABLE1 dir=... rows=...
-<row>=<mean test accuracy> ...``. Expected failures print one ``error: ...`` line, exit 1.
+Each entry is one ``train.train_and_evaluate`` run in ``DIR/<entry>`` with all seeds in one
+vmapped program (``config.num_seeds``); rerunning the command resumes unfinished entries
+from their checkpoints and skips finished ones. An entry that diverges is a result
+("diverged", with its message), not a crash. Writes ``DIR/table1.json`` (the entries'
+records under ``"rows"``), ``DIR/table1.md``, ``DIR/accuracy.png`` and ``DIR/defect.png``;
+the last line is ``TABLE1 dir=... rows=<entries> <entry>=<mean test accuracy> ...``.
+Expected failures print one ``error: ...`` line, exit 1.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-import importlib
-import json
 import os
 import shlex
-import sys
 
 from absl import app
 from absl import flags
-from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments import sweep
+from experiments import common
 from lagrangian_jax import data as data_lib
 from lagrangian_jax import errors
 from lagrangian_jax import methods as methods_lib
 from lagrangian_jax import networks
 from lagrangian_jax import optimizers
 from lagrangian_jax import reporting
-from lagrangian_jax import train
 
 FLAGS = flags.FLAGS
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:  # configs/ is a plain directory next to the package
-  sys.path.insert(0, ROOT)
 
-# The rows, in the table's order: name -> (config module in configs/, {config key: value}).
-ROWS = {
+# The table's entries, in its order: name -> (config module in configs/, {config key: value}).
+ENTRIES = {
   "backprop_sgd": (
     "backprop",
     {"optimizer": "sgd", "momentum": 0.9, "learning_rates.weights": 0.05},
@@ -77,8 +70,8 @@ ROWS = {
   "distprop_ema": ("distprop", {"average_decay": 0.99}),
 }
 
-# (data set, row) -> config module: a row whose settings were chosen on that data set's own
-# validation split (the config's docstring has the sweep), used for that data set only.
+# (data set, entry) -> config module: an entry whose settings were chosen on that data
+# set's own validation split (the config's docstring has the sweep), for that data set only.
 DATASET_CONFIGS = {
   ("fashion_mnist", "extraprop"): "fashion_mnist_extraprop",
 }
@@ -92,43 +85,36 @@ PAPER_MNIST = {
   "distprop": 0.9903,
 }
 
-# Keys a rerun may change without invalidating a row's checkpoints.
-_RESUMABLE_KEYS = ("num_steps", "progress_bar")
-
 
 # ----------------------------------------------------------------------------------
-# Rows and their configs
+# Entries and their configs
 # ----------------------------------------------------------------------------------
 
 
-def valid_rows() -> list[str]:
-  """The table's rows, then every other method of ``methods.METHODS`` under its name."""
-  return [*ROWS, *(m for m in methods_lib.METHODS if m not in ROWS)]
+def valid_entries() -> list[str]:
+  """The table's entries, then every other method of ``methods.METHODS`` under its name."""
+  return [*ENTRIES, *(m for m in methods_lib.METHODS if m not in ENTRIES)]
 
 
-def _config_path(module: str) -> str:
-  return os.path.join(ROOT, "configs", f"{module}.py")
-
-
-def resolve_rows(
+def resolve_entries(
   names: Sequence[str] | None = None, dataset: str = ""
 ) -> dict[str, tuple[str, dict]]:
-  """``{row: (config module, overrides)}`` for ``names`` (default: all of :data:`ROWS`).
+  """``{entry: (config module, overrides)}`` for ``names`` (default: all of :data:`ENTRIES`).
 
-  A row's own ``configs/<row>.py`` replaces the table's entry; on ``dataset``, an entry of
-  :data:`DATASET_CONFIGS` replaces both.
+  An entry's own ``configs/<entry>.py`` replaces the table's recipe; on ``dataset``, an
+  entry of :data:`DATASET_CONFIGS` replaces both.
   """
-  names = list(ROWS) if not names else list(dict.fromkeys(names))
-  valid = valid_rows()
+  names = list(ENTRIES) if not names else list(dict.fromkeys(names))
+  valid = valid_entries()
   unknown = [n for n in names if n not in valid]
   if unknown:
     raise errors.ConfigError(
-      f"--methods: unknown row(s) {', '.join(map(repr, unknown))}; choose from {', '.join(valid)}"
+      f"--methods: unknown entries {', '.join(map(repr, unknown))}; choose from {', '.join(valid)}"
     )
   out = {}
   for name in names:
-    module, overrides = ROWS.get(name, (name, {}))
-    if os.path.exists(_config_path(name)):  # a row's own config wins over the table's recipe
+    module, overrides = ENTRIES.get(name, (name, {}))
+    if os.path.exists(common.config_path(name)):  # its own config wins over the recipe
       module, overrides = name, {}
     if (dataset, name) in DATASET_CONFIGS:
       module, overrides = DATASET_CONFIGS[dataset, name], {}
@@ -136,15 +122,7 @@ def resolve_rows(
   return out
 
 
-# One implementation of "set {a.b: v} on a config" for the experiment programs.
-apply_overrides = sweep.apply
-
-
-# One parser of ``--set`` for the experiment programs.
-parse_settings = sweep.parse_settings
-
-
-def row_config(
+def entry_config(
   module: str,
   overrides: dict,
   *,
@@ -155,19 +133,19 @@ def row_config(
   batch_size: int,
   eval_every: int,
   shrink: bool = False,
-  common: dict | None = None,
+  sets: dict | None = None,
 ):
-  """The row's config module's ``get_config()`` with the row's overrides, then ``shrink``,
-  then ``common`` (``--set``: keys set on every row), then the report's flags."""
-  path = _config_path(module)
+  """The entry's config module's ``get_config()`` with the entry's overrides, then
+  ``shrink``, then ``sets`` (``--set``: keys set on every entry), then the report's flags."""
+  path = common.config_path(module)
   if not os.path.exists(path):
-    raise errors.ConfigError(f"{path}: no such config for this row")
-  config = apply_overrides(importlib.import_module(f"configs.{module}").get_config(), overrides)
+    raise errors.ConfigError(f"{path}: no such config for this entry")
+  config = common.apply_overrides(common.load_config(module), overrides)
   if shrink:
     from configs import smoke
 
     config = smoke.shrink(config)
-  config = apply_overrides(config, common or {})
+  config = common.apply_overrides(config, sets or {})
   config.num_seeds = seeds
   config.num_steps = steps
   config.batch_size = batch_size
@@ -180,52 +158,15 @@ def row_config(
   return config
 
 
-def _flatten(tree, prefix=""):
-  out = {}
-  for k, v in tree.items():
-    if isinstance(v, dict):
-      out.update(_flatten(v, f"{prefix}{k}."))
-    else:
-      out[f"{prefix}{k}"] = v
-  return out
-
-
-def check_row_dir(config, run_dir: str) -> None:
-  """Refuses a row directory whose run another config wrote (resuming would mix them).
-
-  Only keys both configs have are compared, so a key added to the configs since does not
-  block a rerun; a checkpoint past ``num_steps`` would be evaluated as if at ``num_steps``.
-  """
-  path = os.path.join(run_dir, "config.json")
-  if not os.path.exists(path):
-    return
-  with open(path) as f:
-    old = _flatten(json.load(f))
-  new = _flatten(json.loads(config.to_json_best_effort()))
-  for key in sorted(old.keys() & new.keys()):
-    if key not in _RESUMABLE_KEYS and old[key] != new[key]:
-      raise errors.ConfigError(
-        f"{run_dir} holds a run of another config (config.{key}: {old[key]!r} there, "
-        f"{new[key]!r} now); use another --workdir or remove that directory"
-      )
-  ckpt_dir = os.path.join(run_dir, "checkpoints")
-  steps = [int(d) for d in os.listdir(ckpt_dir) if d.isdigit()] if os.path.isdir(ckpt_dir) else []
-  if steps and max(steps) > config.num_steps:
-    raise errors.ConfigError(
-      f"{ckpt_dir} has a checkpoint at step {max(steps)}, past --steps={config.num_steps}; "
-      "use another --workdir"
-    )
-
-
 # ----------------------------------------------------------------------------------
-# What a row costs
+# What an entry costs
 # ----------------------------------------------------------------------------------
 
 _DATASETS: dict[str, data_lib.Dataset] = {}
 
 
 def load_data(config) -> data_lib.Dataset:
-  """The row's data set, loaded as ``train.build_experiment`` loads it (cached per report)."""
+  """The entry's data set, loaded as ``train.build_experiment`` loads it (cached per report)."""
   key = config.data.to_json()
   if key not in _DATASETS:
     _DATASETS[key] = data_lib.load_dataset(
@@ -277,19 +218,15 @@ def state_sizes(config, dataset: data_lib.Dataset) -> dict:
 
 
 # ----------------------------------------------------------------------------------
-# One row
+# One entry
 # ----------------------------------------------------------------------------------
 
 
-def _stats(values) -> dict:
-  # population std (ddof 0), as the summary's test_accuracy_std
-  v = np.asarray(values, np.float64)
-  return {"mean": float(np.mean(v)), "std": float(np.std(v)), "per_seed": [float(x) for x in v]}
-
-
-def _row_record(name, module, overrides, config, sizes, run_dir, summary=None, error=""):
+def _entry_record(name, module, overrides, config, sizes, run_dir, summary=None, error=""):
+  """The entry's record in ``table1.json`` (``"row"``: its name); figures ``None`` when it
+  diverged."""
   n = config.num_seeds
-  row = {
+  record = {
     "row": name,
     "status": "ok" if summary else "diverged",
     "error": error,
@@ -313,42 +250,31 @@ def _row_record(name, module, overrides, config, sizes, run_dir, summary=None, e
     "workdir": run_dir,
   }
   if not summary:
-    return row
+    return record
   per_seed = summary["seeds"]
   splits = sorted((k for k in per_seed if k.startswith("defect_")), key=lambda k: int(k[7:]))
-  defect = _stats(per_seed["mean_defect"])
-  defect["per_split"] = [_stats(per_seed[k]) for k in splits]
-  # all seeds at once, compilation excluded; None for a row finished by an earlier run
+  defect = common.seed_stats(per_seed["mean_defect"])
+  defect["per_split"] = [common.seed_stats(per_seed[k]) for k in splits]
+  # all seeds at once, compilation excluded; None for an entry finished by an earlier run
   ms = summary["ms_per_iteration"]
-  row.update(
+  record.update(
     dataset=summary["dataset"],
     seeds=list(per_seed["seed"]),
-    test_accuracy=_stats(per_seed["test_accuracy"]),
-    validation_accuracy=_stats(per_seed["validation_accuracy"]),
+    test_accuracy=common.seed_stats(per_seed["test_accuracy"]),
+    validation_accuracy=common.seed_stats(per_seed["validation_accuracy"]),
     final_defect=defect,
     ms_per_iteration=ms,
     ms_per_iteration_per_seed=None if ms is None else ms / n,
     seconds=summary["seconds"],
   )
-  return row
+  return record
 
 
-def run_row(name: str, module: str, overrides: dict, config, sizes: dict, workdir: str) -> dict:
-  """Trains (or resumes, or skips) one row; its record for ``table1.json``."""
+def run_entry(name: str, module: str, overrides: dict, config, sizes: dict, workdir: str) -> dict:
+  """Trains (or resumes, or skips) one entry; its record for ``table1.json``."""
   run_dir = os.path.join(workdir, name)
-  summary_path = os.path.join(run_dir, "summary.json")
-  summary = None
-  if os.path.exists(summary_path):
-    with open(summary_path) as f:
-      summary = json.load(f)
-    if summary.get("steps") != config.num_steps or summary.get("num_seeds") != config.num_seeds:
-      summary = None
-  if summary is None:
-    try:
-      summary = train.train_and_evaluate(config, run_dir)
-    except errors.TrainingError as e:  # a diverged row is a result, not a crash
-      return _row_record(name, module, overrides, config, sizes, run_dir, error=str(e))
-  return _row_record(name, module, overrides, config, sizes, run_dir, summary)
+  summary, error = common.run_or_resume(config, run_dir)
+  return _entry_record(name, module, overrides, config, sizes, run_dir, summary, error)
 
 
 # ----------------------------------------------------------------------------------
@@ -364,9 +290,21 @@ def _num(x, fmt) -> str:
   return "—" if x is None else f"{x:{fmt}}"
 
 
+def _table_line(r: dict) -> str:
+  """One entry's line of the Markdown table."""
+  test = _pm(r["test_accuracy"], ".4f") if r["status"] == "ok" else "diverged"
+  return (
+    f"| {r['row']} | {r['method']} | {r['solver']} | {test} "
+    f"| {_pm(r['validation_accuracy'], '.4f')} | {_pm(r['final_defect'], '.3g')} "
+    f"| {_num(r['ms_per_iteration'], '.1f')} | {_num(r['ms_per_iteration_per_seed'], '.1f')} "
+    f"| {r['state_mib']:.3g} | {_num(r['paper_mnist'], '.4f')} |"
+  )
+
+
 def markdown(report: dict) -> str:
   """The table as Markdown: means ± std over seeds, the paper's MNIST column, the command."""
   n = report["seeds"]
+  sets = report.get("set")
   lines = [
     f"# Table 1 on {report['dataset']}",
     "",
@@ -378,27 +316,15 @@ def markdown(report: dict) -> str:
     "auxiliary variables + multipliers + constants of one seed.",
     "",
     *(
-      [
-        f"Set on every row (`--set`): {', '.join(f'`{k}={v}`' for k, v in report['set'].items())}.",
-        "",
-      ]
-      if report.get("set")
+      [f"Set on every row (`--set`): {', '.join(f'`{k}={v}`' for k, v in sets.items())}.", ""]
+      if sets
       else []
     ),
     "| row | method | solver | test accuracy | validation accuracy | final defect "
     f"| ms / iteration ({n} seeds) | ms / iteration / seed | state (MiB) | paper, MNIST |",
     "|---|---|---|---|---|---|---|---|---|---|",
+    *(_table_line(r) for r in report["rows"]),
   ]
-  for r in report["rows"]:
-    ms = r["ms_per_iteration"]
-    ms_seed = r["ms_per_iteration_per_seed"]
-    test = _pm(r["test_accuracy"], ".4f") if r["status"] == "ok" else "diverged"
-    lines.append(
-      f"| {r['row']} | {r['method']} | {r['solver']} | {test} "
-      f"| {_pm(r['validation_accuracy'], '.4f')} | {_pm(r['final_defect'], '.3g')} "
-      f"| {_num(ms, '.1f')} | {_num(ms_seed, '.1f')} | {r['state_mib']:.3g} "
-      f"| {_num(r['paper_mnist'], '.4f')} |"
-    )
   lines += ["", "Configs: " + "; ".join(_config_text(r) for r in report["rows"]) + "."]
   failed = [r for r in report["rows"] if r["status"] != "ok"]
   if failed:
@@ -408,9 +334,9 @@ def markdown(report: dict) -> str:
   return "\n".join(lines)
 
 
-def _config_text(row: dict) -> str:
-  sets = ", ".join(f"`{k}={v}`" for k, v in row["overrides"].items())
-  return f"{row['row']} `{row['config']}`" + (f" with {sets}" if sets else "")
+def _config_text(record: dict) -> str:
+  sets = ", ".join(f"`{k}={v}`" for k, v in record["overrides"].items())
+  return f"{record['row']} `{record['config']}`" + (f" with {sets}" if sets else "")
 
 
 def eval_curves(metrics_path: str, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -428,51 +354,47 @@ def eval_curves(metrics_path: str, key: str) -> tuple[np.ndarray, np.ndarray, np
   )
 
 
-def plot_rows(report: dict, workdir: str) -> list[str]:
-  """``accuracy.png`` (test) and ``defect.png`` (log axis): one curve ± std band per row."""
-  import matplotlib
+def _draw_curve(ax, record: dict, key: str, log: bool, color) -> bool:
+  """One entry's mean ± std curve of ``key``; ``False`` when it has nothing to draw."""
+  steps, mean, std = eval_curves(os.path.join(record["workdir"], "metrics.jsonl"), key)
+  if not len(steps) or (log and not np.any(mean > 0)):  # backprop has no constraint
+    return False
+  lo, hi = mean - std, mean + std
+  if log:  # a band reaching 0 would vanish off a log axis
+    floor = np.min(mean[mean > 0]) * 1e-2
+    mean, lo, hi = (np.maximum(x, floor) for x in (mean, lo, hi))
+  label = record["row"] + ("" if record["status"] == "ok" else " (diverged)")
+  ax.plot(steps, mean, marker="o", markersize=3, color=color, label=label)
+  ax.fill_between(steps, lo, hi, color=color, alpha=0.2, linewidth=0)
+  return True
 
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
 
-  rows = report["rows"]
-  cmap = plt.get_cmap("tab10" if len(rows) <= 10 else "tab20")
+def plot_entries(report: dict, workdir: str) -> list[str]:
+  """``accuracy.png`` (test) and ``defect.png`` (log axis): one curve ± std band per entry."""
+  plt = common.pyplot()
+  records = report["rows"]
+  cmap = plt.get_cmap("tab10" if len(records) <= 10 else "tab20")
   paths = []
   for key, file, ylabel, log in (
     ("test_accuracy", "accuracy.png", "test accuracy (real forward pass)", False),
     ("mean_defect", "defect.png", "mean |defect| over splits, training data", True),
   ):
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    drawn = 0
-    for i, r in enumerate(rows):
-      steps, mean, std = eval_curves(os.path.join(r["workdir"], "metrics.jsonl"), key)
-      if not len(steps) or (log and not np.any(mean > 0)):  # backprop has no constraint
-        continue
-      lo, hi = mean - std, mean + std
-      if log:  # a band reaching 0 would vanish off a log axis
-        floor = np.min(mean[mean > 0]) * 1e-2
-        mean, lo, hi = (np.maximum(x, floor) for x in (mean, lo, hi))
-      label = r["row"] + ("" if r["status"] == "ok" else " (diverged)")
-      ax.plot(steps, mean, marker="o", markersize=3, color=cmap(i), label=label)
-      ax.fill_between(steps, lo, hi, color=cmap(i), alpha=0.2, linewidth=0)
-      drawn += 1
+    drawn = [_draw_curve(ax, r, key, log, cmap(i)) for i, r in enumerate(records)]
     if log:
       ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel(ylabel)
     ax.set_title(f"{report['dataset']}, mean ± std over {report['seeds']} seed(s)")
     ax.grid(alpha=0.3)
-    if drawn:
+    if any(drawn):
       ax.legend(fontsize=8)
-    fig.tight_layout()
-    paths.append(os.path.join(workdir, file))
-    fig.savefig(paths[-1], dpi=100)
-    plt.close(fig)
+    paths.append(common.save_figure(fig, os.path.join(workdir, file)))
   return paths
 
 
 def table_line(report: dict) -> str:
-  """One line a script can parse: ``TABLE1 dir=... rows=N <row>=<mean test accuracy> ...``."""
+  """One line a script can parse: ``TABLE1 dir=... rows=N <entry>=<mean test accuracy> ...``."""
   items = [
     f"{r['row']}={r['test_accuracy']['mean']:.4f}" if r["test_accuracy"] else f"{r['row']}=nan"
     for r in report["rows"]
@@ -481,7 +403,7 @@ def table_line(report: dict) -> str:
 
 
 def command_for(
-  workdir, rows, dataset, data_dir, seeds, steps, batch_size, eval_every, shrink, common=None
+  workdir, entries, dataset, data_dir, seeds, steps, batch_size, eval_every, shrink, sets=None
 ) -> str:
   """The command line equivalent to a :func:`run_report` call."""
   args = [
@@ -489,21 +411,46 @@ def command_for(
     f"--seeds={seeds}",
     f"--steps={steps}",
     f"--workdir={workdir}",
-    f"--methods={','.join(rows)}",
+    f"--methods={','.join(entries)}",
     f"--batch_size={batch_size}",
     f"--eval_every={eval_every}",
   ]
   args += [f"--data_dir={data_dir}"] if data_dir else []
   args += ["--shrink"] if shrink else []
-  if common:
-    args += ["--set=" + ",".join(f"{k}={v}" for k, v in common.items())]
+  args += [common.settings_flag(sets)] if sets else []
   return "python -m experiments.table1 " + " ".join(map(shlex.quote, args))
+
+
+def _prepare(chosen: dict, settings: dict, sets: dict, workdir: str) -> tuple[dict, dict]:
+  """Every entry's config, directory check and shapes, so that a bad entry, key or data
+  set fails before hours of training, not after them."""
+  configs, sizes = {}, {}
+  for name, (module, overrides) in chosen.items():
+    configs[name] = entry_config(module, overrides, **settings, sets=sets)
+    common.check_run_dir(configs[name], os.path.join(workdir, name))
+    sizes[name] = state_sizes(configs[name], load_data(configs[name]))
+  return configs, sizes
+
+
+def _run_entries(chosen: dict, configs: dict, sizes: dict, sets: dict, workdir: str) -> list:
+  records = []
+  for i, (name, (module, overrides)) in enumerate(chosen.items()):
+    # the record names everything set on the entry: its own overrides, then --set's
+    record = run_entry(name, module, {**overrides, **sets}, configs[name], sizes[name], workdir)
+    records.append(record)
+    result = (
+      f"test_accuracy={record['test_accuracy']['mean']:.4f}"
+      if record["status"] == "ok"
+      else f"diverged: {record['error']}"
+    )
+    print(f"entry {i + 1}/{len(chosen)} {name}: {result}", flush=True)
+  return records
 
 
 def run_report(
   workdir: str,
   *,
-  rows: Sequence[str] | None = None,
+  entries: Sequence[str] | None = None,
   dataset: str = "mnist_5k",
   data_dir: str = "",
   seeds: int = 1,
@@ -511,36 +458,16 @@ def run_report(
   batch_size: int = 128,
   eval_every: int = 100,
   shrink: bool = False,
-  common: dict | None = None,
+  sets: dict | None = None,
   command: str | None = None,
 ) -> dict:
-  """Runs (or resumes) every row, writes the table and the figures; returns the report.
+  """Runs (or resumes) every entry, writes the table and the figures; returns the report.
 
-  ``common``: ``{config key: value}`` set on every row after its own overrides (``--set``).
+  ``sets``: ``{config key: value}`` set on every entry after its own overrides (``--set``).
   """
-  for flag, value in (
-    ("seeds", seeds),
-    ("steps", steps),
-    ("batch_size", batch_size),
-    ("eval_every", eval_every),
-  ):
-    if value < 1:
-      raise errors.ConfigError(f"--{flag}: must be >= 1, got {value}")
-  chosen = resolve_rows(rows, dataset)
-  common = dict(common or {})
-  if command is None:
-    command = command_for(
-      workdir,
-      list(chosen),
-      dataset,
-      data_dir,
-      seeds,
-      steps,
-      batch_size,
-      eval_every,
-      shrink,
-      common,
-    )
+  common.check_at_least_one(seeds=seeds, steps=steps, batch_size=batch_size, eval_every=eval_every)
+  chosen = resolve_entries(entries, dataset)
+  sets = dict(sets or {})
   settings = dict(
     dataset=dataset,
     data_dir=data_dir,
@@ -550,38 +477,20 @@ def run_report(
     eval_every=eval_every,
     shrink=shrink,
   )
-  # every row's config, directory and shapes first: a bad row, key or data set fails
-  # before hours of training, not after them
-  configs, sizes = {}, {}
-  for name, (module, overrides) in chosen.items():
-    configs[name] = row_config(module, overrides, **settings, common=common)
-    check_row_dir(configs[name], os.path.join(workdir, name))
-    sizes[name] = state_sizes(configs[name], load_data(configs[name]))
+  if command is None:
+    command = command_for(workdir, list(chosen), **settings, sets=sets)
+  configs, sizes = _prepare(chosen, settings, sets, workdir)
   os.makedirs(workdir, exist_ok=True)
-  records = []
-  for i, (name, (module, overrides)) in enumerate(chosen.items()):
-    # the row's record names everything set on it: its own overrides, then --set's
-    record = run_row(name, module, {**overrides, **common}, configs[name], sizes[name], workdir)
-    records.append(record)
-    result = (
-      f"test_accuracy={record['test_accuracy']['mean']:.4f}"
-      if record["status"] == "ok"
-      else f"diverged: {record['error']}"
-    )
-    print(f"row {i + 1}/{len(chosen)} {name}: {result}", flush=True)
   report = {
     "workdir": workdir,
     "command": command,
     **{k: v for k, v in settings.items() if k != "data_dir"},
     "data_dir": data_dir,
-    "set": common,
-    "rows": records,
+    "set": sets,
+    "rows": _run_entries(chosen, configs, sizes, sets, workdir),
   }
-  with open(os.path.join(workdir, "table1.json"), "w") as f:
-    json.dump(report, f, indent=2)
-  with open(os.path.join(workdir, "table1.md"), "w") as f:
-    f.write(markdown(report))
-  plot_rows(report, workdir)
+  common.write_report(workdir, "table1", report, markdown(report))
+  plot_entries(report, workdir)
   return report
 
 
@@ -593,34 +502,30 @@ def run_report(
 def define_flags() -> None:
   """Flags, defined only when this module is the program: tests import it next to the
   other launchers, which define some of the same names (``--workdir``)."""
-  flags.DEFINE_string("workdir", None, "Directory for the rows' runs, the table, the figures.")
-  flags.DEFINE_string("dataset", "mnist_5k", "config.data.name of every row.")
-  flags.DEFINE_string("data_dir", "", "config.data.data_dir of every row (idx, tfds).")
-  flags.DEFINE_integer("seeds", 1, "Seeds per row, run in one vmapped program.")
-  flags.DEFINE_integer("steps", 700, "Training steps per row.")
-  flags.DEFINE_list("methods", [], f"Rows (default: all of {', '.join(ROWS)}).")
+  flags.DEFINE_string("workdir", None, "Directory for the entries' runs, the table, the figures.")
+  flags.DEFINE_string("dataset", "mnist_5k", "config.data.name of every entry.")
+  flags.DEFINE_string("data_dir", "", "config.data.data_dir of every entry (idx, tfds).")
+  flags.DEFINE_integer("seeds", 1, "Seeds per entry, run in one vmapped program.")
+  flags.DEFINE_integer("steps", 700, "Training steps per entry.")
+  flags.DEFINE_list("methods", [], f"Table entries (default: all of {', '.join(ENTRIES)}).")
   flags.DEFINE_integer("batch_size", 128, "Training batch size.")
   flags.DEFINE_integer("eval_every", 100, "Evaluate (and checkpoint) every this many steps.")
-  flags.DEFINE_bool("shrink", False, "Apply configs/smoke.py's shrink to every row.")
+  flags.DEFINE_bool("shrink", False, "Apply configs/smoke.py's shrink to every entry.")
   flags.DEFINE_list(
     "set",
     [],
-    "key=value,... config keys set on every row, after its own overrides "
+    "key=value,... config keys set on every entry, after its own overrides "
     "(e.g. network.name=mlp,network.depth=3,network.width=256).",
   )
   flags.mark_flags_as_required(["workdir"])
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError("Too many command-line arguments.")
-  if not FLAGS["verbosity"].present:  # orbax logs every save at INFO
-    logging.set_verbosity(logging.WARNING)
-  try:
+  def body():
     report = run_report(
       FLAGS.workdir,
-      common=parse_settings(FLAGS.set),
-      rows=FLAGS.methods,
+      sets=common.parse_settings(FLAGS.set),
+      entries=FLAGS.methods,
       dataset=FLAGS.dataset,
       data_dir=FLAGS.data_dir,
       seeds=FLAGS.seeds,
@@ -628,12 +533,11 @@ def main(argv):
       batch_size=FLAGS.batch_size,
       eval_every=FLAGS.eval_every,
       shrink=FLAGS.shrink,
-      command=" ".join(["python -m experiments.table1", *map(shlex.quote, sys.argv[1:])]),
+      command=common.command_line("experiments.table1"),
     )
-  except errors.Error as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
-  print(table_line(report), flush=True)
+    return table_line(report)
+
+  common.run_main(argv, body)
 
 
 if __name__ == "__main__":

@@ -385,6 +385,26 @@ def build_network(
     >>> len(net.segments), net.state_shapes
     (4, ((64,), (64,), (64,)))
   """
+  depth, width, num_classes = _checked_sizes(name, depth, width, num_classes)
+  _check_options(name, split_activation, init, dropout)
+  conv = kernels.resolve_conv_impl(conv_impl)
+  pool = kernels.resolve_pool_impl(pool_impl)
+
+  blocks, default_split = network_blocks(
+    name, num_classes=num_classes, depth=depth, width=width, dropout=dropout
+  )
+  split = _resolve_split(split, default_split, len(blocks))
+  shape = _checked_input_shape(name, input_shape)
+  segments = tuple(
+    Segment(layers, conv, pool, init) for layers in _segment_layers(blocks, split, split_activation)
+  )
+  shapes = _segment_shapes(name, segments, shape)
+  assert shapes[-1] == (num_classes,), shapes
+  return SplitNetwork(name, segments, shape, tuple(shapes[1:-1]), num_classes)
+
+
+def _checked_sizes(name: str, depth, width, num_classes) -> tuple[int, int, int]:
+  """``(depth, width, num_classes)`` with their defaults, each a positive integer."""
   if name not in _REGISTRY:
     raise _error("name", f"unknown network {name!r}; allowed: {', '.join(NETWORK_NAMES)}")
   if name != "mlp" and (depth is not None or width is not None):
@@ -395,6 +415,10 @@ def build_network(
   if num_classes is None:
     num_classes = _DEFAULT_NUM_CLASSES.get(name, 10)
   num_classes = _positive_int("", num_classes, "num_classes ")
+  return depth, width, num_classes
+
+
+def _check_options(name: str, split_activation: str, init: str, dropout) -> None:
   if split_activation not in SPLIT_ACTIVATIONS:
     raise _error(
       "split_activation",
@@ -406,25 +430,22 @@ def build_network(
     raise _error("dropout", f"must be in [0, 1), got {dropout!r}")
   if dropout and name != "alexnet":
     raise _error("dropout", f"only alexnet has dropout layers, got name={name!r}")
-  conv = kernels.resolve_conv_impl(conv_impl)
-  pool = kernels.resolve_pool_impl(pool_impl)
 
-  blocks, default_split = network_blocks(
-    name, num_classes=num_classes, depth=depth, width=width, dropout=dropout
-  )
-  split = _resolve_split(split, default_split, len(blocks))
 
+def _checked_input_shape(name: str, input_shape) -> tuple[int, ...]:
+  """The per-example input shape (the network's own by default), checked."""
   default_shape = _REGISTRY[name][1]
   shape = tuple(default_shape if input_shape is None else input_shape)
   if not all(isinstance(d, int) and d >= 1 for d in shape) or (name != "mlp" and len(shape) != 3):
     raise _error(
       "", f"input_shape {input_shape!r} is not {len(default_shape)} positive ints (H, W, C)"
     )
+  return shape
 
-  segments = tuple(
-    Segment(layers, conv, pool, init) for layers in _segment_layers(blocks, split, split_activation)
-  )
-  # Shapes by abstract evaluation: costs no FLOPs even for AlexNet@224.
+
+def _segment_shapes(name: str, segments, shape) -> list[tuple[int, ...]]:
+  """``[input shape, each segment's output shape...]`` by abstract evaluation: costs no
+  FLOPs even for AlexNet@224."""
   shapes = [shape]
   for seg in segments:
     try:
@@ -439,8 +460,7 @@ def build_network(
         "", f"input_shape {shape} is too small for {name!r} (a feature map became empty)"
       )
     shapes.append(tuple(out.shape[1:]))
-  assert shapes[-1] == (num_classes,), shapes
-  return SplitNetwork(name, segments, shape, tuple(shapes[1:-1]), num_classes)
+  return shapes
 
 
 def _split_value(split):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +30,8 @@ from lagrangian_jax import solvers
 __all__ = [
   "SOLVERS",
   "STEP_RULES",
+  "SaddleOptions",
+  "StepRule",
   "check_learning_rate",
   "extra_adagrad",
   "extra_adam",
@@ -63,27 +65,62 @@ def check_learning_rate(value: Any, name: str) -> None:
     raise ValueError(f"{name} must be a non-negative number, got {value}")
 
 
-def _step_rule(
-  name: str,
-  learning_rate: Rate,
-  *,
-  initial_accumulator_value: float,
-  eps: float | None,
-  momentum: float | None,
-  b1: float,
-  b2: float,
-) -> optax.GradientTransformation:
-  if name == "adagrad":
-    return optax.adagrad(
-      learning_rate,
-      initial_accumulator_value=initial_accumulator_value,
-      eps=ADAGRAD_EPS if eps is None else eps,
-    )
-  if name == "adam":
-    return optax.adam(learning_rate, b1=b1, b2=b2, eps=ADAM_EPS if eps is None else eps)
-  if name == "sgd":
-    return optax.sgd(learning_rate, momentum=momentum or None)
-  raise ValueError(f"step_rule must be one of {STEP_RULES}, got {name!r}")
+class StepRule(NamedTuple):
+  """The step rule ``T`` of both players: ``optax.<name>`` with its hyper-parameters.
+
+  ``initial_accumulator_value`` and ``eps`` are Adagrad's (``eps`` also Adam's; ``None``:
+  the rule's default), ``momentum`` SGD's (``None`` or 0: none), ``b1`` and ``b2`` Adam's.
+
+  Example:
+    >>> rule = StepRule("adagrad", initial_accumulator_value=0.01)
+    >>> tx = rule(0.1)  # optax.adagrad(0.1, initial_accumulator_value=0.01, eps=1e-7)
+  """
+
+  name: str
+  initial_accumulator_value: float = ADAGRAD_INITIAL_ACCUMULATOR
+  eps: float | None = None
+  momentum: float | None = None
+  b1: float = ADAM_B1
+  b2: float = ADAM_B2
+
+  def __call__(self, learning_rate: Rate) -> optax.GradientTransformation:
+    """``optax.<name>(learning_rate, ...)``; ``ValueError`` for a name not in STEP_RULES."""
+    if self.name == "adagrad":
+      return optax.adagrad(
+        learning_rate,
+        initial_accumulator_value=self.initial_accumulator_value,
+        eps=ADAGRAD_EPS if self.eps is None else self.eps,
+      )
+    if self.name == "adam":
+      eps = ADAM_EPS if self.eps is None else self.eps
+      return optax.adam(learning_rate, b1=self.b1, b2=self.b2, eps=eps)
+    if self.name == "sgd":
+      return optax.sgd(learning_rate, momentum=self.momentum or None)
+    raise ValueError(f"step_rule must be one of {STEP_RULES}, got {self.name!r}")
+
+
+class SaddleOptions(NamedTuple):
+  """How :func:`saddle_point` combines the two players' steps (defaults: none of it).
+
+  Attributes:
+    accumulate: the extragradients' ``accumulate`` (``"both"``: ExtraAdagrad).
+    clip_norm: ``> 0`` clips the global norm of every gradient the solver uses first.
+    clip_weights: how many times each entry counts in that norm
+      (:func:`clip_by_global_norm`; ``None``: once), a pytree like ``params``.
+    penalty, multiplier_every: the method of multipliers' ``c`` (or schedule) and how
+      often it updates the multipliers (``"multipliers"`` only).
+    nonnegative: which multipliers are inequality multipliers (``descent_ascent``).
+    primal_key, dual_key: the two keys of ``params``.
+  """
+
+  accumulate: str = "both"
+  clip_norm: float = 0.0
+  clip_weights: Any = None
+  penalty: Rate = 1.0
+  multiplier_every: int = 1
+  nonnegative: Any = None
+  primal_key: str = "primal"
+  dual_key: str = "dual"
 
 
 def _per_group(
@@ -142,24 +179,12 @@ def clip_by_global_norm(max_norm: float, weights: Any = None) -> optax.GradientT
 
 def saddle_point(
   solver: str,
-  step_rule: str,
+  step_rule: str | StepRule,
   primal_learning_rate: Rates,
   dual_learning_rate: Rate | None = None,
   *,
   primal_labels: Any = None,
-  initial_accumulator_value: float = ADAGRAD_INITIAL_ACCUMULATOR,
-  eps: float | None = None,
-  momentum: float | None = None,
-  b1: float = ADAM_B1,
-  b2: float = ADAM_B2,
-  accumulate: str = "both",
-  clip_norm: float = 0.0,
-  clip_weights: Any = None,
-  penalty: Rate = 1.0,
-  multiplier_every: int = 1,
-  nonnegative: Any = None,
-  primal_key: str = "primal",
-  dual_key: str = "dual",
+  options: SaddleOptions = SaddleOptions(),
 ) -> optax.GradientTransformationExtraArgs:
   r"""A saddle-point optimizer: ``solver`` around ``step_rule`` steps, primal and dual.
 
@@ -175,23 +200,14 @@ def saddle_point(
 
   Args:
     solver: one of :data:`SOLVERS`.
-    step_rule: one of :data:`STEP_RULES`: ``T`` is ``optax.<step_rule>``.
+    step_rule: ``T``: a name of :data:`STEP_RULES` (its defaults) or a :class:`StepRule`.
     primal_learning_rate: a rate or schedule, or a mapping ``{group: rate}``.
     dual_learning_rate: the multipliers' rate (default: the primal rate, which must then
       be a single rate).
     primal_labels: with group rates: a pytree (prefix) of group names like the primal
       params, or a callable ``primal -> labels`` (``optax.multi_transform``).
-    initial_accumulator_value, eps: Adagrad's (``eps`` also Adam's; default per rule).
-    momentum: SGD's momentum (``None`` or 0: none).
-    b1, b2: Adam's.
-    accumulate: the extragradients' ``accumulate`` (``"both"``: ExtraAdagrad).
-    clip_norm: ``> 0`` clips the global norm of every gradient the solver uses first.
-    clip_weights: how many times each entry counts in that norm
-      (:func:`clip_by_global_norm`; ``None``: once), a pytree like ``params``.
-    penalty, multiplier_every: the method of multipliers' ``c`` (or schedule) and how
-      often it updates the multipliers (``"multipliers"`` only).
-    nonnegative: which multipliers are inequality multipliers (``descent_ascent``).
-    primal_key, dual_key: the two keys of ``params``.
+    options: clipping, the extragradients' accumulator, the method of multipliers' ``c``,
+      inequality multipliers and the params' keys (:class:`SaddleOptions`).
 
   Returns:
     A ``GradientTransformationExtraArgs`` that accepts ``grad_fn`` (one call per
@@ -216,40 +232,44 @@ def saddle_point(
         "dual_learning_rate is needed when primal_learning_rate is a mapping of group rates"
       )
     dual_learning_rate = primal_learning_rate
-
-  def rule(rate):
-    return _step_rule(
-      step_rule,
-      rate,
-      initial_accumulator_value=initial_accumulator_value,
-      eps=eps,
-      momentum=momentum,
-      b1=b1,
-      b2=b2,
-    )
-
+  rule = StepRule(step_rule) if isinstance(step_rule, str) else step_rule
   primal = _per_group(rule, primal_learning_rate, primal_labels, "primal_learning_rate")
   if solver == "multipliers":
-    if nonnegative is not None:
-      raise ValueError("the method of multipliers here handles equality multipliers only")
-    if clip_norm > 0:  # the multipliers take no gradient step: clip the primal one
-      primal_weights = None if clip_weights is None else clip_weights[primal_key]
-      primal = optax.chain(clip_by_global_norm(clip_norm, primal_weights), primal)
-    return solvers.method_of_multipliers(
-      primal, penalty=penalty, every=multiplier_every, primal_key=primal_key, dual_key=dual_key
-    )
+    return _multipliers(primal, options)
   check_learning_rate(dual_learning_rate, "dual_learning_rate")
   dual = optax.set_to_zero() if solver == "descent" else rule(dual_learning_rate)
   inner = solvers.descent_ascent(
-    primal, dual, nonnegative=nonnegative, primal_key=primal_key, dual_key=dual_key
+    primal,
+    dual,
+    nonnegative=options.nonnegative,
+    primal_key=options.primal_key,
+    dual_key=options.dual_key,
   )
-  if clip_norm > 0:
-    inner = optax.chain(clip_by_global_norm(clip_norm, clip_weights), inner)
+  if options.clip_norm > 0:
+    inner = optax.chain(clip_by_global_norm(options.clip_norm, options.clip_weights), inner)
   if solver == "extragradient":
-    return solvers.extragradient(inner, accumulate=accumulate)
+    return solvers.extragradient(inner, accumulate=options.accumulate)
   if solver == "past_extragradient":
-    return solvers.past_extragradient(inner, accumulate=accumulate)
+    return solvers.past_extragradient(inner, accumulate=options.accumulate)
   return optax.with_extra_args_support(inner)
+
+
+def _multipliers(
+  primal: optax.GradientTransformation, options: SaddleOptions
+) -> optax.GradientTransformationExtraArgs:
+  """The method of multipliers around the primal step (clipped first, when asked)."""
+  if options.nonnegative is not None:
+    raise ValueError("the method of multipliers here handles equality multipliers only")
+  if options.clip_norm > 0:  # the multipliers take no gradient step: clip the primal one
+    weights = None if options.clip_weights is None else options.clip_weights[options.primal_key]
+    primal = optax.chain(clip_by_global_norm(options.clip_norm, weights), primal)
+  return solvers.method_of_multipliers(
+    primal,
+    penalty=options.penalty,
+    every=options.multiplier_every,
+    primal_key=options.primal_key,
+    dual_key=options.dual_key,
+  )
 
 
 def gda(
@@ -268,7 +288,7 @@ def gda(
     x_{k+1} = x_k - \alpha \nabla_x L, \qquad
     \lambda_{k+1} = \lambda_k + \beta \nabla_\lambda L
 
-  Keyword arguments: see :func:`saddle_point`.
+  Keyword arguments: see :func:`saddle_point`, :class:`StepRule` and :class:`SaddleOptions`.
 
   Example:
     >>> import jax, jax.numpy as jnp
@@ -280,7 +300,14 @@ def gda(
     >>> jax.tree.map(lambda v: round(float(v), 6), u)
     {'dual': 0.1, 'primal': -0.1}
   """
-  return saddle_point("gda", "sgd", **locals())  # every argument, by name
+  return saddle_point(
+    "gda",
+    StepRule("sgd", momentum=momentum),
+    primal_learning_rate,
+    dual_learning_rate,
+    primal_labels=primal_labels,
+    options=SaddleOptions(nonnegative=nonnegative, primal_key=primal_key, dual_key=dual_key),
+  )
 
 
 def extra_sgd(
@@ -299,7 +326,14 @@ def extra_sgd(
     >>> import lagrangian_jax as lj
     >>> tx = lj.extra_sgd(0.1, 0.05)
   """
-  return saddle_point("extragradient", "sgd", **locals())  # every argument, by name
+  return saddle_point(
+    "extragradient",
+    StepRule("sgd", momentum=momentum),
+    primal_learning_rate,
+    dual_learning_rate,
+    primal_labels=primal_labels,
+    options=SaddleOptions(nonnegative=nonnegative, primal_key=primal_key, dual_key=dual_key),
+  )
 
 
 def extra_adagrad(
@@ -324,14 +358,23 @@ def extra_adagrad(
     G \leftarrow G + g(x_{t+1/2})^2,\ x_{t+1} = x_t - \eta\, g(x_{t+1/2})/\sqrt{G+\epsilon}
 
   (ascent on the multipliers). ``accumulate="update"`` adds only the second gradient.
-  Keyword arguments: see :func:`saddle_point`.
+  Keyword arguments: see :func:`saddle_point`, :class:`StepRule` and :class:`SaddleOptions`.
 
   Example:
     >>> import lagrangian_jax as lj
     >>> tx = lj.extra_adagrad({'weights': 0.01, 'states': 0.1}, 0.01,
     ...                       primal_labels={'w': 'weights', 'h': 'states'})
   """
-  return saddle_point("extragradient", "adagrad", **locals())  # every argument, by name
+  return saddle_point(
+    "extragradient",
+    StepRule("adagrad", initial_accumulator_value=initial_accumulator_value, eps=eps),
+    primal_learning_rate,
+    dual_learning_rate,
+    primal_labels=primal_labels,
+    options=SaddleOptions(
+      accumulate=accumulate, nonnegative=nonnegative, primal_key=primal_key, dual_key=dual_key
+    ),
+  )
 
 
 def extra_adam(
@@ -353,7 +396,16 @@ def extra_adam(
     >>> import lagrangian_jax as lj
     >>> tx = lj.extra_adam(1e-3)
   """
-  return saddle_point("extragradient", "adam", **locals())  # every argument, by name
+  return saddle_point(
+    "extragradient",
+    StepRule("adam", eps=eps, b1=b1, b2=b2),
+    primal_learning_rate,
+    dual_learning_rate,
+    primal_labels=primal_labels,
+    options=SaddleOptions(
+      accumulate=accumulate, nonnegative=nonnegative, primal_key=primal_key, dual_key=dual_key
+    ),
+  )
 
 
 def past_extra_adagrad(
@@ -374,7 +426,16 @@ def past_extra_adagrad(
     >>> import lagrangian_jax as lj
     >>> tx = lj.past_extra_adagrad(0.1, 0.01)
   """
-  return saddle_point("past_extragradient", "adagrad", **locals())  # every argument, by name
+  return saddle_point(
+    "past_extragradient",
+    StepRule("adagrad", initial_accumulator_value=initial_accumulator_value, eps=eps),
+    primal_learning_rate,
+    dual_learning_rate,
+    primal_labels=primal_labels,
+    options=SaddleOptions(
+      accumulate=accumulate, nonnegative=nonnegative, primal_key=primal_key, dual_key=dual_key
+    ),
+  )
 
 
 LR_SCHEDULES = ("constant", "step")
@@ -489,16 +550,20 @@ def from_config(
   used = set(jax.tree.leaves(primal_labels))
   tx = saddle_point(
     solver,
-    config.optimizer,
+    StepRule(
+      config.optimizer,
+      initial_accumulator_value=config.adagrad_init,
+      momentum=config.momentum or None,
+    ),
     {k: scheduled(v) for k, v in rates.items() if k in used},
     scheduled(lr.dual),
     primal_labels=primal_labels,
-    initial_accumulator_value=config.adagrad_init,
-    momentum=config.momentum or None,
-    accumulate=config.accumulate,
-    clip_norm=config.grad_clip,
-    clip_weights=clip_weights,
-    penalty=config.penalty,
-    multiplier_every=config.multiplier_every,
+    options=SaddleOptions(
+      accumulate=config.accumulate,
+      clip_norm=config.grad_clip,
+      clip_weights=clip_weights,
+      penalty=config.penalty,
+      multiplier_every=config.multiplier_every,
+    ),
   )
   return tx, solver

@@ -79,7 +79,7 @@ def test_split_diagnostics_real_vs_samples():
     assert np.all((0 <= d[name]) & (d[name] <= 1)), name
   assert d["real_agreement"][0] == 1.0
   assert np.all(d["real_defect"] >= 0) and np.all(d["sigma_rms"] > 0)
-  # the prototypes start on a sphere of RMS 1 with sigma 1 (configs/default.py)
+  # the prototypes start on a sphere of RMS 1 with sigma 1 (configs/base.py)
   np.testing.assert_allclose(d["sigma_rms"], 1.0, rtol=1e-4)
 
 

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from experiments import sweep
+from experiments.common import apply_overrides
 from lagrangian_jax import errors
 from tests.conftest import ROOT
 from tests.conftest import shrunken_config
@@ -41,10 +42,10 @@ def test_bad_grid_and_unknown_key_are_one_line_errors(tmp_path):
     sweep.parse_grid("learning_rates.weights")
   config = shrunken_config("distprop")
   # grid values are parsed as literals and cast to the key's type ("2" for a split string)
-  assert sweep.apply(config, {"network.split": 2}).network.split == "2"
-  assert sweep.apply(config, {"learning_rates.aux": 1}).learning_rates.aux == 1.0
+  assert apply_overrides(config, {"network.split": 2}).network.split == "2"
+  assert apply_overrides(config, {"learning_rates.aux": 1}).learning_rates.aux == 1.0
   with pytest.raises(errors.ConfigError, match="config.learning_rates.nope: no such key"):
-    sweep.apply(config, {"learning_rates.nope": 1.0})
+    apply_overrides(config, {"learning_rates.nope": 1.0})
   proc = subprocess.run(
     [
       sys.executable,

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from experiments import table1
+from experiments.common import parse_settings
 from lagrangian_jax import errors
 from lagrangian_jax import methods
 from tests.conftest import ROOT
@@ -39,10 +40,10 @@ def _parse_line(line: str) -> dict:
 def test_report_end_to_end_then_rerun_skips_finished_rows(tmp_path, monkeypatch):
   # SGD at a rate of 1e8 leaves the finite numbers within a few steps: a diverged row
   monkeypatch.setitem(
-    table1.ROWS, "diverges", ("backprop", {"optimizer": "sgd", "learning_rates.weights": 1e8})
+    table1.ENTRIES, "diverges", ("backprop", {"optimizer": "sgd", "learning_rates.weights": 1e8})
   )
   workdir = str(tmp_path / "t1")
-  report = table1.run_report(workdir, rows=["backprop_adam", "distprop", "diverges"], **SETTINGS)
+  report = table1.run_report(workdir, entries=["backprop_adam", "distprop", "diverges"], **SETTINGS)
 
   assert {"table1.json", "table1.md", "accuracy.png", "defect.png"} <= set(os.listdir(workdir))
   written = json.load(open(os.path.join(workdir, "table1.json")))
@@ -96,10 +97,10 @@ def test_report_end_to_end_then_rerun_skips_finished_rows(tmp_path, monkeypatch)
 
 def test_unknown_row_is_one_line_naming_it_and_the_valid_ones(tmp_path):
   with pytest.raises(errors.ConfigError) as e:
-    table1.resolve_rows(["distprop", "sgd_magic"])
+    table1.resolve_entries(["distprop", "sgd_magic"])
   message = str(e.value)
   assert "'sgd_magic'" in message and "\n" not in message
-  for name in (*table1.ROWS, *methods.METHODS):  # methods outside the table are rows too
+  for name in (*table1.ENTRIES, *methods.METHODS):  # methods outside the table are rows too
     assert name in message
 
   proc = _cli(f"--workdir={tmp_path}", "--methods=backprop_adam,sgd_magic", *FLAGS)
@@ -110,41 +111,41 @@ def test_unknown_row_is_one_line_naming_it_and_the_valid_ones(tmp_path):
 
 
 def test_rows_outside_the_table_come_from_methods():
-  rows = table1.resolve_rows(None)
-  assert list(rows) == list(table1.ROWS)
+  rows = table1.resolve_entries(None)
+  assert list(rows) == list(table1.ENTRIES)
   assert rows["distprop_past"] == ("distprop", {"solver": "past_extragradient"})
-  for name in table1.valid_rows():
-    if name not in table1.ROWS:
-      assert table1.resolve_rows([name]) == {name: (name, {})}
+  for name in table1.valid_entries():
+    if name not in table1.ENTRIES:
+      assert table1.resolve_entries([name]) == {name: (name, {})}
 
 
 def test_a_row_tuned_on_one_data_set_is_used_on_that_data_set_only():
   assert table1.DATASET_CONFIGS, "nothing to check"
   settings = dict(seeds=1, steps=30, batch_size=64, eval_every=10)
   for (dataset, row), module in table1.DATASET_CONFIGS.items():
-    assert table1.resolve_rows([row], dataset) == {row: (module, {})}
-    elsewhere = table1.resolve_rows([row], "mnist_5k")[row]
+    assert table1.resolve_entries([row], dataset) == {row: (module, {})}
+    elsewhere = table1.resolve_entries([row], "mnist_5k")[row]
     assert elsewhere[0] != module
-    tuned = table1.row_config(module, {}, dataset=dataset, **settings)
-    plain = table1.row_config(*elsewhere, dataset=dataset, **settings)
+    tuned = table1.entry_config(module, {}, dataset=dataset, **settings)
+    plain = table1.entry_config(*elsewhere, dataset=dataset, **settings)
     assert tuned.method == plain.method and tuned.data.name == plain.data.name == dataset
     assert tuned.to_dict() != plain.to_dict(), module  # it carries settings of its own
 
 
 def test_set_applies_to_every_row_after_its_own_overrides():
-  common = table1.parse_settings(
+  common = parse_settings(
     "network.name=mlp,network.depth=3,network.width=256,network.split=every,"
     "network.split_activation=relu,learning_rates.weights=0.002"
   )
   assert common["network.depth"] == 3 and common["learning_rates.weights"] == 0.002
   # a comma inside a value (a list of split points) stays with its key, as a string
-  assert table1.parse_settings(["network.split=1", "2", "seed=4"]) == {
+  assert parse_settings(["network.split=1", "2", "seed=4"]) == {
     "network.split": "1,2",
     "seed": 4,
   }
   settings = dict(dataset="mnist_5k", seeds=2, steps=30, batch_size=64, eval_every=10)
-  for name, (module, overrides) in table1.resolve_rows(["backprop_sgd", "dfa"]).items():
-    config = table1.row_config(module, overrides, **settings, common=common)
+  for name, (module, overrides) in table1.resolve_entries(["backprop_sgd", "dfa"]).items():
+    config = table1.entry_config(module, overrides, **settings, sets=common)
     net = config.network
     assert (net.name, net.depth, net.width, net.split, net.split_activation) == (
       "mlp",
@@ -155,14 +156,14 @@ def test_set_applies_to_every_row_after_its_own_overrides():
     ), name
     assert config.learning_rates.weights == 0.002  # --set wins over the row's own value
     assert config.num_steps == 30 and config.num_seeds == 2  # the report's flags still apply
-  assert table1.row_config("backprop", {}, **settings).network.name == "mnist_cnn"
+  assert table1.entry_config("backprop", {}, **settings).network.name == "mnist_cnn"
   command = table1.command_for("d", ["dfa"], "mnist_5k", "", 2, 30, 64, 10, False, common)
-  assert table1.parse_settings(command.split("--set=")[1].strip("'")) == common
+  assert parse_settings(command.split("--set=")[1].strip("'")) == common
 
   with pytest.raises(errors.ConfigError, match="--set"):
-    table1.parse_settings("network.depth")
+    parse_settings("network.depth")
   with pytest.raises(errors.ConfigError, match="network.depht"):
-    table1.row_config("backprop", {}, **settings, common={"network.depht": 3})
+    table1.entry_config("backprop", {}, **settings, sets={"network.depht": 3})
 
 
 @pytest.mark.slow

@@ -56,7 +56,9 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -71,8 +73,15 @@ sg = jax.lax.stop_gradient
 OUTPUT_INITS = ("network", "zero")
 
 
-def make(config, net: networks.SplitNetwork, num_train: int) -> base.Method:
-  del num_train
+class _DFA(NamedTuple):
+  """What DFA's functions read: the network and the options of ``config.dfa``."""
+
+  net: networks.SplitNetwork
+  scale: float  # B_l ~ N(0, scale^2 / num_classes)
+  output_init: str  # network | zero
+
+
+def _checked_options(config, net: networks.SplitNetwork) -> _DFA:
   scale = config.dfa.feedback_scale
   errors.require(
     isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0,
@@ -85,8 +94,9 @@ def make(config, net: networks.SplitNetwork, num_train: int) -> base.Method:
     "dfa.output_init",
     f"must be one of {list(OUTPUT_INITS)}, got {output_init!r}",
   )
-  num_splits = len(net.state_shapes)
-  errors.require(num_splits > 0, "network.split", "method 'dfa' needs at least one split")
+  errors.require(
+    len(net.state_shapes) > 0, "network.split", "method 'dfa' needs at least one split"
+  )
   # DFA's update carries f'(a_l) of the block's own nonlinearity: a segment that opens
   # with the previous block's ReLU ("deferred") would drop it.
   errors.require(
@@ -94,51 +104,58 @@ def make(config, net: networks.SplitNetwork, num_train: int) -> base.Method:
     "network.split_activation",
     "dfa sends the error to each block's output after its ReLU: use 'relu' (or 'identity')",
   )
-  num_classes = net.num_classes
+  return _DFA(net, scale, output_init)
 
-  def init(rng, map_train):
-    del map_train
-    k_w, k_b = jax.random.split(rng)
-    weights = networks.init_network(net, k_w)
-    if output_init == "zero":  # the last segment starts at 0 and learns aligned with B
-      weights = (*weights[:-1], jax.tree.map(jnp.zeros_like, weights[-1]))
-    feedback = tuple(
-      jax.random.normal(jax.random.fold_in(k_b, l), (num_classes, math.prod(shape)), jnp.float32)
-      * (scale / math.sqrt(num_classes))
-      for l, shape in enumerate(net.state_shapes)
-    )
-    return {"primal": {"weights": weights}, "dual": {}}, {"feedback": feedback}
 
-  def forward(weights, images):
-    return base.detached_forward(net, weights, images)
+def _init(d: _DFA, rng, map_train):
+  del map_train
+  net, num_classes = d.net, d.net.num_classes
+  k_w, k_b = jax.random.split(rng)
+  weights = networks.init_network(net, k_w)
+  if d.output_init == "zero":  # the last segment starts at 0 and learns aligned with B
+    weights = (*weights[:-1], jax.tree.map(jnp.zeros_like, weights[-1]))
+  feedback = tuple(
+    jax.random.normal(jax.random.fold_in(k_b, l), (num_classes, math.prod(shape)), jnp.float32)
+    * (d.scale / math.sqrt(num_classes))
+    for l, shape in enumerate(net.state_shapes)
+  )
+  return {"primal": {"weights": weights}, "dual": {}}, {"feedback": feedback}
 
-  def error_signals(constants, logits, labels):
-    e = jax.nn.softmax(logits.astype(jnp.float32)) - jax.nn.one_hot(labels, num_classes)
-    e = sg(e)
-    return [
-      (e @ b).reshape((e.shape[0], *shape))
-      for b, shape in zip(constants["feedback"], net.state_shapes)
-    ]
 
-  def defects_of(signals):
-    return jnp.stack([jnp.mean(jnp.abs(d)) for d in signals])
+def _error_signals(d: _DFA, constants, logits, labels):
+  e = jax.nn.softmax(logits.astype(jnp.float32)) - jax.nn.one_hot(labels, d.net.num_classes)
+  e = sg(e)
+  return [
+    (e @ b).reshape((e.shape[0], *shape))
+    for b, shape in zip(constants["feedback"], d.net.state_shapes)
+  ]
 
-  def objective(params, constants, batch):
-    hs, logits = forward(params["primal"]["weights"], batch.images)
-    loss = base.cross_entropy(logits, batch.labels)
-    signals = error_signals(constants, logits, batch.labels)
-    size = batch.labels.shape[0]
-    value = loss + sum(jnp.sum(d * h.astype(jnp.float32)) / size for d, h in zip(signals, hs))
-    return value, {"loss": loss, "defect": defects_of(signals)}
 
-  def defects(params, constants, batch):
-    _, logits = forward(params["primal"]["weights"], batch.images)
-    return defects_of(error_signals(constants, logits, batch.labels))
+def _defects_of(signals):
+  return jnp.stack([jnp.mean(jnp.abs(x)) for x in signals])
 
+
+def _objective(d: _DFA, params, constants, batch):
+  hs, logits = base.detached_forward(d.net, params["primal"]["weights"], batch.images)
+  loss = base.cross_entropy(logits, batch.labels)
+  signals = _error_signals(d, constants, logits, batch.labels)
+  size = batch.labels.shape[0]
+  value = loss + sum(jnp.sum(x * h.astype(jnp.float32)) / size for x, h in zip(signals, hs))
+  return value, {"loss": loss, "defect": _defects_of(signals)}
+
+
+def _defects(d: _DFA, params, constants, batch):
+  _, logits = base.detached_forward(d.net, params["primal"]["weights"], batch.images)
+  return _defects_of(_error_signals(d, constants, logits, batch.labels))
+
+
+def make(config, net: networks.SplitNetwork, num_train: int) -> base.Method:
+  del num_train
+  d = _checked_options(config, net)
   return base.Method(
     name="dfa",
     default_solver="descent",
-    init=init,
-    objective=objective,
-    defects=defects,
+    init=functools.partial(_init, d),
+    objective=functools.partial(_objective, d),
+    defects=functools.partial(_defects, d),
   )

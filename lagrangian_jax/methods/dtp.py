@@ -69,7 +69,10 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+import functools
 import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -87,8 +90,20 @@ def _positive(value) -> bool:
   return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
 
 
-def make(config, net: networks.SplitNetwork, num_train: int) -> base.Method:
-  del num_train
+class _DTP(NamedTuple):
+  """What DTP's functions read: the network and the options of ``config.dtp``."""
+
+  net: networks.SplitNetwork
+  noise: float  # std of the corruption in the inverses' reconstruction loss
+  eta: float  # the top target's step
+  phi: Callable  # the inverses' activation
+
+  @property
+  def num_splits(self) -> int:
+    return len(self.net.state_shapes)
+
+
+def _checked_options(config, net: networks.SplitNetwork) -> _DTP:
   opts = config.dtp
   need = errors.require
   for key in ("noise", "target_step"):
@@ -104,98 +119,112 @@ def make(config, net: networks.SplitNetwork, num_train: int) -> base.Method:
     "dtp.inverse_activation",
     f"must be one of {list(ACTIVATIONS)}, got {opts.inverse_activation!r}",
   )
-  num_splits = len(net.state_shapes)
-  need(num_splits > 0, "network.split", "method 'dtp' needs at least one split")
-  noise, eta = float(opts.noise), float(opts.target_step)
-  phi = ACTIVATIONS[opts.inverse_activation]
-  shapes = net.state_shapes
+  need(len(net.state_shapes) > 0, "network.split", "method 'dtp' needs at least one split")
+  return _DTP(net, float(opts.noise), float(opts.target_step), ACTIVATIONS[opts.inverse_activation])
 
-  def init(rng, map_train):
-    del map_train
-    k_w, k_v, k_noise = jax.random.split(rng, 3)
-    weights = networks.init_network(net, k_w)
-    inverses = []
-    for l in range(1, num_splits):
-      n_in, n_out = math.prod(shapes[l]), math.prod(shapes[l - 1])
-      kernel = jax.nn.initializers.lecun_normal()(
-        jax.random.fold_in(k_v, l), (n_in, n_out), jnp.float32
-      )
-      inverses.append({"kernel": kernel, "bias": jnp.zeros((n_out,), jnp.float32)})
-    params = {"primal": {"weights": weights, "aux": {"inverses": tuple(inverses)}}, "dual": {}}
-    return params, {"noise_key": jax.random.key_data(k_noise)}
 
-  def inverse(v, l, h):
-    """``g_l(h_l)``, with ``v = inverses[l - 1]``, shaped like ``h_{l-1}``."""
-    flat = h.reshape(h.shape[0], -1).astype(jnp.float32)
-    return phi(flat @ v["kernel"] + v["bias"]).reshape((h.shape[0], *shapes[l - 1]))
+def _init(d: _DTP, rng, map_train):
+  del map_train
+  shapes = d.net.state_shapes
+  k_w, k_v, k_noise = jax.random.split(rng, 3)
+  weights = networks.init_network(d.net, k_w)
+  inverses = []
+  for l in range(1, d.num_splits):
+    n_in, n_out = math.prod(shapes[l]), math.prod(shapes[l - 1])
+    kernel = jax.nn.initializers.lecun_normal()(
+      jax.random.fold_in(k_v, l), (n_in, n_out), jnp.float32
+    )
+    inverses.append({"kernel": kernel, "bias": jnp.zeros((n_out,), jnp.float32)})
+  params = {"primal": {"weights": weights, "aux": {"inverses": tuple(inverses)}}, "dual": {}}
+  return params, {"noise_key": jax.random.key_data(k_noise)}
 
-  def batch_key(constants, indices):
-    # A hash of the batch's rows (a pure function of (seed, step)): no step counter needed.
-    idx = indices.astype(jnp.uint32)
-    odd = jnp.arange(idx.shape[0], dtype=jnp.uint32) * jnp.uint32(2654435761) + jnp.uint32(1)
-    return jax.random.fold_in(jax.random.wrap_key_data(constants["noise_key"]), jnp.sum(idx * odd))
 
-  def targets(w, v, hs, labels):
-    """``t_0 .. t_{L-1}``, stopped: DTP's targets for every state."""
-    w, v, hs = sg(w), sg(v), [sg(h) for h in hs]
+def _inverse(d: _DTP, v, l, h):
+  """``g_l(h_l)``, with ``v = inverses[l - 1]``, shaped like ``h_{l-1}``."""
+  flat = h.reshape(h.shape[0], -1).astype(jnp.float32)
+  return d.phi(flat @ v["kernel"] + v["bias"]).reshape((h.shape[0], *d.net.state_shapes[l - 1]))
 
-    def summed_loss(h):  # the per-example loss summed: its gradient is per example
-      logits = networks.apply_segment(net, w, num_splits, h).astype(jnp.float32)
-      return jnp.sum(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
 
-    t = [None] * num_splits
-    t[-1] = hs[-1] - eta * jax.grad(summed_loss)(hs[-1])
-    for l in range(num_splits - 1, 0, -1):
-      t[l - 1] = hs[l - 1] + inverse(v[l - 1], l, t[l]) - inverse(v[l - 1], l, hs[l])
-    return [sg(x) for x in t]
+def _batch_key(constants, indices):
+  # A hash of the batch's rows (a pure function of (seed, step)): no step counter needed.
+  idx = indices.astype(jnp.uint32)
+  odd = jnp.arange(idx.shape[0], dtype=jnp.uint32) * jnp.uint32(2654435761) + jnp.uint32(1)
+  return jax.random.fold_in(jax.random.wrap_key_data(constants["noise_key"]), jnp.sum(idx * odd))
 
-  def forward(w, images):
-    return base.detached_forward(net, w, images)
 
-  def sq_norm(d):  # per example, averaged over the batch
-    return jnp.sum(jnp.square(d.astype(jnp.float32))) / d.shape[0]
+def _targets(d: _DTP, w, v, hs, labels):
+  """``t_0 .. t_{L-1}``, stopped: DTP's targets for every state."""
+  w, v, hs = sg(w), sg(v), [sg(h) for h in hs]
+  num_splits = d.num_splits
 
-  def defects_of(hs, t):
-    return jnp.stack([jnp.mean(jnp.abs(h - x)) for h, x in zip(hs, t)])
+  def summed_loss(h):  # the per-example loss summed: its gradient is per example
+    logits = networks.apply_segment(d.net, w, num_splits, h).astype(jnp.float32)
+    return jnp.sum(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
 
-  def objective(params, constants, batch):
-    w = params["primal"]["weights"]
-    v = params["primal"]["aux"]["inverses"]
-    hs, logits = forward(w, batch.images)
-    loss = base.cross_entropy(logits, batch.labels)
-    t = targets(w, v, hs, batch.labels)
-    local = sum(sq_norm(h - x) for h, x in zip(hs, t))
-    key = batch_key(constants, batch.indices)
-    reconstruction = 0.0
-    for l in range(1, num_splits):
-      corrupted = sg(hs[l - 1]) + noise * jax.random.normal(
-        jax.random.fold_in(key, l), hs[l - 1].shape, jnp.float32
-      )
-      image = networks.apply_segment(net, sg(w), l, corrupted)
-      reconstruction = reconstruction + sq_norm(inverse(v[l - 1], l, image) - corrupted)
-    value = loss + local + reconstruction
-    return value, {
-      "loss": loss,
-      "defect": defects_of(hs, t),
-      "reconstruction": jnp.asarray(reconstruction, jnp.float32),
-    }
+  t = [None] * num_splits
+  t[-1] = hs[-1] - d.eta * jax.grad(summed_loss)(hs[-1])
+  for l in range(num_splits - 1, 0, -1):
+    t[l - 1] = hs[l - 1] + _inverse(d, v[l - 1], l, t[l]) - _inverse(d, v[l - 1], l, hs[l])
+  return [sg(x) for x in t]
 
-  def defects(params, constants, batch):
-    del constants
-    w = params["primal"]["weights"]
-    hs, _ = forward(w, batch.images)
-    return defects_of(hs, targets(w, params["primal"]["aux"]["inverses"], hs, batch.labels))
 
-  def primal_labels(primal):
-    del primal
-    return {"weights": "weights", "aux": "inverses"}
+def _sq_norm(x):  # per example, averaged over the batch
+  return jnp.sum(jnp.square(x.astype(jnp.float32))) / x.shape[0]
 
+
+def _defects_of(hs, t):
+  return jnp.stack([jnp.mean(jnp.abs(h - x)) for h, x in zip(hs, t)])
+
+
+def _reconstruction(d: _DTP, w, v, hs, key):
+  """The inverses' loss: each ``g_l`` undoes ``f_l`` on a corrupted ``h_{l-1}``."""
+  reconstruction = 0.0
+  for l in range(1, d.num_splits):
+    corrupted = sg(hs[l - 1]) + d.noise * jax.random.normal(
+      jax.random.fold_in(key, l), hs[l - 1].shape, jnp.float32
+    )
+    image = networks.apply_segment(d.net, sg(w), l, corrupted)
+    reconstruction = reconstruction + _sq_norm(_inverse(d, v[l - 1], l, image) - corrupted)
+  return reconstruction
+
+
+def _objective(d: _DTP, params, constants, batch):
+  w = params["primal"]["weights"]
+  v = params["primal"]["aux"]["inverses"]
+  hs, logits = base.detached_forward(d.net, w, batch.images)
+  loss = base.cross_entropy(logits, batch.labels)
+  t = _targets(d, w, v, hs, batch.labels)
+  local = sum(_sq_norm(h - x) for h, x in zip(hs, t))
+  reconstruction = _reconstruction(d, w, v, hs, _batch_key(constants, batch.indices))
+  value = loss + local + reconstruction
+  return value, {
+    "loss": loss,
+    "defect": _defects_of(hs, t),
+    "reconstruction": jnp.asarray(reconstruction, jnp.float32),
+  }
+
+
+def _defects(d: _DTP, params, constants, batch):
+  del constants
+  w = params["primal"]["weights"]
+  hs, _ = base.detached_forward(d.net, w, batch.images)
+  return _defects_of(hs, _targets(d, w, params["primal"]["aux"]["inverses"], hs, batch.labels))
+
+
+def _primal_labels(primal):
+  del primal
+  return {"weights": "weights", "aux": "inverses"}
+
+
+def make(config, net: networks.SplitNetwork, num_train: int) -> base.Method:
+  del num_train
+  d = _checked_options(config, net)
   return base.Method(
     name="dtp",
     default_solver="descent",
-    init=init,
-    objective=objective,
-    defects=defects,
-    primal_labels=primal_labels,
-    group_rates={"inverses": float(rate)},
+    init=functools.partial(_init, d),
+    objective=functools.partial(_objective, d),
+    defects=functools.partial(_defects, d),
+    primal_labels=_primal_labels,
+    group_rates={"inverses": float(config.dtp.inverse_learning_rate)},
   )

@@ -36,6 +36,10 @@ and scatters them after the solver step).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+import functools
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 
@@ -47,15 +51,25 @@ from lagrangian_jax.methods import base
 FORMULATIONS = ("lagrangian", "augmented", "penalty")
 
 
-def make(
-  config,
-  net: networks.SplitNetwork,
-  num_train: int,
-  *,
-  name: str,
-  formulation: str,
-  default_solver: str,
-) -> base.Method:
+class _Lifted(NamedTuple):
+  """What the lifted problem's functions read: the network, the formulation and its c."""
+
+  net: networks.SplitNetwork
+  num_train: int
+  formulation: str
+  penalty: float  # c of the penalty / augmented term (config.penalty)
+  reparam: Callable  # h = reparam(free state): relu for split_activation="relu"
+
+  @property
+  def num_splits(self) -> int:
+    return len(self.net.state_shapes)
+
+  @property
+  def has_multipliers(self) -> bool:
+    return self.formulation != "penalty"
+
+
+def _checked_options(config, net, num_train, name: str, formulation: str) -> _Lifted:
   if formulation not in FORMULATIONS:
     raise ValueError(f"formulation must be one of {FORMULATIONS}, got {formulation!r}")
   num_splits = len(net.state_shapes)
@@ -66,78 +80,100 @@ def make(
   elif formulation == "penalty":
     errors.require(penalty >= 0, "penalty", f"must be >= 0, got {penalty}")
   reparam = jax.nn.relu if config.network.split_activation == "relu" else (lambda h: h)
-  has_multipliers = formulation != "penalty"
+  return _Lifted(net, num_train, formulation, penalty, reparam)
 
-  def assemble(weights, states, multipliers):
-    return {
-      "primal": {"weights": weights, "aux": {"states": states}},
-      "dual": {"multipliers": multipliers} if has_multipliers else {},
-    }
 
-  def forward_states(weights, images):
-    states = networks.segment_output(net, weights, images)[:-1]
-    return tuple(jnp.asarray(s, jnp.float32) for s in states)
+def _assemble(p: _Lifted, weights, states, multipliers):
+  return {
+    "primal": {"weights": weights, "aux": {"states": states}},
+    "dual": {"multipliers": multipliers} if p.has_multipliers else {},
+  }
 
-  def init(rng, map_train):
-    weights = networks.init_network(net, rng)
-    if map_train is None:  # train.build_experiment fills the tables shard by shard
-      shapes = tuple(
-        jax.ShapeDtypeStruct((num_train, *shape), jnp.float32) for shape in net.state_shapes
-      )
-      return assemble(weights, shapes, shapes), {}
-    states = map_train(lambda x, y: forward_states(weights, x))
-    for s, shape in zip(states, net.state_shapes):
-      assert s.shape == (num_train, *shape), (s.shape, num_train, shape)
-    return assemble(weights, states, tuple(jnp.zeros_like(s) for s in states)), {}
 
-  def init_rows(params, constants, images, labels):
-    del constants, labels
-    weights = params["primal"]["weights"]
-    states = forward_states(weights, images)
-    return assemble(weights, states, tuple(jnp.zeros_like(s) for s in states))
+def _forward_states(p: _Lifted, weights, images):
+  states = networks.segment_output(p.net, weights, images)[:-1]
+  return tuple(jnp.asarray(s, jnp.float32) for s in states)
 
-  def constraints(params, batch):
-    w = params["primal"]["weights"]
-    h = [reparam(s) for s in formulations.per_example_rows(params["primal"]["aux"]["states"])]
-    inputs = [batch.images] + h[:-1]
-    g = tuple(h[l] - networks.apply_segment(net, w, l, inputs[l]) for l in range(num_splits))
-    return g, h
 
-  def objective(params, constants, batch):
-    del constants
-    g, h = constraints(params, batch)
-    logits = networks.apply_segment(net, params["primal"]["weights"], num_splits, h[-1])
-    loss = base.cross_entropy(logits, batch.labels)
-    if formulation == "penalty":
-      value = formulations.quadratic_penalty(loss, g, penalty=penalty, reduction="batch_mean")
-    else:
-      lams = formulations.per_example_rows(params["dual"]["multipliers"])
-      if formulation == "augmented":
-        value = formulations.augmented_lagrangian(
-          loss, g, lams, penalty=penalty, reduction="batch_mean"
-        )
-      else:
-        value = formulations.lagrangian(loss, g, lams, reduction="batch_mean")
-    return value, {"loss": loss, "defect": base.split_defects(g)}
+def _init(p: _Lifted, rng, map_train):
+  weights = networks.init_network(p.net, rng)
+  if map_train is None:  # train.build_experiment fills the tables shard by shard
+    shapes = tuple(
+      jax.ShapeDtypeStruct((p.num_train, *shape), jnp.float32) for shape in p.net.state_shapes
+    )
+    return _assemble(p, weights, shapes, shapes), {}
+  states = map_train(lambda x, y: _forward_states(p, weights, x))
+  for s, shape in zip(states, p.net.state_shapes):
+    assert s.shape == (p.num_train, *shape), (s.shape, p.num_train, shape)
+  return _assemble(p, weights, states, tuple(jnp.zeros_like(s) for s in states)), {}
 
-  def defects(params, constants, batch):
-    del constants
-    g, _ = constraints(params, batch)
-    return base.split_defects(g)
 
-  def placement(params, constants):  # the states (and multipliers) are per-example tables
-    where = base.replicated(params, constants)
-    where.params["primal"]["aux"] = jax.tree.map(lambda _: base.ROWS, params["primal"]["aux"])
-    if has_multipliers:
-      where.params["dual"] = jax.tree.map(lambda _: base.ROWS, params["dual"])
-    return where
+def _init_rows(p: _Lifted, params, constants, images, labels):
+  del constants, labels
+  weights = params["primal"]["weights"]
+  states = _forward_states(p, weights, images)
+  return _assemble(p, weights, states, tuple(jnp.zeros_like(s) for s in states))
 
+
+def _constraints(p: _Lifted, params, batch):
+  w = params["primal"]["weights"]
+  h = [p.reparam(s) for s in formulations.per_example_rows(params["primal"]["aux"]["states"])]
+  inputs = [batch.images] + h[:-1]
+  g = tuple(h[l] - networks.apply_segment(p.net, w, l, inputs[l]) for l in range(p.num_splits))
+  return g, h
+
+
+def _formulation_value(p: _Lifted, params, loss, g):
+  """The formulation's objective from the loss and the constraints (module docstring)."""
+  if p.formulation == "penalty":
+    return formulations.quadratic_penalty(loss, g, penalty=p.penalty, reduction="batch_mean")
+  lams = formulations.per_example_rows(params["dual"]["multipliers"])
+  if p.formulation == "augmented":
+    return formulations.augmented_lagrangian(
+      loss, g, lams, penalty=p.penalty, reduction="batch_mean"
+    )
+  return formulations.lagrangian(loss, g, lams, reduction="batch_mean")
+
+
+def _objective(p: _Lifted, params, constants, batch):
+  del constants
+  g, h = _constraints(p, params, batch)
+  logits = networks.apply_segment(p.net, params["primal"]["weights"], p.num_splits, h[-1])
+  loss = base.cross_entropy(logits, batch.labels)
+  value = _formulation_value(p, params, loss, g)
+  return value, {"loss": loss, "defect": base.split_defects(g)}
+
+
+def _defects(p: _Lifted, params, constants, batch):
+  del constants
+  g, _ = _constraints(p, params, batch)
+  return base.split_defects(g)
+
+
+def _placement(p: _Lifted, params, constants):  # the states (and multipliers) are tables
+  where = base.replicated(params, constants)
+  where.params["primal"]["aux"] = jax.tree.map(lambda _: base.ROWS, params["primal"]["aux"])
+  if p.has_multipliers:
+    where.params["dual"] = jax.tree.map(lambda _: base.ROWS, params["dual"])
+  return where
+
+
+def make(
+  config,
+  net: networks.SplitNetwork,
+  num_train: int,
+  *,
+  name: str,
+  formulation: str,
+  default_solver: str,
+) -> base.Method:
+  p = _checked_options(config, net, num_train, name, formulation)
   return base.Method(
     name=name,
     default_solver=default_solver,
-    init=init,
-    objective=objective,
-    placement=placement,
-    defects=defects,
-    init_rows=init_rows,
+    init=functools.partial(_init, p),
+    objective=functools.partial(_objective, p),
+    placement=functools.partial(_placement, p),
+    defects=functools.partial(_defects, p),
+    init_rows=functools.partial(_init_rows, p),
   )

@@ -54,7 +54,9 @@ Example (one code step; the last code moves against the output loss):
 
 from __future__ import annotations
 
+import functools
 import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -83,8 +85,21 @@ def preactivation_segments(net: networks.SplitNetwork):
   return out
 
 
-def make(config, net: networks.SplitNetwork, num_train: int) -> base.Method:
-  del num_train
+class _OAM(NamedTuple):
+  """What OAM's functions read: the network, its pre-activation segments, the options."""
+
+  net: networks.SplitNetwork
+  pre: list  # preactivation_segments(net)
+  steps: int  # K: gradient steps on the codes per batch
+  gamma: float  # their step size
+  mu: float  # the penalty's weight
+
+  @property
+  def num_splits(self) -> int:
+    return len(self.net.state_shapes)
+
+
+def _checked_options(config, net: networks.SplitNetwork) -> _OAM:
   opts = config.oam
   need = errors.require
   steps = opts.code_steps
@@ -100,72 +115,84 @@ def make(config, net: networks.SplitNetwork, num_train: int) -> base.Method:
       f"oam.{key}",
       f"must be a positive number, got {value!r}",
     )
-  num_splits = len(net.state_shapes)
-  need(num_splits > 0, "network.split", "method 'oam' needs at least one split")
+  need(len(net.state_shapes) > 0, "network.split", "method 'oam' needs at least one split")
   gamma, mu = float(opts.code_learning_rate), float(opts.penalty)
-  pre = preactivation_segments(net)
+  return _OAM(net, preactivation_segments(net), steps, gamma, mu)
 
-  def init(rng, map_train):
-    del map_train
-    return {"primal": {"weights": networks.init_network(net, rng)}, "dual": {}}, {}
 
-  def layer_inputs(codes, images):
-    """``phi_{l-1}(c_{l-1})`` for every segment ``l = 0 .. L`` (``x`` for ``l = 0``)."""
-    return [images] + [phi(c) for (_, phi), c in zip(pre, codes)]
+def _init(o: _OAM, rng, map_train):
+  del map_train
+  return {"primal": {"weights": networks.init_network(o.net, rng)}, "dual": {}}, {}
 
-  def predictions(w, codes, images):
-    """``p_l(phi_{l-1}(c_{l-1}))`` for ``l < L``, and the logits."""
-    inputs = layer_inputs(codes, images)
-    preds = [p.apply({"params": w[l]}, inputs[l]) for l, (p, _) in enumerate(pre)]
-    return preds, networks.apply_segment(net, w, num_splits, inputs[-1]).astype(jnp.float32)
 
-  def energy(w, codes, images, labels):
-    """``E(c, w)``, summed over the batch; also its parts."""
-    preds, logits = predictions(w, codes, images)
-    losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-    gaps = [c - q for c, q in zip(codes, preds)]
-    penalty = sum(jnp.sum(jnp.square(g.astype(jnp.float32))) for g in gaps)
-    return jnp.sum(losses) + mu * penalty, gaps
+def _layer_inputs(o: _OAM, codes, images):
+  """``phi_{l-1}(c_{l-1})`` for every segment ``l = 0 .. L`` (``x`` for ``l = 0``)."""
+  return [images] + [phi(c) for (_, phi), c in zip(o.pre, codes)]
 
-  def forward_codes(w, images):
-    codes, h = [], images
-    for l, (p, phi) in enumerate(pre):
-      codes.append(p.apply({"params": w[l]}, h))
-      h = phi(codes[-1])
-    return tuple(codes), networks.apply_segment(net, w, num_splits, h)
 
-  def relax(w, images, labels):
-    """Steps 1-2: codes from the forward pass, then ``K`` gradient steps on them."""
-    w = sg(w)
-    codes, logits = forward_codes(w, images)
-    code_grad = jax.grad(lambda c: energy(w, c, images, labels)[0])
+def _predictions(o: _OAM, w, codes, images):
+  """``p_l(phi_{l-1}(c_{l-1}))`` for ``l < L``, and the logits."""
+  inputs = _layer_inputs(o, codes, images)
+  preds = [p.apply({"params": w[l]}, inputs[l]) for l, (p, _) in enumerate(o.pre)]
+  return preds, networks.apply_segment(o.net, w, o.num_splits, inputs[-1]).astype(jnp.float32)
 
-    def step(_, c):
-      return jax.tree.map(lambda x, g: x - gamma * g, c, code_grad(c))
 
-    return sg(jax.lax.fori_loop(0, steps, step, codes)), logits
+def _energy(o: _OAM, w, codes, images, labels):
+  """``E(c, w)``, summed over the batch; also its parts."""
+  preds, logits = _predictions(o, w, codes, images)
+  losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  gaps = [c - q for c, q in zip(codes, preds)]
+  penalty = sum(jnp.sum(jnp.square(g.astype(jnp.float32))) for g in gaps)
+  return jnp.sum(losses) + o.mu * penalty, gaps
 
-  def defects_of(gaps):
-    return jnp.stack([jnp.mean(jnp.abs(g)) for g in gaps])
 
-  def objective(params, constants, batch):
-    del constants
-    w = params["primal"]["weights"]
-    codes, logits = relax(w, batch.images, batch.labels)
-    value, gaps = energy(w, codes, batch.images, batch.labels)
-    loss = base.cross_entropy(logits, batch.labels)  # the real network's, before relaxing
-    return value / batch.labels.shape[0], {"loss": loss, "defect": defects_of(sg(gaps))}
+def _forward_codes(o: _OAM, w, images):
+  codes, h = [], images
+  for l, (p, phi) in enumerate(o.pre):
+    codes.append(p.apply({"params": w[l]}, h))
+    h = phi(codes[-1])
+  return tuple(codes), networks.apply_segment(o.net, w, o.num_splits, h)
 
-  def defects(params, constants, batch):
-    del constants
-    w = params["primal"]["weights"]
-    codes, _ = relax(w, batch.images, batch.labels)
-    return defects_of(energy(w, codes, batch.images, batch.labels)[1])
 
+def _relax(o: _OAM, w, images, labels):
+  """Steps 1-2: codes from the forward pass, then ``K`` gradient steps on them."""
+  w = sg(w)
+  codes, logits = _forward_codes(o, w, images)
+  code_grad = jax.grad(lambda c: _energy(o, w, c, images, labels)[0])
+
+  def step(_, c):
+    return jax.tree.map(lambda x, g: x - o.gamma * g, c, code_grad(c))
+
+  return sg(jax.lax.fori_loop(0, o.steps, step, codes)), logits
+
+
+def _defects_of(gaps):
+  return jnp.stack([jnp.mean(jnp.abs(g)) for g in gaps])
+
+
+def _objective(o: _OAM, params, constants, batch):
+  del constants
+  w = params["primal"]["weights"]
+  codes, logits = _relax(o, w, batch.images, batch.labels)
+  value, gaps = _energy(o, w, codes, batch.images, batch.labels)
+  loss = base.cross_entropy(logits, batch.labels)  # the real network's, before relaxing
+  return value / batch.labels.shape[0], {"loss": loss, "defect": _defects_of(sg(gaps))}
+
+
+def _defects(o: _OAM, params, constants, batch):
+  del constants
+  w = params["primal"]["weights"]
+  codes, _ = _relax(o, w, batch.images, batch.labels)
+  return _defects_of(_energy(o, w, codes, batch.images, batch.labels)[1])
+
+
+def make(config, net: networks.SplitNetwork, num_train: int) -> base.Method:
+  del num_train
+  o = _checked_options(config, net)
   return base.Method(
     name="oam",
     default_solver="descent",
-    init=init,
-    objective=objective,
-    defects=defects,
+    init=functools.partial(_init, o),
+    objective=functools.partial(_objective, o),
+    defects=functools.partial(_defects, o),
   )

@@ -17,7 +17,7 @@ import numpy as np
 from experiments import table1
 from lagrangian_jax import train
 
-c = table1.row_config(
+c = table1.entry_config(
   "distprop",
   {"grad_clip": 0.0},
   dataset="mnist_5k",

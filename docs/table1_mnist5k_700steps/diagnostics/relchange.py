@@ -10,12 +10,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments import common
 from experiments import table1
 from lagrangian_jax import train
 
 seed, steps = int(sys.argv[1]), int(sys.argv[2])
-over = table1.sweep.parse_settings(sys.argv[3:])
-c = table1.row_config(
+over = common.parse_settings(sys.argv[3:])
+c = table1.entry_config(
   "distprop", over, dataset="mnist_5k", seeds=1, steps=steps, batch_size=128, eval_every=50
 )
 c.seed = seed

@@ -1,0 +1,272 @@
+"""What the experiment programs share: settings, one report cell's run, seed statistics,
+the report files and the command-line wrapper.
+
+``experiments.sweep``, ``experiments.table1`` and ``experiments.depth`` each keep only what
+is their own (the grid, Table 1's entries, the depth cells) and import the rest from here:
+
+* :func:`parse_settings` / :func:`apply_overrides`: ``--set=key=value,...`` onto a config;
+* :func:`check_at_least_one`: the programs' integer flags;
+* :func:`check_run_dir` / :func:`run_or_resume`: one cell of a report trained, resumed
+  from its checkpoints, or read back when finished;
+* :func:`seed_stats`: mean, population std and per-seed values;
+* :func:`write_report`, :func:`pyplot`, :func:`save_figure`: ``<name>.json``,
+  ``<name>.md`` and the figures;
+* :func:`run_main`: the programs' ``main``, one ``error: ...`` line and exit 1 for an
+  expected failure.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Callable, Mapping, Sequence
+import importlib
+import json
+import os
+import shlex
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+import numpy as np
+
+from lagrangian_jax import errors
+from lagrangian_jax import train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:  # configs/ is a plain directory next to the package
+  sys.path.insert(0, ROOT)
+
+# Keys a rerun may change without invalidating a cell's checkpoints.
+RESUMABLE_KEYS = ("num_steps", "progress_bar")
+
+
+# ----------------------------------------------------------------------------------
+# Settings
+# ----------------------------------------------------------------------------------
+
+
+def literal(text: str):
+  """``text`` as a Python literal when it parses (``0.01``, ``True``, ``'relu'``), else as is.
+
+  >>> literal("0.01"), literal("relu")
+  (0.01, 'relu')
+  """
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
+
+
+def parse_settings(items: Sequence[str] | str) -> dict:
+  """``--set``'s items -> ``{key: value}``, values as :func:`literal` reads them.
+
+  A piece without ``=`` belongs to the previous value (``network.split=1,2``, kept as the
+  string ``"1,2"``).
+
+  Example:
+    >>> parse_settings("network.name=mlp,network.depth=3,network.split=1,2")
+    {'network.name': 'mlp', 'network.depth': 3, 'network.split': '1,2'}
+  """
+  if isinstance(items, str):
+    items = items.split(",") if items else []
+  raw: dict[str, str] = {}
+  last = None
+  for item in items:
+    key, sep, value = item.partition("=")
+    if sep:
+      if not key or not value:
+        raise errors.ConfigError(f"--set: expected key=value items, got {item!r}")
+      last = key.strip()
+      raw[last] = value
+    elif last is None:
+      raise errors.ConfigError(f"--set: expected key=value items, got {item!r}")
+    else:
+      raw[last] += "," + item
+  # "1,2" stays a string (a split's spelling), not the tuple Python would read
+  return {k: v if "," in v else literal(v) for k, v in raw.items()}
+
+
+def settings_flag(settings: Mapping) -> str:
+  """The ``--set=...`` argument that :func:`parse_settings` reads back as ``settings``.
+
+  >>> settings_flag({"network.depth": 3, "network.split": "1,2"})
+  '--set=network.depth=3,network.split=1,2'
+  """
+  return "--set=" + ",".join(f"{k}={v}" for k, v in settings.items())
+
+
+def apply_overrides(config, overrides: Mapping):
+  """A copy of ``config`` with ``{"a.b": v}`` set; unknown keys name themselves.
+
+  A float or string key casts its value (``2`` -> ``"2"`` for a split, ``1`` -> ``1.0``).
+  """
+  config = config.copy_and_resolve_references()
+  for key, value in overrides.items():
+    *parents, last = key.split(".")
+    node = config
+    for p in parents:
+      if p not in node:
+        raise errors.ConfigError(f"config.{key}: no such key (at {p!r})")
+      node = node[p]
+    if last not in node:
+      raise errors.ConfigError(f"config.{key}: no such key")
+    try:
+      node[last] = type(node[last])(value) if isinstance(node[last], (float, str)) else value
+    except (TypeError, ValueError) as e:
+      raise errors.ConfigError(f"config.{key}: cannot set {value!r} ({e})") from None
+  return config
+
+
+def config_path(module: str) -> str:
+  """``configs/<module>.py`` in this tree."""
+  return os.path.join(ROOT, "configs", f"{module}.py")
+
+
+def load_config(module: str):
+  """``configs/<module>.py``'s ``get_config()``."""
+  return importlib.import_module(f"configs.{module}").get_config()
+
+
+def check_at_least_one(**values: int) -> None:
+  """Raises ``ConfigError("--<flag>: must be >= 1, got ...")`` for the first value below 1."""
+  for flag, value in values.items():
+    if value < 1:
+      raise errors.ConfigError(f"--{flag}: must be >= 1, got {value}")
+
+
+# ----------------------------------------------------------------------------------
+# One cell of a report
+# ----------------------------------------------------------------------------------
+
+
+def _flatten(tree, prefix=""):
+  out = {}
+  for k, v in tree.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def check_run_dir(config, run_dir: str) -> None:
+  """Refuses a cell's directory whose run another config wrote (resuming would mix them).
+
+  Only keys both configs have are compared, so a key added to the configs since does not
+  block a rerun; a checkpoint past ``num_steps`` would be evaluated as if at ``num_steps``.
+  """
+  path = os.path.join(run_dir, "config.json")
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    old = _flatten(json.load(f))
+  new = _flatten(json.loads(config.to_json_best_effort()))
+  for key in sorted(old.keys() & new.keys()):
+    if key not in RESUMABLE_KEYS and old[key] != new[key]:
+      raise errors.ConfigError(
+        f"{run_dir} holds a run of another config (config.{key}: {old[key]!r} there, "
+        f"{new[key]!r} now); use another --workdir or remove that directory"
+      )
+  ckpt_dir = os.path.join(run_dir, "checkpoints")
+  steps = [int(d) for d in os.listdir(ckpt_dir) if d.isdigit()] if os.path.isdir(ckpt_dir) else []
+  if steps and max(steps) > config.num_steps:
+    raise errors.ConfigError(
+      f"{ckpt_dir} has a checkpoint at step {max(steps)}, past --steps={config.num_steps}; "
+      "use another --workdir"
+    )
+
+
+def finished_summary(config, run_dir: str) -> dict | None:
+  """The cell's ``summary.json`` when a run of this budget and these seeds wrote it."""
+  path = os.path.join(run_dir, "summary.json")
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    summary = json.load(f)
+  if summary.get("steps") != config.num_steps or summary.get("num_seeds") != config.num_seeds:
+    return None
+  return summary
+
+
+def run_or_resume(config, run_dir: str) -> tuple[dict | None, str]:
+  """``(summary, "")`` of the cell: read back when finished, else trained (or resumed from
+  its checkpoints); ``(None, message)`` when training diverged (a result, not a crash)."""
+  summary = finished_summary(config, run_dir)
+  if summary is not None:
+    return summary, ""
+  try:
+    return train.train_and_evaluate(config, run_dir), ""
+  except errors.TrainingError as e:
+    return None, str(e)
+
+
+def seed_stats(values) -> dict:
+  """``{"mean", "std", "per_seed"}`` of per-seed values; population std (ddof 0), as the
+  summary's ``test_accuracy_std``.
+
+  >>> seed_stats([0.5, 1.0])
+  {'mean': 0.75, 'std': 0.25, 'per_seed': [0.5, 1.0]}
+  """
+  v = np.asarray(values, np.float64)
+  return {"mean": float(np.mean(v)), "std": float(np.std(v)), "per_seed": [float(x) for x in v]}
+
+
+# ----------------------------------------------------------------------------------
+# Report files
+# ----------------------------------------------------------------------------------
+
+
+def write_report(workdir: str, name: str, report: dict, markdown: str) -> None:
+  """``workdir/<name>.json`` (the report) and ``workdir/<name>.md`` (its table)."""
+  with open(os.path.join(workdir, f"{name}.json"), "w") as f:
+    json.dump(report, f, indent=2)
+  with open(os.path.join(workdir, f"{name}.md"), "w") as f:
+    f.write(markdown)
+
+
+def pyplot():
+  """``matplotlib.pyplot`` on the file-only Agg backend (imported when a figure is drawn)."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  return plt
+
+
+def save_figure(fig, path: str) -> str:
+  """Lays out, writes (100 dpi) and closes ``fig``; returns ``path``."""
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  pyplot().close(fig)
+  return path
+
+
+# ----------------------------------------------------------------------------------
+# The command line
+# ----------------------------------------------------------------------------------
+
+
+def command_line(module: str) -> str:
+  """The command that started this program, ``python -m <module> <its arguments>``."""
+  return " ".join([f"python -m {module}", *map(shlex.quote, sys.argv[1:])])
+
+
+def run_main(argv: Sequence[str], body: Callable[[], str]) -> None:
+  """A program's ``main``: runs ``body`` and prints the line it returns.
+
+  An expected failure (:class:`lagrangian_jax.errors.Error`) prints one ``error: ...``
+  line and exits 1. Logging is at WARNING unless ``--verbosity`` says otherwise (orbax
+  logs every save at INFO).
+  """
+  if len(argv) > 1:
+    raise app.UsageError("Too many command-line arguments.")
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
+  try:
+    line = body()
+  except errors.Error as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+  print(line, flush=True)
