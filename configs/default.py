@@ -59,7 +59,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.distprop.sigma_floor = 1e-2
   config.distprop.shrinkage = "soft"  # eq. 3 as written; "hard" as in the authors' later code
   config.distprop.multipliers = "class"  # class | example | l1
-  config.distprop.augmentation = 3.0  # c/2 mean_i |g_i|^2 added to the Lagrangian
+  config.distprop.augmented_coefficient = 3.0  # c/2 mean_i |g_i|^2 added to the Lagrangian
   config.distprop.prototype_init = "sphere"  # sphere (paper) | data (class statistics of f0)
   config.distprop.prototype_scale = 1.0  # RMS per coordinate; the paper's unit sphere is 1/sqrt(H)
   config.distprop.sigma_init = 1.0  # for "sphere"
@@ -74,7 +74,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.distprop.mix_targets = "own"  # own (the own class: snap) | mixed (the same mixture)
   # blocks on the mesh's stage axis: auto (by the network when mesh.stage > 1; the
   # sequential code on one stage) | stacked | slots (the stage-parallel code, any stages)
-  config.distprop.stage_layout = "auto"
+  config.distprop.block_layout = "auto"
 
   config.network = ml_collections.ConfigDict()
   config.network.name = "mnist_cnn"
