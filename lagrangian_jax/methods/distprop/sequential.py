@@ -186,12 +186,17 @@ def constraints(setup: Setup, params, constants, batch):
   h0 = _apply(setup, w, constants, batch.step, 0, batch.images)
   g = [terms.first_constraint(opts, h0, protos[0], batch.labels)]
   mix = terms.mix_of(opts, setup.net, constants, batch.step)
-  s = []
+  # the op order is part of the numerics (XLA's fusions, hence the gradient's rounding,
+  # follow it): without mixtures every sample is drawn first, with them block by block
+  s = (
+    [] if mix is not None else [terms.block_input(opts, p, e, None) for p, e in zip(protos, noise)]
+  )
   for l in range(1, k + 1):
     mix_l = None if mix is None else mix[l - 1]
-    s.append(terms.block_input(opts, protos[l - 1], noise[l - 1], mix_l))
+    if mix is not None:
+      s.append(terms.block_input(opts, protos[l - 1], noise[l - 1], mix_l))
     if l < k:
-      out = _apply(setup, w, constants, batch.step, l, s[-1])
+      out = _apply(setup, w, constants, batch.step, l, s[l - 1])
       g.append(terms.block_constraint(opts, out, protos[l], setup.sample_labels, mix_l))
   return g, s, h0
 
