@@ -2,7 +2,7 @@
 
 The deep config (``configs/deep_mlp_distprop.py``: per-step noise and interpolated
 "mixture" samples) against the same step without mixtures and with a fixed noise
-snapshot too, a what-if (``mixtures_as_matmul``: ``distprop.mixed`` written as a one-hot
+snapshot too, a what-if (``mixtures_as_matmul``: ``terms.mixed`` written as a one-hot
 mixing matrix times the prototypes, a dot instead of a gather and, in the gradient, a dot
 instead of a scatter-add; same values up to rounding, not the library's code), plus
 backprop on the same network and batch, all in ONE process and
@@ -31,11 +31,11 @@ from configs import deep_mlp_backprop  # noqa: E402
 from configs import deep_mlp_distprop  # noqa: E402
 from experiments import common  # noqa: E402
 from lagrangian_jax import train  # noqa: E402
-from lagrangian_jax.methods import distprop  # noqa: E402
+from lagrangian_jax.methods.distprop import terms  # noqa: E402
 
 
 def mixed_as_matmul(x, t, partner):
-  """``distprop.mixed`` as ``M @ x``, ``M[(s, c)] = (1 - t) e_c + t e_partner``."""
+  """``terms.mixed`` as ``M @ x``, ``M[(s, c)] = (1 - t) e_c + t e_partner``."""
   c = x.shape[0]
   eye = jnp.eye(c, dtype=x.dtype)
   m = (1 - t)[..., None] * eye[None] + t[..., None] * eye[partner]  # (S, C, C)
@@ -73,11 +73,11 @@ def main(argv=None):
     states[label] = state
     return (time.perf_counter() - start) / args.steps
 
-  library_mixed = distprop.mixed
+  library_mixed = terms.mixed
   try:
     for label, (module, sets) in VARIANTS.items():
       # the what-if is built and traced (its first call compiles) with the matmul version
-      distprop.mixed = mixed_as_matmul if label == "mixtures_as_matmul" else library_mixed
+      terms.mixed = mixed_as_matmul if label == "mixtures_as_matmul" else library_mixed
       config = module.get_config()
       config.network.depth, config.batch_size = args.depth, args.batch_size
       config.progress_bar = False
@@ -88,7 +88,7 @@ def main(argv=None):
       batches[label] = [train.make_batch(exps[label], k) for k in range(args.steps)]
       run(label)
   finally:
-    distprop.mixed = library_mixed
+    terms.mixed = library_mixed
   times = {label: [] for label in exps}
   for _ in range(args.rounds):
     for label in exps:

@@ -124,6 +124,7 @@ from experiments import common  # noqa: E402
 from lagrangian_jax import errors  # noqa: E402
 from lagrangian_jax import hlo  # noqa: E402
 from lagrangian_jax import train  # noqa: E402
+from lagrangian_jax.methods import distprop  # noqa: E402
 
 
 def config_for(kind: str, depth: int, stages: int, batch_size: int):
@@ -249,7 +250,7 @@ def main():
       try:
         config = config_for("distprop", depth, s, ARGS.batch_size)
         if s == 1:  # the stage-parallel code on one device (stacked layout, one stage)
-          config.distprop.stage_layout = "stacked"
+          config.distprop.block_layout = "stacked"
         variants[f"stage{s}"] = Variant(f"stage{s}", config, dataset, local and s == 1)
       except errors.ConfigError as e:
         print(f"depth {depth} stages {s}: skipped ({e})")
@@ -269,7 +270,7 @@ def main():
         ops = [c for c in hlo.collectives(text) if c.group_size != 1]
         crossing = hlo.moved_bytes(text)
         grows = sorted(hlo.collectives(text)) != sorted(hlo.collectives(v.hlo(2 * ARGS.batch_size)))
-        layout = v.exp.method.layout
+        layout = distprop.layout_for(v.exp.config, v.exp.net, v.exp.mesh.shape["stage"])
         line += (
           f"  bytes_between_stages={crossing} in {len(ops)} collectives"
           f"  grows_with_batch={grows}  layout={layout.kind} owner={layout.owner}"

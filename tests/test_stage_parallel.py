@@ -18,7 +18,8 @@ import pytest
 from lagrangian_jax import errors
 from lagrangian_jax import networks
 from lagrangian_jax import train
-from lagrangian_jax.methods import stage_parallel as sp
+from lagrangian_jax.methods import distprop
+from lagrangian_jax.methods.distprop import layout as layout_lib
 from tests.conftest import ROOT
 from tests.conftest import shrunken_config
 
@@ -34,7 +35,7 @@ def deep(stage=1, data=1, solver="", noise="per_step", mix=0.5, layout="auto"):
   c.network.split, c.network.split_activation = "every", "deferred"
   c.distprop.noise, c.distprop.mix_fraction = noise, mix
   c.distprop.samples_per_class = 4
-  c.distprop.stage_layout = layout
+  c.distprop.block_layout = layout
   c.mesh.num_devices, c.mesh.stage, c.mesh.data = data * stage, stage, data
   c.batch_size, c.solver, c.num_seeds, c.progress_bar = 32, solver, 2, False
   return c
@@ -48,10 +49,15 @@ def run(config, steps):
   return exp, jax.device_get(state), jax.device_get(metrics)
 
 
+def layout_of(exp):
+  """The layout of ``exp``'s parameters (None: the sequential code's)."""
+  return distprop.layout_for(exp.config, exp.net, exp.mesh.shape["stage"])
+
+
 def sequential_params(exp, params):
-  if exp.method.layout is None:
+  if layout_of(exp) is None:
     return params
-  return jax.vmap(lambda p: sp.params_from_layout(exp.method.layout, p))(params)
+  return jax.vmap(lambda p: layout_lib.params_from_layout(layout_of(exp), p))(params)
 
 
 def assert_layout_consistent(exp, params):
@@ -60,10 +66,12 @@ def assert_layout_consistent(exp, params):
   them back. Both copies get the same summed gradient bit for bit, but XLA compiles each
   leaf's solver update on its own and may round it differently (past-extragradient on
   1x8: 1 ulp in 3% of the entries after 10 steps), hence the float32 tolerance."""
-  layout = exp.method.layout
+  layout = layout_of(exp)
   if layout is None or layout.stages == 1:
     return
-  again = jax.vmap(lambda p: sp.params_to_layout(layout, sp.params_from_layout(layout, p)))
+  again = jax.vmap(
+    lambda p: layout_lib.params_to_layout(layout, layout_lib.params_from_layout(layout, p))
+  )
   for x, y in zip(jax.tree.leaves(again(params)), jax.tree.leaves(params), strict=True):
     np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7)
 
@@ -95,22 +103,22 @@ def assert_same_run(a, b):
 )
 def test_stacked_layout_of_the_deep_mlp(stages, owner, per_stage, pad):
   net = networks.build_network("mlp", depth=8, split="every", split_activation="deferred")
-  layout = sp.make_layout(net, stages)
-  assert layout == sp.Layout("stacked", stages, 8, owner, per_stage, pad)
+  layout = layout_lib.make_layout(net, stages)
+  assert layout == layout_lib.Layout("stacked", stages, 8, owner, per_stage, pad)
 
 
 def test_layouts_refuse_what_they_cannot_place():
   net = networks.build_network("mlp", depth=4, split="every", split_activation="deferred")
   with pytest.raises(errors.ConfigError, match="config.mesh.stage: 8 stages for 3 stacked"):
-    sp.make_layout(net, 8)  # 3 inner blocks cannot fill 8 stages
+    layout_lib.make_layout(net, 8)  # 3 inner blocks cannot fill 8 stages
   cnn = networks.build_network("mnist_cnn")  # 2 blocks: heterogeneous, slots
-  assert sp.make_layout(cnn, 2) == sp.Layout("slots", 2, 1, (0, 1), 0, 0)
+  assert layout_lib.make_layout(cnn, 2) == layout_lib.Layout("slots", 2, 1, (0, 1), 0, 0)
   with pytest.raises(errors.ConfigError, match="config.mesh.stage: 4 stages for a network of 2"):
-    sp.make_layout(cnn, 4)
-  with pytest.raises(errors.ConfigError, match="config.distprop.stage_layout: 'stacked' needs"):
-    sp.make_layout(cnn, 2, "stacked")
-  with pytest.raises(errors.ConfigError, match="config.distprop.stage_layout: must be one of"):
-    sp.make_layout(cnn, 2, "rows")
+    layout_lib.make_layout(cnn, 4)
+  with pytest.raises(errors.ConfigError, match="config.distprop.block_layout: 'stacked' needs"):
+    layout_lib.make_layout(cnn, 2, "stacked")
+  with pytest.raises(errors.ConfigError, match="config.distprop.block_layout: must be one of"):
+    layout_lib.make_layout(cnn, 2, "rows")
 
 
 @pytest.mark.parametrize(
@@ -133,15 +141,14 @@ def test_mesh_shape_names_the_key(mesh, message):
 def test_layout_round_trip_is_exact():
   config = deep()
   net = networks.from_config(config.network, num_classes=10, input_shape=(28, 28, 1))
-  from lagrangian_jax.methods import distprop
 
   seq = distprop.make(config, net, 100)
   params, constants = seq.init(jax.random.key(3), None)
   for stages in (1, 2, 4, 8):
-    layout = sp.make_layout(net, stages)
-    back = sp.params_from_layout(layout, sp.params_to_layout(layout, params))
+    layout = layout_lib.make_layout(net, stages)
+    back = layout_lib.params_from_layout(layout, layout_lib.params_to_layout(layout, params))
     jax.tree.map(np.testing.assert_array_equal, back, params)
-    c = sp.constants_from_layout(layout, sp.constants_to_layout(layout, constants))
+    c = layout_lib.constants_from_layout(layout, layout_lib.constants_to_layout(layout, constants))
     jax.tree.map(np.testing.assert_array_equal, c, constants)
 
 
@@ -161,7 +168,7 @@ def test_slot_layout_on_one_device_equals_the_sequential_run():
     config.network.depth = config.network.width = 0
     config.distprop.noise, config.distprop.mix_fraction = "per_step", 0.5
     config.distprop.samples_per_class = 2
-    config.distprop.stage_layout = layout
+    config.distprop.block_layout = layout
     config.batch_size, config.num_seeds = 16, 1
     return config
 
@@ -184,7 +191,7 @@ def _plain_norm(params):  # squared, in float64
 
 
 def _layout_norm(layout, params):
-  weights = sp.norm_weights(layout, params)
+  weights = layout_lib.norm_weights(layout, params)
   squares = jax.tree.map(
     lambda x, w: np.sum(np.asarray(w) * np.square(np.asarray(x, np.float64))), params, weights
   )
@@ -195,7 +202,6 @@ def _layout_norm(layout, params):
 def test_norm_weights_count_every_sequential_entry_once(net_name):
   """``grad_clip`` on stages: the layout's weighted norm is the sequential tree's norm, on
   every layout; the unweighted one counts the boundary copies twice (so it would not)."""
-  from lagrangian_jax.methods import distprop
 
   config = deep()
   if net_name == "mnist_cnn":
@@ -209,8 +215,8 @@ def test_norm_weights_count_every_sequential_entry_once(net_name):
   params = treedef.unflatten([jax.random.normal(k, x.shape) for k, x in zip(keys, leaves)])
   sequential = _plain_norm(params)
   for stages in (1, 2, 4) if net_name == "mlp" else (1, 2, 3):
-    layout = sp.make_layout(net, stages)
-    laid = sp.params_to_layout(layout, params)
+    layout = layout_lib.make_layout(net, stages)
+    laid = layout_lib.params_to_layout(layout, params)
     np.testing.assert_allclose(_layout_norm(layout, laid), sequential, rtol=1e-12)
     plain = _plain_norm(laid)
     assert (plain > sequential * (1 + 1e-9)) == (stages > 1), (stages, plain, sequential)
@@ -222,7 +228,7 @@ def test_norm_weights_count_every_sequential_entry_once(net_name):
 
 MESHES = textwrap.dedent("""
     import jax, numpy as np
-    from tests.test_stage_parallel import deep, run, assert_same_run
+    from tests.test_stage_parallel import deep, run, assert_same_run, layout_of
     from configs import default, smoke
     assert jax.device_count() == 8, jax.devices()
 
@@ -233,7 +239,7 @@ MESHES = textwrap.dedent("""
       c.mesh.num_devices, c.mesh.stage, c.mesh.data = stage, stage, 1
       c.batch_size, c.solver, c.num_seeds, c.progress_bar = 16, solver, 1, False
       # clipping at every step (norms 100-7,000 here): the layout's norm must be the
-      # sequential one (sp.norm_weights). Measured after 10 steps, worst entry in units of
+      # sequential one (layout_lib.norm_weights). Measured after 10 steps, worst entry in units of
       # assert_same_run's tolerance: 0.0005-0.0006 weighted, 3.2-4.6 with the plain norm
       # (the boundary prototype counted twice). At 0.5 both pass: the clip normalises
       # every step and the two norms differ by too little to show.
@@ -246,7 +252,7 @@ MESHES = textwrap.dedent("""
       for data, stage in ((1, 8), (2, 4), (4, 2)):
         many = run(deep(stage, data, solver=solver, noise=noise), 10)
         exp = many[0]
-        assert exp.method.layout.stages == stage and exp.mesh.shape == {"data": data, "stage": stage}
+        assert layout_of(exp).stages == stage and exp.mesh.shape == {"data": data, "stage": stage}
         kernel = jax.tree.leaves(exp.initial_state.params["primal"]["weights"]["inner"])[0]
         assert kernel.sharding.spec == jax.P(None, "stage"), kernel.sharding  # (seed, block, ...)
         assert_same_run(many, one)

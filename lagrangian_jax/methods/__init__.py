@@ -16,7 +16,6 @@ from lagrangian_jax.methods import distprop
 from lagrangian_jax.methods import dtp
 from lagrangian_jax.methods import lifted
 from lagrangian_jax.methods import oam
-from lagrangian_jax.methods import stage_parallel
 from lagrangian_jax.methods.base import Batch
 from lagrangian_jax.methods.base import Method
 
@@ -45,8 +44,9 @@ METHODS = {
 def make_method(config, net, num_train: int, mesh=None) -> Method:
   """The method named by ``config.method``; each method checks its own config keys.
 
-  On a ``mesh`` with more than one ``stage`` (or with ``config.distprop.stage_layout``
-  naming a layout), DistProp is the stage-parallel one (``stage_parallel.make``)."""
+  On a ``mesh`` with more than one ``stage`` (or with ``config.distprop.block_layout``
+  ``"stacked"`` or ``"slots"``), DistProp is the stage-parallel one
+  (``distprop.for_mesh``); every other method needs ``mesh.stage=1``."""
   errors.require(
     config.method in METHODS,
     "method",
@@ -58,14 +58,13 @@ def make_method(config, net, num_train: int, mesh=None) -> Method:
     "network.dropout",
     f"method {config.method!r} does not apply dropout (network.dropout must be 0)",
   )
+  if config.method == "distprop":
+    return distprop.for_mesh(config, net, method, mesh)
   stages = 1 if mesh is None else mesh.shape["stage"]
-  layout = config.distprop.get("stage_layout", "auto") if config.method == "distprop" else "auto"
-  if stages > 1 or layout != "auto":
-    errors.require(
-      config.method == "distprop",
-      "mesh.stage",
-      f"{stages} stages: only DistProp's blocks decouple (method {config.method!r} needs "
-      "mesh.stage=1)",
-    )
-    method = stage_parallel.make(config, net, method, mesh)
+  errors.require(
+    stages == 1,
+    "mesh.stage",
+    f"{stages} stages: only DistProp's blocks decouple (method {config.method!r} needs "
+    "mesh.stage=1)",
+  )
   return method

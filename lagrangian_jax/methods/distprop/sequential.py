@@ -1,0 +1,267 @@
+"""Sequential DistProp: Algorithm 1's objective as the sum of the blocks' terms.
+
+Every block's term (``terms.py``) is evaluated in one program, one block after another:
+block 0 on the batch, each inner block on the samples of the Gaussians before it, the
+last block's loss; their constraints and multiplier rows go into one Lagrangian
+(``terms.lagrangian``), the value Algorithm 1 differentiates at its extrapolation and
+update. ``real_inputs="forward"`` adds the real chain's terms (package docstring).
+
+Example:
+  >>> import jax
+  >>> from configs import default
+  >>> from lagrangian_jax import networks
+  >>> config = default.get_config(); config.network.name = "mlp"
+  >>> config.network.depth, config.network.width, config.network.split = 2, 16, "every"
+  >>> net = networks.from_config(config.network, num_classes=10, input_shape=(28, 28, 1))
+  >>> method = make(config, net, num_train=100)
+  >>> params, constants = method.init(jax.random.key(0), None)
+  >>> [p["mu"].shape for p in params["primal"]["aux"]["prototypes"]]  # (C, H) per split
+  [(10, 16), (10, 16)]
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lagrangian_jax import errors
+from lagrangian_jax import networks
+from lagrangian_jax.methods import base
+from lagrangian_jax.methods.distprop import options
+from lagrangian_jax.methods.distprop import terms
+
+
+class Setup(NamedTuple):
+  """What the objective reads besides its arguments."""
+
+  opts: options.Options
+  net: networks.SplitNetwork
+  sample_labels: jax.Array  # the class of each flat sample row
+
+
+def make(config, net: networks.SplitNetwork, num_train: int) -> base.Method:
+  """DistProp's method (``base.Method``) for ``net`` and ``config.distprop``."""
+  opts = options.parse(config)
+  errors.require(
+    len(net.state_shapes) > 0, "network.split", "method 'distprop' needs at least one split"
+  )
+  setup = Setup(opts, net, terms.sample_labels(net.num_classes, opts.samples_per_class))
+  sigma_rate = float(config.learning_rates.aux) * opts.sigma_learning_rate_scale
+  return base.Method(
+    name="distprop",
+    default_solver="extragradient",
+    init=functools.partial(init, setup, num_train),
+    objective=functools.partial(objective, setup),
+    placement=functools.partial(placement, opts),
+    applies_dropout=True,
+    defects=functools.partial(defects, setup),
+    primal_labels=primal_labels,
+    group_rates={"sigma": sigma_rate},
+  )
+
+
+# ----------------------------------------------------------------------------------
+# Initialisation
+# ----------------------------------------------------------------------------------
+
+
+def init(setup: Setup, num_train: int, rng, map_train):
+  """``(params, constants)``: the network, the Gaussians (``prototype_init``), zero
+  multipliers and the draws' constants."""
+  opts, net = setup.opts, setup.net
+  k_w, k_noise, k_proto = jax.random.split(rng, 3)
+  weights = networks.init_network(net, k_w)
+  constants = terms.initial_draws(opts, net, k_noise)
+  constants.update(base.dropout_constants(net, rng))
+  noise = terms.noise_of(opts, net, constants, 0)
+  protos = []
+  for l, shape in enumerate(net.state_shapes):
+    if opts.prototype_init == "sphere":
+      mu, sigma = _sphere(opts, net.num_classes, shape, jax.random.fold_in(k_proto, l))
+    else:
+      mu, sigma = _data_statistics(setup, weights, protos, noise, l, map_train)
+    protos.append(
+      {
+        "mu": jnp.asarray(mu, jnp.float32),
+        "rho": _softplus_inverse(jnp.asarray(sigma, jnp.float32) - opts.sigma_floor),
+      }
+    )
+  params = {
+    "primal": {"weights": weights, "aux": {"prototypes": tuple(protos)}},
+    "dual": {"multipliers": _zero_multipliers(opts, net, num_train)},
+  }
+  return params, constants
+
+
+def _sphere(opts: options.Options, num_classes: int, shape, key):
+  """``prototype_init="sphere"``: means uniform on the sphere of radius
+  ``prototype_scale * sqrt(H)``, scales ``sigma_init``."""
+  d = jax.random.normal(key, (num_classes,) + tuple(shape))
+  axes = tuple(range(1, d.ndim))
+  # prototype_scale is the RMS per coordinate: radius scale * sqrt(H).
+  radius = opts.prototype_scale * float(np.sqrt(np.prod(shape)))
+  mu = radius * d / jnp.sqrt(jnp.sum(d * d, axis=axes, keepdims=True))
+  return mu, jnp.full_like(mu, opts.sigma_init)
+
+
+def _data_statistics(setup: Setup, weights, protos, noise, l: int, map_train):
+  """``prototype_init="data"``: split ``l``'s class statistics of ``f_0(x)`` on the
+  training set (``l = 0``), of ``f_l`` on the samples of the split before (``l > 0``)."""
+  opts, net = setup.opts, setup.net
+  if l == 0:
+    feats, labels = map_train(
+      lambda x, y: (networks.apply_segment(net, weights, 0, x), y), limit=opts.init_examples
+    )
+  else:
+    prev = {"mu": protos[-1]["mu"], "rho": protos[-1]["rho"]}
+    inputs = terms.flat(terms.sample(prev, noise[l - 1], opts.sigma_floor))
+    feats = networks.apply_segment(net, weights, l, inputs)
+    labels = setup.sample_labels
+  return _class_statistics(feats, labels, net.num_classes)
+
+
+def _zero_multipliers(opts: options.Options, net, num_train: int) -> tuple:
+  """``lambda_0``: ``(C, *H)`` (``"class"``), ``(N, *H)`` (``"example"``) or ``(N,)``
+  (``"l1"``); later splits ``(C, *H)``."""
+  h0 = tuple(net.state_shapes[0])
+  if opts.multipliers == "class":
+    lam0 = jnp.zeros((net.num_classes,) + h0, jnp.float32)
+  elif opts.multipliers == "example":
+    lam0 = jnp.zeros((num_train,) + h0, jnp.float32)
+  else:
+    lam0 = jnp.zeros((num_train,), jnp.float32)
+  return (lam0,) + tuple(
+    jnp.zeros((net.num_classes,) + tuple(s), jnp.float32) for s in net.state_shapes[1:]
+  )
+
+
+def _softplus_inverse(y):
+  y = jnp.maximum(y, 1e-6)
+  return y + jnp.log(-jnp.expm1(-y))
+
+
+def _class_statistics(feats, labels, num_classes: int):
+  """Per-class mean and standard deviation (pure jnp, so ``init`` can be traced).
+
+  Classes absent from ``labels`` get the global statistics.
+  """
+  feats = jnp.asarray(feats, jnp.float32)
+  flat = feats.reshape(feats.shape[0], -1)
+  onehot = jax.nn.one_hot(jnp.asarray(labels), num_classes, dtype=jnp.float32)  # (N, C)
+  counts = onehot.sum(0)[:, None]
+  mean = onehot.T @ flat / jnp.maximum(counts, 1.0)
+  var = onehot.T @ jnp.square(flat) / jnp.maximum(counts, 1.0) - jnp.square(mean)
+  std = jnp.sqrt(jnp.maximum(var, 0.0)) + 1e-3
+  g_mean, g_std = flat.mean(0), flat.std(0) + 1e-3
+  mean = jnp.where(counts > 0, mean, g_mean)
+  std = jnp.where(counts > 1, std, g_std)
+  shape = (num_classes,) + feats.shape[1:]
+  return mean.reshape(shape), std.reshape(shape)
+
+
+# ----------------------------------------------------------------------------------
+# The objective (Algorithm 1)
+# ----------------------------------------------------------------------------------
+
+
+def _apply(setup: Setup, weights, constants, step, l: int, h):
+  """Segment ``l`` with its dropout key at this iteration (``None`` without dropout)."""
+  key = base.dropout_rng(constants, step)
+  rng = None if key is None else jax.random.fold_in(key, l)
+  return networks.apply_segment(setup.net, weights, l, h, rng)
+
+
+def constraints(setup: Setup, params, constants, batch):
+  """``(g, s, h0)``: the constraints of splits ``0..K-1`` (block 0 on the batch, block
+  ``l`` on its input samples), the input samples ``s`` of blocks ``1..K`` and block 0's
+  output on the batch."""
+  opts, k = setup.opts, len(setup.net.state_shapes)
+  w = params["primal"]["weights"]
+  protos = params["primal"]["aux"]["prototypes"]
+  noise = terms.noise_of(opts, setup.net, constants, batch.step)
+  h0 = _apply(setup, w, constants, batch.step, 0, batch.images)
+  g = [terms.first_constraint(opts, h0, protos[0], batch.labels)]
+  mix = terms.mix_of(opts, setup.net, constants, batch.step)
+  # the op order is part of the numerics (XLA's fusions, hence the gradient's rounding,
+  # follow it): without mixtures every sample is drawn first, with them block by block
+  s = (
+    [] if mix is not None else [terms.block_input(opts, p, e, None) for p, e in zip(protos, noise)]
+  )
+  for l in range(1, k + 1):
+    mix_l = None if mix is None else mix[l - 1]
+    if mix is not None:
+      s.append(terms.block_input(opts, protos[l - 1], noise[l - 1], mix_l))
+    if l < k:
+      out = _apply(setup, w, constants, batch.step, l, s[l - 1])
+      g.append(terms.block_constraint(opts, out, protos[l], setup.sample_labels, mix_l))
+  return g, s, h0
+
+
+def real_chain(setup: Setup, params, constants, batch, h0):
+  """``real_inputs="forward"``: block ``l >= 1`` also maps the real activation of split
+  ``l - 1`` into its label's band, and the last block classifies it. Each block's input
+  is detached (``stop_gradient``): a forward pass of the batch, no backward through
+  blocks. Returns the constraints of splits ``1..L-1`` and the real logits."""
+  k = len(setup.net.state_shapes)
+  protos = params["primal"]["aux"]["prototypes"]
+  h, g = h0, []
+  for l in range(1, k + 1):
+    h = _apply(
+      setup, params["primal"]["weights"], constants, batch.step, l, jax.lax.stop_gradient(h)
+    )
+    if l < k:
+      g.append(terms.block_constraint(setup.opts, h, protos[l], batch.labels, None))
+  return g, h
+
+
+def objective(setup: Setup, params, constants, batch):
+  """DistProp's Lagrangian on ``batch`` (package docstring) and its metrics."""
+  opts, k = setup.opts, len(setup.net.state_shapes)
+  g, s, h0 = constraints(setup, params, constants, batch)
+  lams = params["dual"]["multipliers"]
+  logits = _apply(setup, params["primal"]["weights"], constants, batch.step, k, s[-1])
+  mix = terms.mix_of(opts, setup.net, constants, batch.step)
+  loss = terms.last_loss(opts, logits, setup.sample_labels, None if mix is None else mix[-1])
+  rows = (terms.first_rows(opts, lams[0], batch.labels),) + tuple(
+    terms.block_rows(opts, lams[l], setup.sample_labels, None if mix is None else mix[l - 1])
+    for l in range(1, k)
+  )
+  all_g, value, metrics = tuple(g), loss, {}
+  if opts.real_inputs == "forward":
+    g_real, real_logits = real_chain(setup, params, constants, batch, h0)
+    real_loss = terms.last_loss(opts, real_logits, batch.labels, None)
+    value = loss + real_loss
+    # the real rows share their class's multiplier with the synthetic rows
+    all_g += tuple(g_real)
+    rows += tuple(terms.block_rows(opts, lams[l], batch.labels, None) for l in range(1, k))
+    metrics = {"real_loss": real_loss}
+    if g_real:
+      metrics["real_defect"] = jnp.mean(base.split_defects(g_real))
+  value = terms.lagrangian(opts, value, all_g, rows)
+  return value, {"loss": loss, "defect": base.split_defects(g), **metrics}
+
+
+def defects(setup: Setup, params, constants, batch):
+  """Each split's mean absolute defect on ``batch``."""
+  g, _, _ = constraints(setup, params, constants, batch)
+  return base.split_defects(g)
+
+
+def placement(opts: options.Options, params, constants) -> base.Placement:
+  """Every leaf replicated but ``lambda_0`` unless per class: a per-example table."""
+  where = base.replicated(params, constants)
+  if opts.multipliers != "class":
+    mults = list(where.params["dual"]["multipliers"])
+    mults[0] = base.ROWS
+    where.params["dual"]["multipliers"] = tuple(mults)
+  return where
+
+
+def primal_labels(primal):
+  """Learning-rate groups: ``weights``, ``aux`` (the means) and ``sigma`` (``rho``)."""
+  protos = tuple({"mu": "aux", "rho": "sigma"} for _ in primal["aux"]["prototypes"])
+  return {"weights": "weights", "aux": {"prototypes": protos}}

@@ -1,0 +1,255 @@
+r"""DistProp's equations, each written once: the draws, the constraint, each block's term.
+
+Paper: Section 3 and Algorithm 1 (the package docstring gives the whole Lagrangian).
+Blocks ``l = 0..K`` with splits ``0..K-1`` between them; the Gaussian of split ``l`` and
+class ``c`` has mean ``mu_l[c]`` and scale ``sigma_l[c]`` (:func:`scale`).
+
+* The draws: the noise ``eps_l`` (:func:`noise_draw`; Algorithm 1's ``eps_k`` with
+  ``noise="per_step"``, :func:`step_key`), the mixtures (:func:`mix_draw`), and block
+  ``l``'s input samples ``s_{l-1} = mu_{l-1} + eps_{l-1} sigma_{l-1}`` (:func:`block_input`).
+* The constraint, eq. 3: the z-score ``z = (h - mu[c]) / sigma[c]`` (:func:`z_score`)
+  shrunk by the margin, or the ``"l1"`` variant (:func:`constraint`).
+* The terms: block 0 on real data (:func:`first_constraint`, :func:`first_rows`), an
+  inner block on samples (:func:`block_constraint`, :func:`block_rows`; also an inner
+  block on the real chain), the last block's (soft-label) loss (:func:`last_loss`), and
+  eq. 1's Lagrangian, or the augmented one, of the constraints (:func:`lagrangian`).
+
+The sequential method (``sequential.py``) adds them up in one Lagrangian; the
+stage-parallel one (``stage_parallel.py``) evaluates each on the stage that owns it.
+
+Example (one class, one sample: ``mu = 1``, ``sigma = softplus(0) + 0.01``):
+  >>> import jax.numpy as jnp
+  >>> from lagrangian_jax.methods.distprop import options
+  >>> opts = options.Options("class", "sphere", 1.0, 1.0, 0, "soft", "fixed", 0.1, 0.01,
+  ...                        1, 0.0, 1.0, "none", 0.0, "own", "auto")
+  >>> proto = {"mu": jnp.ones((1, 2)), "rho": jnp.zeros((1, 2))}
+  >>> s = block_input(opts, proto, jnp.ones((1, 1, 2)), None)  # mu + 1 sigma
+  >>> [round(float(x), 4) for x in s[0]]
+  [1.7031, 1.7031]
+  >>> g = block_constraint(opts, s, proto, jnp.zeros((1,), int), None)  # z = 1: 1 - m
+  >>> [round(float(x), 4) for x in g[0]]
+  [0.9, 0.9]
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from lagrangian_jax import formulations
+from lagrangian_jax.methods import base
+from lagrangian_jax.methods.distprop.options import Options
+
+MIX_SALT = 0x6D6978  # folds the interpolation draws' key out of the noise key
+
+
+# ----------------------------------------------------------------------------------
+# The Gaussians and their samples (Section 3.1)
+# ----------------------------------------------------------------------------------
+
+
+def scale(proto, floor):
+  """``sigma = softplus(rho) + floor``: the Gaussians' scales (the floor keeps the
+  z-scores finite)."""
+  return jax.nn.softplus(proto["rho"]) + floor
+
+
+def sample(proto, noise, floor):
+  """``s = mu + eps * sigma`` (Algorithm 1's synthetic states): ``(S, C, *H)``."""
+  return proto["mu"][None] + noise * scale(proto, floor)[None]
+
+
+def flat(x):
+  """``(S, C, *H)`` -> ``(S * C, *H)`` rows, class fastest (:func:`sample_labels`)."""
+  return x.reshape((-1,) + x.shape[2:])
+
+
+def sample_labels(num_classes: int, samples: int):
+  """The class of each flat sample row: ``0, 1, .., C-1, 0, 1, ..`` (``S`` times)."""
+  return jnp.tile(jnp.arange(num_classes), samples)
+
+
+def mixed(x, t, partner):
+  """``(1 - t) x[c] + t x[partner]`` for class-indexed ``x`` of shape ``(C, *H)`` and
+  ``t``, ``partner`` of shape ``(S, C)``: ``(S * C, *H)`` rows, class fastest (the order
+  of the samples' labels)."""
+  tt = t.reshape(t.shape + (1,) * (x.ndim - 1))
+  return flat((1 - tt) * x[None] + tt * x[partner])
+
+
+def block_input(opts: Options, proto, eps, mix):
+  """Block ``l``'s input rows from split ``l - 1``'s Gaussians (``proto``, ``eps``):
+  ``s = mu[c] + eps * sigma[c]``, or with a mixture ``(t, partner)`` (``mix_fraction``)
+  ``s = mixed(mu) + eps * mixed(sigma)``, a Gaussian moved a share ``t`` of the way to
+  class ``partner``. ``(S * C, *H)``."""
+  if mix is None:
+    return flat(sample(proto, eps, opts.sigma_floor))
+  t, partner = mix
+  return mixed(proto["mu"], t, partner) + flat(eps) * mixed(
+    scale(proto, opts.sigma_floor), t, partner
+  )
+
+
+# ----------------------------------------------------------------------------------
+# The draws: fixed once, or a pure function of the seed and the step (Algorithm 1)
+# ----------------------------------------------------------------------------------
+
+
+def noise_draw(key, split, samples: int, num_classes: int, shape) -> jax.Array:
+  """Split ``split``'s ``eps``, ``(S, C, *shape)``: a pure function of ``(key, split)``."""
+  return jax.random.normal(
+    jax.random.fold_in(key, split), (samples, num_classes) + tuple(shape), jnp.float32
+  )
+
+
+def mix_draw(key, block, samples: int, num_classes: int, num_mixed: int):
+  """Block ``block``'s ``(t, partner)``, each ``(S, C)``: rows ``s < num_mixed``
+  interpolate towards class ``partner`` by ``t ~ U(0, 1/2)``, the others have ``t = 0``
+  (the class Gaussian). A pure function of ``(key, block)``: every stage of a
+  stage-parallel run draws its own blocks' alike."""
+  k_t, k_b = jax.random.split(jax.random.fold_in(key, block))
+  t = jax.random.uniform(k_t, (samples, num_classes), jnp.float32, 0.0, 0.5)
+  t = jnp.where(jnp.arange(samples)[:, None] < num_mixed, t, 0.0)
+  shift = jax.random.randint(k_b, (samples, num_classes), 1, max(num_classes, 2))
+  return t, (jnp.arange(num_classes)[None] + shift) % num_classes
+
+
+def step_key(constants, step):
+  """``noise="per_step"``: the key of iteration ``step``'s draws (Algorithm 1's
+  ``eps_k``), the same at both extragradient half-steps and on resume."""
+  return jax.random.fold_in(jax.random.wrap_key_data(constants["noise_key"]), step)
+
+
+def mixture_key(key):
+  """The mixtures' key, folded out of the noise key."""
+  return jax.random.fold_in(key, MIX_SALT)
+
+
+def split_noises(opts: Options, net, key) -> tuple:
+  """``eps_l`` of every split ``l = 0..K-1`` from one key."""
+  return tuple(
+    noise_draw(key, l, opts.samples_per_class, net.num_classes, shape)
+    for l, shape in enumerate(net.state_shapes)
+  )
+
+
+def block_mixes(opts: Options, net, key) -> tuple:
+  """The ``(t, partner)`` of every block ``l = 1..K`` from the mixtures' key."""
+  return tuple(
+    mix_draw(key, l, opts.samples_per_class, net.num_classes, opts.num_mixed)
+    for l in range(1, len(net.state_shapes) + 1)
+  )
+
+
+def initial_draws(opts: Options, net, key) -> dict:
+  """The draws' constants. ``noise="fixed"``: one snapshot of the noise (and mixtures)
+  drawn at initialisation (Section 3.1's "fixed snapshot"); ``"per_step"``: the key
+  (raw key data: checkpoints and the seed axis hold plain arrays)."""
+  if opts.noise != "fixed":
+    return {"noise_key": jax.random.key_data(key)}
+  constants = {"noise": split_noises(opts, net, key)}
+  if opts.num_mixed:
+    constants["mix"] = block_mixes(opts, net, mixture_key(key))
+  return constants
+
+
+def noise_of(opts: Options, net, constants, step) -> tuple:
+  """The ``eps_l`` of every split at iteration ``step``."""
+  if opts.noise == "fixed":
+    return constants["noise"]
+  return split_noises(opts, net, step_key(constants, step))
+
+
+def mix_of(opts: Options, net, constants, step):
+  """The ``(t, partner)`` of every block at iteration ``step``; None without mixtures."""
+  if not opts.num_mixed:
+    return None
+  if opts.noise == "fixed":
+    return constants["mix"]
+  return block_mixes(opts, net, mixture_key(step_key(constants, step)))
+
+
+# ----------------------------------------------------------------------------------
+# The constraint (eq. 3) and each block's term
+# ----------------------------------------------------------------------------------
+
+
+def target_rows(opts: Options, x, labels, mix):
+  """Each row's entry of the class-indexed ``x`` (means, scales, multipliers, one-hot
+  labels): ``x[labels]``, or for a mixture its target, the own class
+  (``mix_targets="own"``: the block snaps inputs between Gaussians back to their class)
+  or the same mixture of ``x`` (``"mixed"``: an affine relay)."""
+  if mix is None:
+    return x[labels]
+  t, partner = mix
+  return mixed(x, jnp.zeros_like(t) if opts.own_targets else t, partner)
+
+
+def z_score(h, mu, sigma):
+  """``z = (h - mu[c]) / sigma[c]`` for rows ``mu``, ``sigma`` of each ``h``'s target:
+  the argument of eq. 3."""
+  return (h - mu) / sigma
+
+
+def constraint(opts: Options, z, l1: bool = False):
+  """Eq. 3: ``shrink_m(z)``, the z-score made epsilon-insensitive with the margin ``m``
+  (soft or hard shrinkage, ``formulations.epsilon_insensitive``): zero in the band
+  ``|z| <= m``. ``l1``: one scalar per row, ``relu(mean_j |z_j| - m)`` (the ImageNet
+  experiment's L1 constraint, on the z-score so that the margin means the same)."""
+  if l1:
+    axes = tuple(range(1, z.ndim))
+    return jax.nn.relu(jnp.mean(jnp.abs(z), axis=axes) - opts.margin)
+  return formulations.epsilon_insensitive(z, opts.margin, opts.shrinkage)
+
+
+def first_constraint(opts: Options, h0, proto, labels):
+  """Block 0's term on real data (Algorithm 1's dataset projection):
+  ``g_0^{(i)} = shrink_m((f_0(x_i) - mu_0[y_i]) / sigma_0[y_i])`` (``"l1"``: its scalar
+  form)."""
+  z0 = z_score(h0, proto["mu"][labels], scale(proto, opts.sigma_floor)[labels])
+  return constraint(opts, z0, l1=opts.multipliers == "l1")
+
+
+def first_rows(opts: Options, lam0, labels):
+  """The multipliers of block 0's rows: their class's, or (a per-example table already
+  gathered to the batch) each example's own, at its natural scale."""
+  if opts.multipliers == "class":
+    return lam0[labels]
+  return formulations.per_example_rows(lam0)
+
+
+def block_constraint(opts: Options, out, proto, labels, mix):
+  """An inner block's term on its inputs (Algorithm 1's synthetic-state constraint):
+  ``g_l = shrink_m((f_l(s_{l-1}) - mu_l[c]) / sigma_l[c])`` with the target of each row
+  (:func:`target_rows`); also the real chain's ``f_l(h_{l-1})`` (``mix=None``)."""
+  mu = target_rows(opts, proto["mu"], labels, mix)
+  sigma = target_rows(opts, scale(proto, opts.sigma_floor), labels, mix)
+  return constraint(opts, z_score(out, mu, sigma))
+
+
+def block_rows(opts: Options, lam, labels, mix):
+  """The multipliers of an inner block's rows: their target's (a mixture's: the same
+  mixture of its two classes' multipliers)."""
+  return target_rows(opts, lam, labels, mix)
+
+
+def last_loss(opts: Options, logits, labels, mix):
+  r"""The last block's loss, :math:`\frac{1}{SC}\sum_{s,c}\ell(f_K(s_{K-1}^{(s,c)}), c)`:
+  softmax cross-entropy against each row's class, or a mixture's soft label (its
+  target's one-hot rows, :func:`target_rows`)."""
+  if mix is None:
+    return base.cross_entropy(logits, labels)
+  targets = target_rows(opts, jnp.eye(logits.shape[-1], dtype=jnp.float32), labels, mix)
+  return jnp.mean(optax.softmax_cross_entropy(logits.astype(jnp.float32), targets))
+
+
+def lagrangian(opts: Options, value, constraints, rows):
+  """Eq. 1's Lagrangian ``value + <rows, g>`` of the constraints, or the augmented one
+  (``+ c/2 |g|^2``, ``augmented_coefficient = c > 0``), with ``reduction="batch_mean"``:
+  means over the batch and over the ``S x C`` samples."""
+  if opts.augmented_coefficient > 0:
+    return formulations.augmented_lagrangian(
+      value, constraints, rows, penalty=opts.augmented_coefficient, reduction="batch_mean"
+    )
+  return formulations.lagrangian(value, constraints, rows, reduction="batch_mean")
