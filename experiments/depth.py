@@ -68,9 +68,11 @@ from absl import logging
 import jax.numpy as jnp
 import numpy as np
 
+from lagrangian_jax import checkpoints
 from lagrangian_jax import data as data_lib
 from lagrangian_jax import errors
 from lagrangian_jax import methods as methods_lib
+from lagrangian_jax import state as state_lib
 from lagrangian_jax import train
 from lagrangian_jax.methods import distprop
 
@@ -152,18 +154,24 @@ def diagnose(config, run_dir: str) -> dict:
   ``{name: {"mean": [per split], "per_seed": [[per split] per seed]}}`` for every name of
   ``distprop.DIAGNOSTICS``, plus ``real_accuracy`` / ``sample_accuracy`` (per seed and mean).
   """
-  exp = train.build_experiment(config)
-  ckpt = train._checkpoint_manager(run_dir, config)  # noqa: SLF001 (the loop's own layout)
-  state, step = train.restore_newest(ckpt, exp.initial_state, run_dir)
+  exp = state_lib.build_experiment(config)
+  ckpt = checkpoints.manager(run_dir, config)
+  state, step = checkpoints.restore_newest(ckpt, exp.initial_state, run_dir)
   if step is None:
     raise errors.TrainingError(f"{run_dir}: no checkpoint to diagnose")
   split = exp.dataset.validation
   images, labels = data_lib.get_batch(split, np.arange(len(split.labels)))
   fn = distprop.make_split_diagnostics(config, exp.net)
-  params, constants = train.iterate(state), state.constants
+  params, constants = state_lib.current_params(state), state.constants
   per_seed = []
   for k in range(len(exp.seeds)):
-    d = fn(train.unstack(params, k), train.unstack(constants, k), jnp.asarray(images), labels, step)
+    d = fn(
+      state_lib.unstack(params, k),
+      state_lib.unstack(constants, k),
+      jnp.asarray(images),
+      labels,
+      step,
+    )
     per_seed.append({name: np.asarray(v, np.float64) for name, v in d.items()})
   out = {}
   for name in (*distprop.DIAGNOSTICS, "real_accuracy", "sample_accuracy"):
