@@ -211,7 +211,7 @@ def build_experiment(
     method, tx, shapes.params, shapes.constants, keep_average=config.average_decay > 0
   )
   seeds = tuple(range(config.seed, config.seed + config.num_seeds))
-  state, shardings = initial_state(config, dataset, shapes, mesh, seeds, placement)
+  state, shardings = create_state(config, dataset, shapes, mesh, seeds, placement)
   batch_shardings = sharding.batch_shardings(mesh)
   train_step = jax.jit(
     jax.vmap(step_lib.make_train_step(method, tx, placement.tables, config.average_decay)),
@@ -236,7 +236,7 @@ def build_experiment(
   )
 
 
-def initial_state(config, dataset, shapes: AbstractState, mesh, seeds, placement):
+def create_state(config, dataset, shapes: AbstractState, mesh, seeds, placement):
   """``(state, shardings)``: every seed's fresh :class:`TrainState`, created sharded."""
   params, constants = init_params(config, dataset, shapes.method, mesh, seeds, placement)
   tx = shapes.tx

@@ -70,9 +70,10 @@ def _diverged(done: int, what: str, last_good: int, workdir: str) -> errors.Trai
   )
 
 
-def _start(config, workdir: str, ckpt, exp, feed) -> tuple:
-  """``(state, first step)``: the newest checkpoint's, or the fresh state's at 0; the
-  metrics of steps past a restored checkpoint (or of an old run) are dropped."""
+def _restore_or_start(config, workdir: str, ckpt, exp, feed) -> tuple:
+  """``(state, first step)``: the newest checkpoint's, or the fresh state's at 0. The
+  metrics past a restored checkpoint (or all of an old run's) are dropped and the config
+  is written to ``config.json``."""
   state, start = checkpoints.restore_newest(ckpt, exp.initial_state, workdir, feed)
   if start is not None and start > config.num_steps:
     raise errors.TrainingError(
@@ -153,7 +154,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   evals = evaluators.from_config(exp)
   ckpt = checkpoints.manager(workdir, config)
   feed = feed_lib.InputFeed(exp)
-  state, start = _start(config, workdir, ckpt, exp, feed)
+  state, start = _restore_or_start(config, workdir, ckpt, exp, feed)
   chief, total = jax.process_index() == 0, config.num_steps
   writer = reporting.MetricsWriter(os.path.join(workdir, "metrics.jsonl"), enabled=chief)
   try:
