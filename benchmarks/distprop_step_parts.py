@@ -30,7 +30,8 @@ import jax.numpy as jnp  # noqa: E402
 from configs import deep_mlp_backprop  # noqa: E402
 from configs import deep_mlp_distprop  # noqa: E402
 from experiments import common  # noqa: E402
-from lagrangian_jax import train  # noqa: E402
+from lagrangian_jax import state as state_lib  # noqa: E402
+from lagrangian_jax.data import feed as feed_lib  # noqa: E402
 from lagrangian_jax.methods.distprop import terms  # noqa: E402
 
 
@@ -81,11 +82,11 @@ def main(argv=None):
       config = module.get_config()
       config.network.depth, config.batch_size = args.depth, args.batch_size
       config.progress_bar = False
-      exps[label] = train.build_experiment(
+      exps[label] = state_lib.build_experiment(
         common.apply_overrides(config, common.parse_settings(sets))
       )
       states[label] = exps[label].initial_state
-      batches[label] = [train.make_batch(exps[label], k) for k in range(args.steps)]
+      batches[label] = [feed_lib.make_batch(exps[label], k) for k in range(args.steps)]
       run(label)
   finally:
     terms.mixed = library_mixed

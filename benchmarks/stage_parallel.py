@@ -123,7 +123,8 @@ from configs import deep_mlp_distprop  # noqa: E402
 from experiments import common  # noqa: E402
 from lagrangian_jax import errors  # noqa: E402
 from lagrangian_jax import hlo  # noqa: E402
-from lagrangian_jax import train  # noqa: E402
+from lagrangian_jax import state as state_lib  # noqa: E402
+from lagrangian_jax.data import feed as feed_lib  # noqa: E402
 from lagrangian_jax.methods import distprop  # noqa: E402
 
 
@@ -149,9 +150,9 @@ def _local_mesh():
 class Variant:
   def __init__(self, label, config, dataset, local=False):
     self.label = label
-    self.exp = train.build_experiment(config, dataset, _local_mesh() if local else None)
+    self.exp = state_lib.build_experiment(config, dataset, _local_mesh() if local else None)
     self.state = self.exp.initial_state
-    self.batches = [train.make_batch(self.exp, k) for k in range(ARGS.steps)]
+    self.batches = [feed_lib.make_batch(self.exp, k) for k in range(ARGS.steps)]
     self.run()  # compile
 
   def run(self) -> float:
@@ -170,8 +171,8 @@ class Variant:
     if batch_size is not None:
       config = exp.config.copy_and_resolve_references()
       config.batch_size = batch_size
-      exp = train.build_experiment(config, exp.dataset)
-    batch = train.make_batch(exp, 0)
+      exp = state_lib.build_experiment(config, exp.dataset)
+    batch = feed_lib.make_batch(exp, 0)
     return exp.train_step.lower(exp.initial_state, batch).compile().as_text()
 
 

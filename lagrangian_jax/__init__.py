@@ -1,8 +1,9 @@
 """lagrangian_jax: saddle-point solvers and Lagrangian training of neural networks in JAX.
 
 The public API, one screen: formulations, solvers and optimizer aliases. They import no
-training code; the training system lives in ``lagrangian_jax.train`` (with
-``networks``, ``methods``, ``data``) and is launched by ``python -m experiments.main``.
+training code; the training system (``train``: the loop; ``state``, ``sharding``,
+``evaluators``, ``checkpoints``, ``networks``, ``methods``, ``data``) is launched by
+``python -m experiments.main``.
 """
 
 from lagrangian_jax.formulations import augmented_lagrangian

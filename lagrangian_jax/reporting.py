@@ -6,7 +6,14 @@ import json
 import os
 import sys
 
+import jax
 import tqdm
+
+
+def say(line: str) -> None:
+  """A warning or progress line on stderr, from process 0 only (one line per run)."""
+  if jax.process_index() == 0:
+    print(line, file=sys.stderr, flush=True)
 
 
 class MetricsWriter:

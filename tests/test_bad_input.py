@@ -8,7 +8,7 @@ import pytest
 
 from lagrangian_jax import data as data_lib
 from lagrangian_jax import errors
-from lagrangian_jax import train
+from lagrangian_jax import state as state_lib
 from tests.conftest import ROOT
 from tests.conftest import apply_overrides
 from tests.conftest import shrunken_config
@@ -35,7 +35,7 @@ from tests.conftest import shrunken_config
 def test_bad_config_values_name_the_key(overrides, needle):
   config = apply_overrides(shrunken_config("distprop"), overrides)
   with pytest.raises(errors.ConfigError) as e:
-    train.build_experiment(config)
+    state_lib.build_experiment(config)
   message = str(e.value)
   assert needle in message, message
   assert "\n" not in message
@@ -45,7 +45,7 @@ def test_unknown_data_set_names_it():
   config = shrunken_config("distprop")
   config.data.name = "mnist_9000"
   with pytest.raises(data_lib.DataError, match="mnist_9000"):
-    train.build_experiment(config)
+    state_lib.build_experiment(config)
 
 
 def test_missing_data_directory_names_the_path(tmp_path):
@@ -53,7 +53,7 @@ def test_missing_data_directory_names_the_path(tmp_path):
   config.data.name = "idx"
   config.data.data_dir = str(tmp_path / "nowhere")
   with pytest.raises(data_lib.DataError, match="nowhere"):
-    train.build_experiment(config)
+    state_lib.build_experiment(config)
 
 
 def _launch(*args, timeout=300):

@@ -20,8 +20,9 @@ import pytest
 from lagrangian_jax import errors
 from lagrangian_jax import optimizers
 from lagrangian_jax import solvers
-from lagrangian_jax import train
+from lagrangian_jax import state as state_lib
 from lagrangian_jax.data import fake_tfds
+from lagrangian_jax.data import feed as feed_lib
 from tests.conftest import ROOT
 from tests.conftest import shrunken_config
 
@@ -48,8 +49,8 @@ def _grain_config(data_dir, **overrides):
 
 
 def _batches(config, steps=3):
-  exp = train.build_experiment(config)
-  feed = train.InputFeed(exp)
+  exp = state_lib.build_experiment(config)
+  feed = feed_lib.InputFeed(exp)
   return [jax.device_get(tuple(feed.batch(s))) for s in range(steps)]
 
 
@@ -87,12 +88,12 @@ def test_grain_batches_are_the_memory_batches_and_do_not_depend_on_workers(fake_
 )
 def test_bad_pipeline_and_schedule_keys_are_named(overrides, key):
   with pytest.raises(errors.ConfigError, match=f"config.{key}"):
-    train.build_experiment(shrunken_config("backprop", **overrides))
+    state_lib.build_experiment(shrunken_config("backprop", **overrides))
 
 
 def test_grain_needs_a_tfds_data_set():
   with pytest.raises(errors.ConfigError, match="config.data.pipeline: 'grain' reads tfds"):
-    train.build_experiment(shrunken_config("backprop", **{"data.pipeline": "grain"}))
+    state_lib.build_experiment(shrunken_config("backprop", **{"data.pipeline": "grain"}))
 
 
 @pytest.mark.parametrize("solver", ["extragradient", "descent"])  # 2 / 1 optax counts per step

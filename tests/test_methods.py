@@ -8,7 +8,8 @@ import pytest
 from lagrangian_jax import methods
 from lagrangian_jax import networks
 from lagrangian_jax import rows as rows_lib
-from lagrangian_jax import train
+from lagrangian_jax import state as state_lib
+from lagrangian_jax.data import feed as feed_lib
 from lagrangian_jax.methods import base
 from tests.conftest import shrunken_config
 
@@ -67,19 +68,22 @@ def test_a_step_changes_only_the_batch_rows_of_tables(method, multipliers):
   config = shrunken_config(method)
   if multipliers:
     config.distprop.multipliers = multipliers
-  exp = train.build_experiment(config)
+  exp = state_lib.build_experiment(config)
   # Take a few steps first so accumulators and multipliers are not at their init value.
   state = exp.initial_state
   for step in range(3):
-    state, _ = exp.train_step(state, train.make_batch(exp, step))
-  before = jax.tree.map(np.array, train.unstack(state))
-  batch = train.make_batch(exp, 3)
+    state, _ = exp.train_step(state, feed_lib.make_batch(exp, step))
+  before = jax.tree.map(np.array, state_lib.unstack(state))
+  batch = feed_lib.make_batch(exp, 3)
   after, _ = exp.train_step(state, batch)
-  after = jax.tree.map(np.array, train.unstack(after))
+  after = jax.tree.map(np.array, state_lib.unstack(after))
   rows = np.asarray(batch.indices[0])
   others = np.setdiff1d(np.arange(len(exp.dataset.train.labels)), rows)
   changed = {"params": 0, "opt_state": 0}
-  for name, flags in (("params", exp.tables.params), ("opt_state", exp.tables.opt_state)):
+  for name, flags in (
+    ("params", exp.placement.tables.params),
+    ("opt_state", exp.placement.tables.opt_state),
+  ):
     leaves_b = jax.tree.leaves(getattr(before, name))
     leaves_a = jax.tree.leaves(getattr(after, name))
     for b, a, is_table in zip(leaves_b, leaves_a, flags):
@@ -87,19 +91,23 @@ def test_a_step_changes_only_the_batch_rows_of_tables(method, multipliers):
         np.testing.assert_array_equal(a[others], b[others])
         changed[name] += int(np.any(a[rows] != b[rows]))
   # every parameter table moved on the batch rows (extraprop: states and multipliers)
-  assert changed["params"] == sum(exp.tables.params) == (2 if method == "extraprop" else 1)
+  assert (
+    changed["params"] == sum(exp.placement.tables.params) == (2 if method == "extraprop" else 1)
+  )
   # the optimizer mirrors rows too (accumulators; the extragradient anchor is reset to 0)
-  assert changed["opt_state"] >= 1 and sum(exp.tables.opt_state) > sum(exp.tables.params)
+  assert changed["opt_state"] >= 1 and sum(exp.placement.tables.opt_state) > sum(
+    exp.placement.tables.params
+  )
 
 
 def test_extraprop_states_start_at_a_valid_forward_pass():
   config = shrunken_config("extraprop")
-  exp = train.build_experiment(config)
+  exp = state_lib.build_experiment(config)
   idx = np.arange(100)
   images, labels = exp.dataset.train.images[idx], exp.dataset.train.labels[idx]
-  state = train.unstack(exp.initial_state)
+  state = state_lib.unstack(exp.initial_state)
   d = exp.method.defects(
-    rows_lib.gather(state.params, exp.tables.params, idx),
+    rows_lib.gather(state.params, exp.placement.tables.params, idx),
     state.constants,
     base.Batch(images, labels, idx),
   )
@@ -109,18 +117,18 @@ def test_extraprop_states_start_at_a_valid_forward_pass():
 def test_distprop_noise_is_fixed_and_sigma_has_a_floor():
   config = shrunken_config("distprop")
   config.distprop.sigma_floor = 0.05
-  exp = train.build_experiment(config)
+  exp = state_lib.build_experiment(config)
   state = exp.initial_state
   noise = np.asarray(state.constants["noise"][0])
-  one = train.unstack(state)
-  batch = train.unstack(train.make_batch(exp, 0))
+  one = state_lib.unstack(state)
+  batch = state_lib.unstack(feed_lib.make_batch(exp, 0))
   v1, _ = exp.method.objective(one.params, one.constants, batch)
   v2, _ = exp.method.objective(one.params, one.constants, batch)
   assert float(v1) == float(v2)  # no fresh noise between evaluations
   for step in range(5):
-    state, _ = exp.train_step(state, train.make_batch(exp, step))
+    state, _ = exp.train_step(state, feed_lib.make_batch(exp, step))
   np.testing.assert_array_equal(np.asarray(state.constants["noise"][0]), noise)
-  rho = train.unstack(state).params["primal"]["aux"]["prototypes"][0]["rho"]
+  rho = state_lib.unstack(state).params["primal"]["aux"]["prototypes"][0]["rho"]
   rho = rho.at[0].set(-1e4)  # softplus underflows to 0
   sigma = jax.nn.softplus(rho) + 0.05
   assert float(jnp.min(sigma)) >= 0.05
@@ -129,10 +137,10 @@ def test_distprop_noise_is_fixed_and_sigma_has_a_floor():
 def test_distprop_per_step_noise_is_a_function_of_the_step():
   """Algorithm 1's eps_k: the same at both half-steps (same batch.step), new each step."""
   config = shrunken_config("distprop", **{"distprop.noise": "per_step"})
-  exp = train.build_experiment(config)
-  one = train.unstack(exp.initial_state)
+  exp = state_lib.build_experiment(config)
+  one = state_lib.unstack(exp.initial_state)
   assert "noise" not in one.constants
-  b0, b1 = (train.unstack(train.make_batch(exp, k)) for k in (0, 1))
+  b0, b1 = (state_lib.unstack(feed_lib.make_batch(exp, k)) for k in (0, 1))
   same_batch_other_step = b0._replace(step=b1.step)
   v0, _ = exp.method.objective(one.params, one.constants, b0)
   assert float(v0) == float(exp.method.objective(one.params, one.constants, b0)[0])

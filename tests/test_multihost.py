@@ -213,35 +213,35 @@ READS = textwrap.dedent("""
     import numpy as np
     port, pid = sys.argv[1], int(sys.argv[2])
     jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=pid)
-    from lagrangian_jax import train
+    from lagrangian_jax import data as data_lib, evaluators, state as state_lib
+    from lagrangian_jax.data import feed as feed_lib
     from tests.conftest import shrunken_config
 
     reads = []
-    get_batch = train.data_lib.get_batch
+    get_batch = data_lib.get_batch
     def recording(split, idx):
       reads.append((split, np.asarray(idx).reshape(-1)))
       return get_batch(split, idx)
-    train.data_lib.get_batch = recording
+    data_lib.get_batch = recording
 
     config = shrunken_config("extraprop", batch_size=50, eval_batch_size=250)
     config.mesh.num_devices = -1
-    exp = train.build_experiment(config)
+    exp = state_lib.build_experiment(config)
     train_rows = lambda: np.concatenate([i for s, i in reads if s is exp.dataset.train])
     n = len(exp.dataset.train.labels)  # 1000 rows, 500 per process
     # the tables' initial rows (a forward pass): only this process's half of the rows
     assert sorted(train_rows()) == list(range(500 * pid, 500 * pid + 500)), pid
-    for leaf, flag in zip(jax.tree.leaves(exp.initial_state.params), exp.tables.params):
+    for leaf, flag in zip(jax.tree.leaves(exp.initial_state.params), exp.placement.tables.params):
       if flag:
         (shard,) = leaf.addressable_shards
         assert shard.data.shape[1] == leaf.shape[1] // 2 == 500, (leaf.shape, shard.data.shape)
     reads.clear()
-    batch = train.make_batch(exp, 3)
+    batch = feed_lib.make_batch(exp, 3)
     idx = np.asarray(batch.indices.addressable_shards[0].data).reshape(-1)
     assert sorted(train_rows()) == sorted(idx) and len(idx) == 25
     state, metrics = exp.train_step(exp.initial_state, batch)
     reads.clear()
-    fns = train.make_eval_fns(exp.net, exp.method, exp.tables, exp.mesh)
-    record = train.evaluation_record(exp, state, 1, fns)
+    record = evaluators.evaluation_record(evaluators.from_config(exp), state, 1)
     test = np.concatenate([i for s, i in reads if s is exp.dataset.test])
     assert len(test) == 500 and len(set(test)) == 500, len(test)  # half of every batch
     print("OK", pid, record["test_accuracy"], flush=True)

@@ -9,7 +9,8 @@ import pytest
 from lagrangian_jax import methods
 from lagrangian_jax import rows as rows_lib
 from lagrangian_jax import solvers
-from lagrangian_jax import train
+from lagrangian_jax import state as state_lib
+from lagrangian_jax.data import feed as feed_lib
 from lagrangian_jax.methods import base
 from tests.conftest import shrunken_config
 
@@ -21,10 +22,10 @@ CONSTRAINED = [
 
 
 def _run(config, steps):
-  exp = train.build_experiment(config)
+  exp = state_lib.build_experiment(config)
   state = exp.initial_state
   for step in range(steps):
-    state, _ = exp.train_step(state, train.make_batch(exp, step))
+    state, _ = exp.train_step(state, feed_lib.make_batch(exp, step))
   return exp, state
 
 
@@ -35,7 +36,7 @@ def test_seed_k_of_a_vmapped_run_equals_a_run_of_seed_k(method):
   assert jax.tree.leaves(stacked.params)[0].shape[0] == 3
   for k in (0, 2):
     _, alone = _run(shrunken_config(method, seed=4 + k), 5)
-    for a, b in zip(jax.tree.leaves(train.unstack(stacked, k)), jax.tree.leaves(alone)):
+    for a, b in zip(jax.tree.leaves(state_lib.unstack(stacked, k)), jax.tree.leaves(alone)):
       np.testing.assert_allclose(np.asarray(a), np.asarray(b)[0], rtol=1e-5, atol=1e-6)
   # different seeds: different initialisation, noise and batches
   w = stacked.params["primal"]["weights"][0]["Dense_0"]["kernel"]
@@ -43,10 +44,10 @@ def test_seed_k_of_a_vmapped_run_equals_a_run_of_seed_k(method):
 
 
 def test_vmapped_seeds_compile_once():
-  exp = train.build_experiment(shrunken_config("distprop", num_seeds=2))
+  exp = state_lib.build_experiment(shrunken_config("distprop", num_seeds=2))
   state = exp.initial_state
   for step in range(3):
-    state, _ = exp.train_step(state, train.make_batch(exp, step))
+    state, _ = exp.train_step(state, feed_lib.make_batch(exp, step))
   assert exp.train_step._cache_size() == 1
 
 
@@ -61,26 +62,26 @@ def test_a_rows_gradient_and_step_do_not_depend_on_the_batch_size(method, multip
   config.grad_clip = 0.0
   # a few epochs first: at initialisation every defect and multiplier is 0
   exp, state = _run(config, 25)
-  state = train.unstack(state)
+  state = state_lib.unstack(state)
   tx = exp.tx
   grads_of, steps_of = {}, {}
   for size in (4, 64):
     idx = np.arange(size)
     images, labels = exp.dataset.train.images[idx], exp.dataset.train.labels[idx]
     batch = base.Batch(jnp.asarray(images), jnp.asarray(labels), jnp.asarray(idx))
-    params = rows_lib.gather(state.params, exp.tables.params, idx)
-    opt = rows_lib.gather(state.opt_state, exp.tables.opt_state, idx)
+    params = rows_lib.gather(state.params, exp.placement.tables.params, idx)
+    opt = rows_lib.gather(state.opt_state, exp.placement.tables.opt_state, idx)
 
     def grad_fn(p, batch=batch):
       return jax.grad(lambda q: exp.method.objective(q, state.constants, batch)[0])(p)
 
     new, _ = solvers.solver_step(tx, grad_fn, params, opt)
-    flags = exp.tables.params
+    flags = exp.placement.tables.params
     grads_of[size] = [g[0] for g, f in zip(jax.tree.leaves(grad_fn(params)), flags) if f]
     steps_of[size] = [
       n[0] - p[0] for n, p, f in zip(jax.tree.leaves(new), jax.tree.leaves(params), flags) if f
     ]
-  assert len(grads_of[4]) == sum(exp.tables.params) > 0
+  assert len(grads_of[4]) == sum(exp.placement.tables.params) > 0
   for a, b in zip(grads_of[4], grads_of[64]):
     assert float(jnp.max(jnp.abs(a))) > 0
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
@@ -104,16 +105,16 @@ def test_every_table_and_weight_group_moves_in_20_steps(method):
     method,
     **{"data.max_train_examples": 250, "learning_rates.weights": 0.03, "learning_rates.dual": 0.05},
   )
-  exp = train.build_experiment(config)
-  before = train.unstack(exp.initial_state).params
+  exp = state_lib.build_experiment(config)
+  before = state_lib.unstack(exp.initial_state).params
   touched = np.unique(
-    np.concatenate([np.asarray(train.make_batch(exp, s).indices[0]) for s in range(20)])
+    np.concatenate([np.asarray(feed_lib.make_batch(exp, s).indices[0]) for s in range(20)])
   )
   _, state = _run(config, 20)
-  after = train.unstack(state).params
+  after = state_lib.unstack(state).params
   moved = {}
   leaves = jax.tree_util.tree_leaves_with_path(before)
-  for (path, b), a, is_table in zip(leaves, jax.tree.leaves(after), exp.tables.params):
+  for (path, b), a, is_table in zip(leaves, jax.tree.leaves(after), exp.placement.tables.params):
     b, a = np.asarray(b), np.asarray(a)
     if is_table:  # only the rows the 20 batches visited can move
       b, a = b[touched], a[touched]
@@ -130,8 +131,8 @@ def test_distprops_default_clip_bounds_the_step(clip):
   same step (both scaled to the clip's norm); without a clip they do not."""
   config = shrunken_config("distprop", grad_clip=clip)
   assert shrunken_config("distprop").grad_clip == 30.0  # the default's value reaches the step
-  exp = train.build_experiment(config)
-  state = train.unstack(exp.initial_state)
+  exp = state_lib.build_experiment(config)
+  state = state_lib.unstack(exp.initial_state)
   ones = jax.tree.map(jnp.ones_like, state.params)
   unit = 1.0 / float(optax.global_norm(ones))
   steps = []

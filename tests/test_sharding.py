@@ -17,16 +17,17 @@ SCRIPT = textwrap.dedent("""
     import jax, numpy as np
     assert jax.device_count() == 8, jax.devices()
     from tests.conftest import shrunken_config
-    from lagrangian_jax import train
+    from lagrangian_jax import state as state_lib
+    from lagrangian_jax.data import feed as feed_lib
 
     def run(method, devices, **overrides):
       config = shrunken_config(method, **overrides)
       config.batch_size = 64
       config.mesh.num_devices = devices
-      exp = train.build_experiment(config)
+      exp = state_lib.build_experiment(config)
       state = exp.initial_state
       for step in range(4):
-        state, metrics = exp.train_step(state, train.make_batch(exp, step))
+        state, metrics = exp.train_step(state, feed_lib.make_batch(exp, step))
       return exp, state, jax.device_get(metrics)
 
     for method, extra in [("extraprop", {}), ("distprop", {"distprop.multipliers": "example"}),
@@ -34,12 +35,12 @@ SCRIPT = textwrap.dedent("""
       exp8, s8, m8 = run(method, 8, **extra)
       _, s1, m1 = run(method, 1, **extra)
       # tables are really split by rows over the 8 devices, the batch too
-      for leaf, is_table in zip(jax.tree.leaves(s8.params), exp8.tables.params):
+      for leaf, is_table in zip(jax.tree.leaves(s8.params), exp8.placement.tables.params):
         if is_table:
           assert leaf.sharding.spec == jax.P(None, "data"), leaf.sharding  # (seed, row, ...)
           assert len(leaf.addressable_shards) == 8
           assert leaf.addressable_shards[0].data.shape[1] * 8 == leaf.shape[1]
-      batch = train.make_batch(exp8, 0)
+      batch = feed_lib.make_batch(exp8, 0)
       assert len({s.device for s in batch.images.addressable_shards}) == 8
       s8, s1 = jax.device_get(s8), jax.device_get(s1)
       for a, b in zip(jax.tree.leaves(s8), jax.tree.leaves(s1)):

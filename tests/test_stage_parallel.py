@@ -17,7 +17,9 @@ import pytest
 
 from lagrangian_jax import errors
 from lagrangian_jax import networks
-from lagrangian_jax import train
+from lagrangian_jax import sharding
+from lagrangian_jax import state as state_lib
+from lagrangian_jax.data import feed as feed_lib
 from lagrangian_jax.methods import distprop
 from lagrangian_jax.methods.distprop import layout as layout_lib
 from tests.conftest import ROOT
@@ -42,10 +44,10 @@ def deep(stage=1, data=1, solver="", noise="per_step", mix=0.5, layout="auto"):
 
 
 def run(config, steps):
-  exp = train.build_experiment(config)
+  exp = state_lib.build_experiment(config)
   state = exp.initial_state
   for k in range(steps):
-    state, metrics = exp.train_step(state, train.make_batch(exp, k))
+    state, metrics = exp.train_step(state, feed_lib.make_batch(exp, k))
   return exp, jax.device_get(state), jax.device_get(metrics)
 
 
@@ -133,9 +135,9 @@ def test_layouts_refuse_what_they_cannot_place():
 def test_mesh_shape_names_the_key(mesh, message):
   config = ml_collections.ConfigDict({"mesh": mesh})
   with pytest.raises(errors.ConfigError, match=re.escape(message)):
-    train.mesh_shape(config, 8)
+    sharding.mesh_shape(config, 8)
   fixed = ml_collections.ConfigDict({"mesh": {"num_devices": -1, "data": -1, "stage": 2}})
-  assert train.mesh_shape(fixed, 8) == (4, 2)
+  assert sharding.mesh_shape(fixed, 8) == (4, 2)
 
 
 def test_layout_round_trip_is_exact():
@@ -179,11 +181,11 @@ def test_unsupported_options_name_their_key():
   with pytest.raises(errors.ConfigError, match="config.distprop.multipliers: stage-parallel"):
     config = deep(layout="stacked")
     config.distprop.multipliers = "example"
-    train.build_experiment(config)
+    state_lib.build_experiment(config)
   with pytest.raises(errors.ConfigError, match="config.distprop.real_inputs: stage-parallel"):
     config = deep(layout="stacked")
     config.distprop.real_inputs = "forward"
-    train.build_experiment(config)
+    state_lib.build_experiment(config)
 
 
 def _plain_norm(params):  # squared, in float64
@@ -263,14 +265,15 @@ MESHES = textwrap.dedent("""
 
 HLO = textwrap.dedent("""
     import jax
-    from lagrangian_jax import hlo, train
+    from lagrangian_jax import hlo, state as state_lib
+    from lagrangian_jax.data import feed as feed_lib
     from tests.test_stage_parallel import deep
 
     def compiled(batch_size, stages=4):
       config = deep(stages, 8 // stages)
       config.batch_size = batch_size
-      exp = train.build_experiment(config)
-      return exp.train_step.lower(exp.initial_state, train.make_batch(exp, 0)).compile().as_text()
+      exp = state_lib.build_experiment(config)
+      return exp.train_step.lower(exp.initial_state, feed_lib.make_batch(exp, 0)).compile().as_text()
 
     small, large = hlo.collectives(compiled(32)), hlo.collectives(compiled(256))
     assert sorted(small) == sorted(large), (small, large)  # nothing grows with the batch

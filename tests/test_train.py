@@ -6,8 +6,11 @@ import os
 import numpy as np
 import pytest
 
+from lagrangian_jax import evaluators
 from lagrangian_jax import methods
+from lagrangian_jax import state as state_lib
 from lagrangian_jax import train
+from lagrangian_jax.data import feed as feed_lib
 from tests.conftest import ROOT
 from tests.conftest import shrunken_config
 
@@ -74,14 +77,14 @@ def test_evaluation_is_the_real_forward_pass(tmp_path):
   from lagrangian_jax import networks
 
   config = shrunken_config("distprop", num_steps=20, eval_every=20, checkpoint_every=20)
-  exp = train.build_experiment(config)
+  exp = state_lib.build_experiment(config)
   state = exp.initial_state
   for step in range(20):
-    state, _ = exp.train_step(state, train.make_batch(exp, step))
-  accuracy_fn, _, _ = train.make_eval_fns(exp.net, exp.method, exp.tables)
-  weights = train.iterate(state)["primal"]["weights"]
-  got = float(train.evaluate(exp.dataset.test, weights, accuracy_fn, 250)["accuracy"][0])
-  weights = train.unstack(weights)  # the only seed
+    state, _ = exp.train_step(state, feed_lib.make_batch(exp, step))
+  accuracy_fn = evaluators.accuracy_totals(exp.net, exp.method)
+  weights = state_lib.current_params(state)["primal"]["weights"]
+  got = float(evaluators.evaluate(exp.dataset.test, weights, accuracy_fn, 250)["accuracy"][0])
+  weights = state_lib.unstack(weights)  # the only seed
   h = exp.dataset.test.images
   for i in range(len(exp.net.segments)):
     h = networks.apply_segment(exp.net, weights, i, h)

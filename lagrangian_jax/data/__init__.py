@@ -22,9 +22,11 @@ Sources (all local; nothing here ever downloads):
 Every split is a :class:`Split` of normalised float32 NHWC images and int32
 labels. Training batches come from :func:`batch_indices`, a pure function of
 ``(num_examples, batch_size, step, seed)``, so a resumed run sees exactly the
-batches it would have seen without the interruption. Evaluation uses
-:func:`iterate_eval`, which pads the last batch and returns a mask so a jitted
-eval step compiles once.
+batches it would have seen without the interruption. The training loop's
+evaluation walks a split in order without padding (``feed.eval_batches``: the
+shorter last batch is held whole by every device, so per-batch means stay
+unbiased); :func:`iterate_eval` gives fixed-size batches, the last zero-padded
+with a mask, for a caller that wants one compiled shape.
 
 Example::
 
@@ -38,7 +40,9 @@ Modules: :mod:`~lagrangian_jax.data.base` (shared types and helpers),
 :mod:`~lagrangian_jax.data.in_memory` (mnist_5k, IDX, Fashion-MNIST),
 :mod:`~lagrangian_jax.data.tfds_source` (TFDS, ImageNet),
 :mod:`~lagrangian_jax.data.loading` (:func:`load_dataset`) and
-:mod:`~lagrangian_jax.data.batching`. Import from this package, not from them.
+:mod:`~lagrangian_jax.data.batching`. Import from this package, not from them;
+:mod:`~lagrangian_jax.data.feed` (global arrays on the mesh for the loop) is imported
+on its own.
 """
 
 from __future__ import annotations

@@ -15,7 +15,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments import table1
-from lagrangian_jax import train
+from lagrangian_jax import checkpoints
+from lagrangian_jax import state as state_lib
+from lagrangian_jax.data import feed as feed_lib
 
 c = table1.entry_config(
   "distprop",
@@ -26,17 +28,17 @@ c = table1.entry_config(
   batch_size=128,
   eval_every=100,
 )
-exp = train.build_experiment(c)
-ckpt = train._checkpoint_manager("/tmp/dp400", c)
-state, step = train.restore_newest(ckpt, exp.initial_state, "/tmp/dp400")
+exp = state_lib.build_experiment(c)
+ckpt = checkpoints.manager("/tmp/dp400", c)
+state, step = checkpoints.restore_newest(ckpt, exp.initial_state, "/tmp/dp400")
 print("step", step)
 norms = []
 for s in range(400, 440):
-  b = train.make_batch(exp, s)
+  b = feed_lib.make_batch(exp, s)
   per = []
   for k in range(5):
-    p = train.unstack(state.params, k)
-    cst = train.unstack(state.constants, k)
+    p = state_lib.unstack(state.params, k)
+    cst = state_lib.unstack(state.constants, k)
     bk = jax.tree.map(lambda x, k=k: x[k], b)
     g = jax.grad(lambda q, cst=cst, bk=bk: exp.method.objective(q, cst, bk)[0])(p)
     per.append([float(jnp.linalg.norm(x)) for x in jax.tree.leaves(g)])

@@ -12,7 +12,9 @@ import numpy as np
 
 from experiments import common
 from experiments import table1
-from lagrangian_jax import train
+from lagrangian_jax import evaluators
+from lagrangian_jax import state as state_lib
+from lagrangian_jax.data import feed as feed_lib
 
 seed, steps = int(sys.argv[1]), int(sys.argv[2])
 over = common.parse_settings(sys.argv[3:])
@@ -20,8 +22,8 @@ c = table1.entry_config(
   "distprop", over, dataset="mnist_5k", seeds=1, steps=steps, batch_size=128, eval_every=50
 )
 c.seed = seed
-exp = train.build_experiment(c)
-fns = train.make_eval_fns(exp.net, exp.method, exp.tables, exp.mesh)
+exp = state_lib.build_experiment(c)
+evals = evaluators.from_config(exp)
 state = exp.initial_state
 names = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(state.params)]
 
@@ -39,12 +41,12 @@ def rel(a, b):
 out = open(f"/tmp/diag/rel_seed{seed}.jsonl", "w")
 for step in range(steps):
   old = jax.tree.map(jnp.copy, state.params)
-  new, metrics = exp.train_step(state, train.make_batch(exp, step))
+  new, metrics = exp.train_step(state, feed_lib.make_batch(exp, step))
   r = np.asarray(rel(new.params, old))
   state = new
   rec = {"step": step + 1, "rel": r.tolist()}
   if (step + 1) % 25 == 0:
-    e = train.evaluation_record(exp, state, step + 1, fns)
+    e = evaluators.evaluation_record(evals, state, step + 1)
     rec["val"] = float(np.mean(e["validation_accuracy"]))
     print(
       step + 1,
