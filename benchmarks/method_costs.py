@@ -24,10 +24,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax
 import numpy as np
 
-from lagrangian_jax import methods as methods_lib
 from lagrangian_jax import networks
-from lagrangian_jax import optimizers
-from lagrangian_jax import train
+from lagrangian_jax import state as state_lib
+from lagrangian_jax.data import feed as feed_lib
 
 VARIANTS = [  # (label, config module, overrides)
   ("backprop", "backprop", {}),
@@ -57,20 +56,8 @@ def state_bytes(config, num_train):
   net = networks.build_network(
     config.network.name, split="default", split_activation=config.network.split_activation
   )
-  method = methods_lib.make_method(config, net, num_train)
-
-  def map_train(fn, limit=None):
-    n = num_train if limit is None else min(limit, num_train)
-    return fn(jax.numpy.zeros((n, 28, 28, 1)), jax.numpy.zeros((n,), jax.numpy.int32))
-
-  params, constants = jax.eval_shape(lambda: method.init(jax.random.key(0), map_train))
-  tx, _ = optimizers.from_config(
-    config,
-    default_solver=method.default_solver,
-    primal_labels=method.primal_labels(params["primal"]),
-    group_rates=method.group_rates,
-  )
-  opt = jax.eval_shape(tx.init, params)
+  shapes = state_lib.abstract_state(config, net, num_train)
+  params, constants, opt = shapes.params, shapes.constants, shapes.opt_state
   weights = params["primal"]["weights"]
   size = lambda t: sum(np.prod(x.shape) * x.dtype.itemsize for x in jax.tree.leaves(t))
   return (size(params) - size(weights)) + size(constants), size(opt)
@@ -86,9 +73,9 @@ def main():
   runs = {}
   for label, module, overrides in VARIANTS:
     config = config_for(module, overrides, args.batch)
-    exp = train.build_experiment(config)
+    exp = state_lib.build_experiment(config)
     state = exp.initial_state
-    batches = [train.make_batch(exp, s) for s in range(args.steps)]
+    batches = [feed_lib.make_batch(exp, s) for s in range(args.steps)]
     for b in batches:  # compile + warm up
       state, m = exp.train_step(state, b)
     jax.block_until_ready(state)

@@ -220,98 +220,92 @@ def stage_flops(layout, first, inner, last) -> list[float]:
   return per
 
 
-def main():
-  depths = [int(d) for d in ARGS.depths.split(",")]
-  stages = sorted(set(_STAGES) | {1})
-  local = bool(ARGS.processes)  # one-device variants run on each process's own device
-  if local:
-    stages = [1, ARGS.processes]
-  evals = 2 if ARGS.solver == "extragradient" else 1
-  cfg = deep_mlp_distprop.get_config()
-  rows = cfg.distprop.samples_per_class * 10
-  width = cfg.network.width
-  print(
-    f"devices={jax.device_count()} processes={jax.process_count()} "
-    f"cores_of_this_process={len(os.sched_getaffinity(0))} "
-    f"XLA_FLAGS={os.environ['XLA_FLAGS']!r} solver={ARGS.solver}"
+def make_variants(depth: int, stages, dataset, local: bool) -> dict:
+  """Backprop, sequential DistProp and stage-parallel DistProp on each number of stages."""
+  variants = {}
+  bp = Variant("backprop", config_for("backprop", depth, 1, ARGS.batch_size), dataset, local)
+  variants["backprop"] = bp
+  variants["sequential"] = Variant(
+    "sequential", config_for("distprop", depth, 1, ARGS.batch_size), bp.exp.dataset, local
   )
-  dataset = None
-  results, summary = {}, {}
-  # cores that run devices at once: each process's own core, or this process's cores
-  cores = ARGS.processes or len(os.sched_getaffinity(0))
-  for depth in depths:
-    variants = {}
-    bp = Variant("backprop", config_for("backprop", depth, 1, ARGS.batch_size), dataset, local)
-    dataset = bp.exp.dataset
-    variants["backprop"] = bp
-    variants["sequential"] = Variant(
-      "sequential", config_for("distprop", depth, 1, ARGS.batch_size), dataset, local
-    )
-    for s in stages:
-      try:
-        config = config_for("distprop", depth, s, ARGS.batch_size)
-        if s == 1:  # the stage-parallel code on one device (stacked layout, one stage)
-          config.distprop.block_layout = "stacked"
-        variants[f"stage{s}"] = Variant(f"stage{s}", config, dataset, local and s == 1)
-      except errors.ConfigError as e:
-        print(f"depth {depth} stages {s}: skipped ({e})")
-    times = {k: [] for k in variants}
-    for _ in range(ARGS.rounds):
-      for k, v in variants.items():
-        times[k].append(v.run())
-    med = {k: statistics.median(t) for k, t in times.items()}
-    ratios = {
-      k: statistics.median(a / b for a, b in zip(times[k], times["sequential"])) for k in variants
-    }
-    first, inner, last, bp_flops = flops(depth, width, ARGS.batch_size, rows)
+  for s in stages:
+    try:
+      config = config_for("distprop", depth, s, ARGS.batch_size)
+      if s == 1:  # the stage-parallel code on one device (stacked layout, one stage)
+        config.distprop.block_layout = "stacked"
+      variants[f"stage{s}"] = Variant(f"stage{s}", config, bp.exp.dataset, local and s == 1)
+    except errors.ConfigError as e:
+      print(f"depth {depth} stages {s}: skipped ({e})")
+  return variants
+
+
+def stage_traffic(v) -> dict:
+  """What crosses stages in ``v``'s compiled step (and whether it grows with the batch)."""
+  text = v.hlo()
+  ops = [c for c in hlo.collectives(text) if c.group_size != 1]
+  grows = sorted(hlo.collectives(text)) != sorted(hlo.collectives(v.hlo(2 * ARGS.batch_size)))
+  return {
+    "bytes": hlo.moved_bytes(text),
+    "layout": distprop.layout_for(v.exp.config, v.exp.net, v.exp.mesh.shape["stage"]),
+    "grows": grows,
+    "collectives": len(ops),
+    "latency": collective_latency(v.exp.mesh),
+  }
+
+
+def time_depth(depth: int, variants: dict, results: dict, summary: dict) -> dict:
+  """Round-robin timings of ``variants``; prints a line each; returns the medians."""
+  times = {k: [] for k in variants}
+  for _ in range(ARGS.rounds):
     for k, v in variants.items():
-      line = f"depth={depth} {k:>10}: {1e3 * med[k]:8.2f} ms/iter  vs sequential {ratios[k]:.3f}"
-      if k.startswith("stage") and v.exp.mesh.shape["stage"] > 1:
-        text = v.hlo()
-        ops = [c for c in hlo.collectives(text) if c.group_size != 1]
-        crossing = hlo.moved_bytes(text)
-        grows = sorted(hlo.collectives(text)) != sorted(hlo.collectives(v.hlo(2 * ARGS.batch_size)))
-        layout = distprop.layout_for(v.exp.config, v.exp.net, v.exp.mesh.shape["stage"])
-        line += (
-          f"  bytes_between_stages={crossing} in {len(ops)} collectives"
-          f"  grows_with_batch={grows}  layout={layout.kind} owner={layout.owner}"
-        )
-        results[(depth, k)] = {
-          "bytes": crossing,
-          "layout": layout,
-          "grows": grows,
-          "collectives": len(ops),
-          "latency": collective_latency(v.exp.mesh),
-        }
-      print(line, flush=True)
-    for k in med:
-      summary[f"d{depth}_{k}_ms"] = round(1e3 * med[k], 3)
-      summary[f"d{depth}_{k}_ratio"] = round(ratios[k], 3)
-
-    # cost model: the device rate fitted on the stage-parallel code on one device
-    fit = "stage1" if "stage1" in med else "sequential"
-    total = first + (depth - 1) * inner + last
-    rate = evals * total / med[fit]
-    for s in stages:
-      key = f"stage{s}"
-      if s == 1 or (depth, key) not in results:
-        continue
-      r = results[(depth, key)]
-      # the slowest stage, but no faster than the machine's cores can run all stages
-      busy = max(max(stage_flops(r["layout"], first, inner, last)), total / min(s, cores))
-      messages = r["collectives"] * r["latency"] + r["bytes"] / (ARGS.cpu_bandwidth_gbs * 1e9)
-      predicted = evals * busy / rate + messages
-      err = predicted / med[key] - 1
-      print(
-        f"depth={depth} {key}: model {1e3 * predicted:.2f} ms vs measured {1e3 * med[key]:.2f} ms "
-        f"(error {100 * err:+.0f}%; device rate {rate / 1e9:.2f} GFLOP/s fitted on {fit}, "
-        f"{min(s, cores)} of {s} stages at once on {cores} cores, {r['collectives']} "
-        f"collectives x {1e6 * r['latency']:.0f} us "
-        f"{'measured' if ARGS.processes else '(--collective_latency_us)'})"
+      times[k].append(v.run())
+  med = {k: statistics.median(t) for k, t in times.items()}
+  ratios = {
+    k: statistics.median(a / b for a, b in zip(times[k], times["sequential"])) for k in variants
+  }
+  for k, v in variants.items():
+    line = f"depth={depth} {k:>10}: {1e3 * med[k]:8.2f} ms/iter  vs sequential {ratios[k]:.3f}"
+    if k.startswith("stage") and v.exp.mesh.shape["stage"] > 1:
+      r = results[(depth, k)] = stage_traffic(v)
+      line += (
+        f"  bytes_between_stages={r['bytes']} in {r['collectives']} collectives"
+        f"  grows_with_batch={r['grows']}  layout={r['layout'].kind} owner={r['layout'].owner}"
       )
-      summary[f"d{depth}_{key}_model_error"] = round(err, 3)
+    print(line, flush=True)
+  for k in med:
+    summary[f"d{depth}_{k}_ms"] = round(1e3 * med[k], 3)
+    summary[f"d{depth}_{k}_ratio"] = round(ratios[k], 3)
+  return med
 
-  # prediction: a 64-layer MLP on 64 accelerator stages
+
+def cost_model(depth, stages, med, results, summary, *, evals, rows, width, cores) -> None:
+  """The cost model: the device rate fitted on the stage-parallel code on one device."""
+  first, inner, last, _ = flops(depth, width, ARGS.batch_size, rows)
+  fit = "stage1" if "stage1" in med else "sequential"
+  total = first + (depth - 1) * inner + last
+  rate = evals * total / med[fit]
+  for s in stages:
+    key = f"stage{s}"
+    if s == 1 or (depth, key) not in results:
+      continue
+    r = results[(depth, key)]
+    # the slowest stage, but no faster than the machine's cores can run all stages
+    busy = max(max(stage_flops(r["layout"], first, inner, last)), total / min(s, cores))
+    messages = r["collectives"] * r["latency"] + r["bytes"] / (ARGS.cpu_bandwidth_gbs * 1e9)
+    predicted = evals * busy / rate + messages
+    err = predicted / med[key] - 1
+    print(
+      f"depth={depth} {key}: model {1e3 * predicted:.2f} ms vs measured {1e3 * med[key]:.2f} ms "
+      f"(error {100 * err:+.0f}%; device rate {rate / 1e9:.2f} GFLOP/s fitted on {fit}, "
+      f"{min(s, cores)} of {s} stages at once on {cores} cores, {r['collectives']} "
+      f"collectives x {1e6 * r['latency']:.0f} us "
+      f"{'measured' if ARGS.processes else '(--collective_latency_us)'})"
+    )
+    summary[f"d{depth}_{key}_model_error"] = round(err, 3)
+
+
+def predict_accelerator(summary: dict, *, evals: int, rows: int) -> None:
+  """Prediction: a 64-layer MLP on 64 accelerator stages, against backprop and GPipe."""
   k, m = 64, ARGS.gpipe_microbatches
   w, b = ARGS.accel_width, ARGS.accel_batch
   first, inner, last, bp_flops = flops(k, w, b, rows)
@@ -332,6 +326,42 @@ def main():
   summary["predicted64_distprop_ms"] = round(1e3 * dp, 4)
   summary["predicted64_backprop_ms"] = round(1e3 * backprop, 4)
   summary["predicted64_gpipe_ms"] = round(1e3 * gpipe, 4)
+
+
+def main():
+  depths = [int(d) for d in ARGS.depths.split(",")]
+  stages = sorted(set(_STAGES) | {1})
+  local = bool(ARGS.processes)  # one-device variants run on each process's own device
+  if local:
+    stages = [1, ARGS.processes]
+  evals = 2 if ARGS.solver == "extragradient" else 1
+  cfg = deep_mlp_distprop.get_config()
+  rows = cfg.distprop.samples_per_class * 10
+  print(
+    f"devices={jax.device_count()} processes={jax.process_count()} "
+    f"cores_of_this_process={len(os.sched_getaffinity(0))} "
+    f"XLA_FLAGS={os.environ['XLA_FLAGS']!r} solver={ARGS.solver}"
+  )
+  dataset = None
+  results, summary = {}, {}
+  # cores that run devices at once: each process's own core, or this process's cores
+  cores = ARGS.processes or len(os.sched_getaffinity(0))
+  for depth in depths:
+    variants = make_variants(depth, stages, dataset, local)
+    dataset = variants["backprop"].exp.dataset
+    med = time_depth(depth, variants, results, summary)
+    cost_model(
+      depth,
+      stages,
+      med,
+      results,
+      summary,
+      evals=evals,
+      rows=rows,
+      width=cfg.network.width,
+      cores=cores,
+    )
+  predict_accelerator(summary, evals=evals, rows=rows)
   for (depth, key), r in sorted(results.items()):
     summary[f"d{depth}_{key}_bytes"] = r["bytes"]
     summary[f"d{depth}_{key}_grows_with_batch"] = r["grows"]

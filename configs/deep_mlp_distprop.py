@@ -5,7 +5,7 @@ Run (depth is ``config.network.depth``, hidden layers of width 128):
     --config.network.depth=64
 All depths next to backprop: ``python -m experiments.depth`` (its docstring has the table).
 Stage-parallel (each block on its stage of the mesh, all blocks' terms at once; the same
-iterates, ``lagrangian_jax/methods/stage_parallel.py``), e.g. on 4 devices:
+iterates, ``lagrangian_jax/methods/distprop/stage_parallel.py``), e.g. on 4 devices:
   python -m experiments.main --config=configs/deep_mlp_distprop.py --workdir=runs/deep_sp \
     --config.network.depth=64 --config.mesh.stage=4
 (on CPU, ``XLA_FLAGS=--xla_force_host_platform_device_count=4`` gives 4 devices).

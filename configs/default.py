@@ -5,7 +5,7 @@ Run:
 
 Expected (measured on 2 CPU cores, seed 0): test accuracy 0.963 after 700 steps, 165 s of
 training on a quiet machine; 5 seeds in the Table 1 report: 0.969 +- 0.001 against backprop's
-0.969 (SGD) / 0.966 (Adam). Why these defaults train: the README's "Results" section.
+0.969 (SGD) / 0.966 (Adam). Why these defaults train: docs/distprop_defaults.md.
 
 Gradient clipping (``grad_clip = 30``, the global norm of each gradient the solver uses,
 before ExtraAdagrad). Without it DistProp's test accuracy swings between evaluations: a

@@ -40,7 +40,7 @@ with a step schedule); Adam's best 0.925 (1e-3), SGD + momentum's 0.923 (0.01, s
 larger scale x rate blows the ReLU activations up, down to chance); He init 0.913-0.919;
 rates of 0.03 and above lose 1-5 points (the loss spikes to ~20 in the first 100 steps).
 
-The report (README, "Local-learning baselines"; ``docs/table1_baselines_mlp/``), seeds
+The report (docs/baselines.md; ``docs/table1_baselines_mlp/``), seeds
 0/1/2: test 0.912 +- 0.005 (validation 0.935) against backprop's 0.941 (Adam) / 0.938 (SGD):
 2.9 points short, outside the issue's 2.
 

@@ -23,7 +23,7 @@ Validation accuracy at step 3,000 (``configs/extraprop.py``'s values unless name
   * ``average_decay=0.998``: 0.898
   * ``average_decay=0.999``: 0.894
 
-The average (``train.py``: ``a <- d a + (1 - d) w`` after every step, from the initial
+The average (``step.py``: ``a <- d a + (1 - d) w`` after every step, from the initial
 weights) only changes what is evaluated: the three averaged trials train exactly the
 iterate's run (their defects are its defects, seed 0 of the Table 1 row). 0.99 and below
 were not tried. The decay is for this budget: a horizon of ~200 steps here, while at the

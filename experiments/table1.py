@@ -39,7 +39,6 @@ import shlex
 from absl import app
 from absl import flags
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from experiments import common
@@ -47,8 +46,8 @@ from lagrangian_jax import data as data_lib
 from lagrangian_jax import errors
 from lagrangian_jax import methods as methods_lib
 from lagrangian_jax import networks
-from lagrangian_jax import optimizers
 from lagrangian_jax import reporting
+from lagrangian_jax import state as state_lib
 
 FLAGS = flags.FLAGS
 
@@ -166,17 +165,10 @@ _DATASETS: dict[str, data_lib.Dataset] = {}
 
 
 def load_data(config) -> data_lib.Dataset:
-  """The entry's data set, loaded as ``train.build_experiment`` loads it (cached per report)."""
+  """The entry's data set, loaded as ``state.build_experiment`` loads it (cached per report)."""
   key = config.data.to_json()
   if key not in _DATASETS:
-    _DATASETS[key] = data_lib.load_dataset(
-      config.data.name,
-      data_dir=os.path.expanduser(config.data.data_dir) or None,
-      validation_fraction=config.data.validation_fraction,
-      seed=config.data.seed,
-      image_size=config.data.image_size or None,
-      max_train_examples=config.data.max_train_examples or None,
-    )
+    _DATASETS[key] = state_lib.load_dataset(config)
   return _DATASETS[key]
 
 
@@ -190,30 +182,16 @@ def state_sizes(config, dataset: data_lib.Dataset) -> dict:
   net = networks.from_config(
     config.network, num_classes=dataset.num_classes, input_shape=tuple(dataset.image_shape)
   )
-  num_train = len(dataset.train.labels)
-  method = methods_lib.make_method(config, net, num_train)
-  image_shape = tuple(dataset.image_shape)
-
-  def map_train(fn, limit=None):
-    n = num_train if limit is None else min(limit, num_train)
-    return fn(jnp.zeros((n, *image_shape)), jnp.zeros((n,), jnp.int32))
-
-  params, constants = jax.eval_shape(lambda: method.init(jax.random.key(config.seed), map_train))
-  tx, solver = optimizers.from_config(
-    config,
-    default_solver=method.default_solver,
-    primal_labels=method.primal_labels(params["primal"]),
-    group_rates=method.group_rates,
-  )
-  opt_state = jax.eval_shape(tx.init, params)
+  shapes = state_lib.abstract_state(config, net, len(dataset.train.labels))
+  params = shapes.params
 
   def mib(tree):
     return sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(tree)) / 2**20
 
   return {
-    "solver": solver,
-    "state_mib": mib(params) - mib(params["primal"]["weights"]) + mib(constants),
-    "optimizer_state_mib": mib(opt_state),
+    "solver": shapes.solver,
+    "state_mib": mib(params) - mib(params["primal"]["weights"]) + mib(shapes.constants),
+    "optimizer_state_mib": mib(shapes.opt_state),
   }
 
 

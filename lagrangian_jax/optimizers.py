@@ -149,7 +149,7 @@ def clip_by_global_norm(max_norm: float, weights: Any = None) -> optax.GradientT
 
   ``weights`` is a pytree like the updates whose leaves broadcast to theirs (``None``:
   plain ``optax.clip_by_global_norm``). A parameter held twice, e.g. a prototype and its
-  copy on the next stage (``methods.stage_parallel``), counts once when one of the two
+  copy on the next stage (``methods.distprop.stage_parallel``), counts once when one of the two
   has weight 0, so the clip scales the step as it would without the copy.
 
   Example:

@@ -6,9 +6,9 @@ A method is a pure objective (a Lagrangian, or a plain loss) over a pytree
 
 plus its initialisation. ``weights`` are the network segments' parameters, ``aux`` the
 auxiliary primal variables (ExtraProp's state tables, DistProp's prototypes), and
-``multipliers`` the Lagrange multipliers. The training loop (``train.py``) knows
+``multipliers`` the Lagrange multipliers. The training loop (``train.py``, ``step.py``) knows
 nothing of the maths: it differentiates ``objective``, hands the gradient to the solver,
-and gathers/scatters the rows of per-example tables named by ``tables``.
+and gathers/scatters the rows of the leaves its ``placement`` labels per-example tables.
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ class Method(NamedTuple):
       labels)`` (its other leaves are ignored; the table leaves of the ``params`` it is
       given have 0 rows). A method with ``init_rows`` is initialised with
       ``init(rng, None)``, which returns its tables as ``jax.ShapeDtypeStruct``
-      placeholders; ``train.build_experiment`` then builds each table shard by shard, so
+      placeholders; ``state.build_experiment`` then builds each table shard by shard, so
       no process ever holds a whole table (ExtraProp's states are a forward pass of the
       whole training set). Without it the tables are whatever ``init`` returns.
     network_weights: optional ``fn(weights) -> tuple`` of per-segment weights for

@@ -30,7 +30,7 @@ per-example multipliers, a table like the states):
 Reductions are means over the batch (``reduction="batch_mean"``, documented in
 ``formulations``), and the state and multiplier rows are ``formulations.per_example_rows``:
 a row's gradient is that of its own example's term, whatever the batch size. A step
-reads and writes only the batch's rows of the tables (``train.py`` gathers them before
+reads and writes only the batch's rows of the tables (``step.py`` gathers them before
 and scatters them after the solver step).
 """
 
@@ -97,7 +97,7 @@ def _forward_states(p: _Lifted, weights, images):
 
 def _init(p: _Lifted, rng, map_train):
   weights = networks.init_network(p.net, rng)
-  if map_train is None:  # train.build_experiment fills the tables shard by shard
+  if map_train is None:  # state.build_experiment fills the tables shard by shard
     shapes = tuple(
       jax.ShapeDtypeStruct((p.num_train, *shape), jnp.float32) for shape in p.net.state_shapes
     )

@@ -34,7 +34,7 @@ after it see only samples.
 The gradient is one ``jax.shard_map`` over the mesh (a ``custom_vjp`` ties each boundary
 prototype to its copy and exchanges their partial gradients with ``ppermute``;
 ``lax.cond`` on the stage index runs the first and last blocks on their owners), inside
-the jitted, seed-``vmap``ped train step of ``train.py``; the solver's update is
+the jitted, seed-``vmap``ped train step of ``step.py``; the solver's update is
 elementwise, so it runs where each leaf lives without communication. The result is the
 sequential DistProp iteration (``sequential.py``) up to float32 rounding (tested).
 
