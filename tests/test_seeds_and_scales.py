@@ -82,11 +82,19 @@ def test_a_rows_gradient_and_step_do_not_depend_on_the_batch_size(method, multip
       n[0] - p[0] for n, p, f in zip(jax.tree.leaves(new), jax.tree.leaves(params), flags) if f
     ]
   assert len(grads_of[4]) == sum(exp.placement.tables.params) > 0
+
+  # A batch of 4 and one of 64 run different matmul kernels, so an entry that is the
+  # difference of larger terms carries their float32 rounding: on an AMD EPYC, 1.4e-6
+  # absolute in rows whose entries reach 1-3 (atol 1e-7 failed on 1-3 of 64 entries).
+  # The bug this test guards against, a row's scale tied to the batch, is a factor of 16.
+  def close(a, b):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(np.max(np.abs(b))))
+
   for a, b in zip(grads_of[4], grads_of[64]):
     assert float(jnp.max(jnp.abs(a))) > 0
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    close(a, b)
   for a, b in zip(steps_of[4], steps_of[64]):
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    close(a, b)
 
 
 # The floor: 1e-3 relative change in 20 steps (the assertion message prints the slowest
