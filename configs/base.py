@@ -124,6 +124,9 @@ def loop(config: ml_collections.ConfigDict) -> None:
   # (DistProp's per-split diagnostics on the validation split, in summary.json)
   config.evaluators = "accuracy,defects"
   config.progress_bar = True
+  # keys (or sections, e.g. "learning_rates") a resume may change from the run's record,
+  # comma-separated; every other key of the run's identity must match (identity.py)
+  config.allow_changes = ""
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -31,15 +31,12 @@ from absl import logging
 import numpy as np
 
 from lagrangian_jax import errors
+from lagrangian_jax import identity
 from lagrangian_jax import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:  # configs/ is a plain directory next to the package
   sys.path.insert(0, ROOT)
-
-# Keys a rerun may change without invalidating a cell's checkpoints.
-RESUMABLE_KEYS = ("num_steps", "progress_bar")
-
 
 # ----------------------------------------------------------------------------------
 # Settings
@@ -140,34 +137,11 @@ def check_at_least_one(**values: int) -> None:
 # ----------------------------------------------------------------------------------
 
 
-def _flatten(tree, prefix=""):
-  out = {}
-  for k, v in tree.items():
-    if isinstance(v, dict):
-      out.update(_flatten(v, f"{prefix}{k}."))
-    else:
-      out[f"{prefix}{k}"] = v
-  return out
-
-
 def check_run_dir(config, run_dir: str) -> None:
-  """Refuses a cell's directory whose run another config wrote (resuming would mix them).
-
-  Only keys both configs have are compared, so a key added to the configs since does not
-  block a rerun; a checkpoint past ``num_steps`` would be evaluated as if at ``num_steps``.
-  """
-  path = os.path.join(run_dir, "config.json")
-  if not os.path.exists(path):
-    return
-  with open(path) as f:
-    old = _flatten(json.load(f))
-  new = _flatten(json.loads(config.to_json_best_effort()))
-  for key in sorted(old.keys() & new.keys()):
-    if key not in RESUMABLE_KEYS and old[key] != new[key]:
-      raise errors.ConfigError(
-        f"{run_dir} holds a run of another config (config.{key}: {old[key]!r} there, "
-        f"{new[key]!r} now); use another --workdir or remove that directory"
-      )
+  """Refuses a cell's directory whose run another config wrote (resuming would mix them):
+  the run's identity (``lagrangian_jax.identity``) must match, and no checkpoint may lie
+  past ``num_steps`` (it would be evaluated as if at ``num_steps``)."""
+  identity.check_same_run(run_dir, config)
   ckpt_dir = os.path.join(run_dir, "checkpoints")
   steps = [int(d) for d in os.listdir(ckpt_dir) if d.isdigit()] if os.path.isdir(ckpt_dir) else []
   if steps and max(steps) > config.num_steps:
@@ -178,9 +152,12 @@ def check_run_dir(config, run_dir: str) -> None:
 
 
 def finished_summary(config, run_dir: str) -> dict | None:
-  """The cell's ``summary.json`` when a run of this budget and these seeds wrote it."""
+  """The cell's ``summary.json`` when a run of this identity, budget and seeds wrote it."""
   path = os.path.join(run_dir, "summary.json")
-  if not os.path.exists(path):
+  record = identity.read_record(run_dir)
+  if not os.path.exists(path) or record is None:
+    return None
+  if identity.differences(record["identity"], identity.identity(config)):
     return None
   with open(path) as f:
     summary = json.load(f)

@@ -66,6 +66,7 @@ import numpy as np
 
 from experiments import common
 from lagrangian_jax import errors
+from lagrangian_jax import identity
 from lagrangian_jax import methods as methods_lib
 
 FLAGS = flags.FLAGS
@@ -375,6 +376,7 @@ def run_report(
 ) -> dict:
   """Runs (or resumes) every cell, writes the table, the JSON and the figures."""
   common.check_at_least_one(seeds=seeds, steps=steps, eval_every=eval_every)
+  identity.claim(workdir, "depth", write=False)
   depths = [int(d) for d in depths]
   if not depths or min(depths) < 1:
     raise errors.ConfigError(f"--depths: positive integers, got {depths}")
@@ -389,7 +391,7 @@ def run_report(
   }
   for (m, d), config in configs.items():  # a bad key or directory fails before training
     common.check_run_dir(config, cell_dir(workdir, m, d))
-  os.makedirs(workdir, exist_ok=True)
+  identity.claim(workdir, "depth")
   report = {
     "workdir": workdir,
     "command": command,

@@ -31,6 +31,9 @@ from ml_collections import config_flags
 
 from experiments import common
 from lagrangian_jax import errors
+from lagrangian_jax import identity
+from lagrangian_jax import networks
+from lagrangian_jax import state as state_lib
 from lagrangian_jax import train
 
 FLAGS = flags.FLAGS
@@ -50,6 +53,8 @@ def parse_grid(grid: str) -> dict[str, list]:
     key, sep, values = item.partition("=")
     if not sep or not values:
       raise errors.ConfigError(f"--grid: expected key=v1,v2,... items, got {item!r}")
+    if key in space:
+      raise errors.ConfigError(f"--grid: {key} is given twice; give its values once, v1,v2,...")
     space[key] = [common.literal(v) for v in values.split(",")]
   return space
 
@@ -66,29 +71,70 @@ def trial_name(overrides: dict) -> str:
   return "_".join(f"{k.split('.')[-1]}={v}" for k, v in overrides.items()) or "base"
 
 
-def run_sweep(config, workdir: str, space: dict[str, list], draw: int = 0, seed: int = 0):
-  """Runs (or resumes) the sweep; returns ``(rows, best_row)``."""
-  os.makedirs(workdir, exist_ok=True)
-  done_path = os.path.join(workdir, "trials.jsonl")
-  done = {}
-  if os.path.exists(done_path):
-    for line in open(done_path):
-      row = json.loads(line)
-      done[json.dumps(row["overrides"], sort_keys=True)] = row
-  rows = []
-  config.unlock()
+def check_trial(config, run_dir: str, datasets: dict) -> None:
+  """Every check a trial's run makes before its first step, without training: the loop's
+  keys, the data set (loaded once per ``config.data``), the network, the method and the
+  optimizer (shapes only, ``state.abstract_state``), and the trial's folder."""
+  state_lib.check_loop_config(config)
+  key = config.data.to_json()
+  if key not in datasets:
+    datasets[key] = state_lib.load_dataset(config)
+  dataset = datasets[key]
+  net = networks.from_config(
+    config.network, num_classes=dataset.num_classes, input_shape=tuple(dataset.image_shape)
+  )
+  state_lib.abstract_state(config, net, len(dataset.train.labels))
+  common.check_run_dir(config, run_dir)
+
+
+def _planned(config, workdir: str, space: dict[str, list], draw: int, seed: int) -> list:
+  """``[(overrides, trial config, run dir)]``, every one checked before the first trial
+  trains: a bad value or key fails in seconds, not after hours of earlier trials."""
+  config = config.copy_and_resolve_references()
   config.progress_bar = False
+  planned, datasets = [], {}
   for overrides in trials(space, draw, seed):
-    key = json.dumps(overrides, sort_keys=True)
+    trial = common.apply_overrides(config, overrides)
+    run_dir = os.path.join(workdir, "trials", trial_name(overrides))
+    check_trial(trial, run_dir, datasets)
+    planned.append((overrides, trial, run_dir))
+  return planned
+
+
+def _finished_trials(path: str) -> dict:
+  """The rows of ``trials.jsonl`` by the fingerprint of the run that gave them
+  (``identity.result_fingerprint``; rows written before fingerprints are not reused)."""
+  done = {}
+  if os.path.exists(path):
+    for line in open(path):
+      row = json.loads(line)
+      if "fingerprint" in row:
+        done[row["fingerprint"]] = row
+  return done
+
+
+def run_sweep(config, workdir: str, space: dict[str, list], draw: int = 0, seed: int = 0):
+  """Runs (or resumes) the sweep; returns ``(rows, best_row)``.
+
+  A trial is reused from ``trials.jsonl`` only when a run of the same identity and number
+  of steps wrote it; a trial folder holding another config's run is refused up front."""
+  identity.claim(workdir, "sweep", write=False)
+  planned = _planned(config, workdir, space, draw, seed)
+  identity.claim(workdir, "sweep")
+  done_path = os.path.join(workdir, "trials.jsonl")
+  done = _finished_trials(done_path)
+  rows = []
+  for overrides, trial, run_dir in planned:
+    key = identity.result_fingerprint(trial)
     if key in done:
       rows.append(done[key])
       continue
-    run_dir = os.path.join(workdir, "trials", trial_name(overrides))
     try:
-      summary = train.train_and_evaluate(common.apply_overrides(config, overrides), run_dir)
+      summary = train.train_and_evaluate(trial, run_dir)
       row = {"overrides": overrides, **{c: summary[c] for c in COLUMNS}, "error": ""}
     except errors.TrainingError as e:  # a diverged trial is a result, not a crash
       row = {"overrides": overrides, **{c: float("nan") for c in COLUMNS}, "error": str(e)}
+    row["fingerprint"] = key
     with open(done_path, "a") as f:
       f.write(json.dumps(row) + "\n")
     rows.append(row)

@@ -44,6 +44,7 @@ import numpy as np
 from experiments import common
 from lagrangian_jax import data as data_lib
 from lagrangian_jax import errors
+from lagrangian_jax import identity
 from lagrangian_jax import methods as methods_lib
 from lagrangian_jax import networks
 from lagrangian_jax import reporting
@@ -457,8 +458,9 @@ def run_report(
   )
   if command is None:
     command = command_for(workdir, list(chosen), **settings, sets=sets)
+  identity.claim(workdir, "table1", write=False)
   configs, sizes = _prepare(chosen, settings, sets, workdir)
-  os.makedirs(workdir, exist_ok=True)
+  identity.claim(workdir, "table1")
   report = {
     "workdir": workdir,
     "command": command,

@@ -31,6 +31,7 @@ import numpy as np
 from lagrangian_jax import checkpoints
 from lagrangian_jax import errors
 from lagrangian_jax import evaluators
+from lagrangian_jax import identity
 from lagrangian_jax import reporting
 from lagrangian_jax import state as state_lib
 from lagrangian_jax.data import feed as feed_lib
@@ -72,8 +73,12 @@ def _diverged(done: int, what: str, last_good: int, workdir: str) -> errors.Trai
 
 def _restore_or_start(config, workdir: str, ckpt, exp, feed) -> tuple:
   """``(state, first step)``: the newest checkpoint's, or the fresh state's at 0. The
-  metrics past a restored checkpoint (or all of an old run's) are dropped and the config
-  is written to ``config.json``."""
+  metrics past a restored checkpoint (or all of an old run's) are dropped; a resume under
+  another identity (``identity.py``) is refused; the start is recorded in ``run.json``
+  (and a fresh start's config in ``config.json``)."""
+  identity.claim(workdir, "run", write=False)  # never into a report's folder
+  if ckpt.all_steps():
+    identity.check_same_run(workdir, config)
   state, start = checkpoints.restore_newest(ckpt, exp.initial_state, workdir, feed)
   if start is not None and start > config.num_steps:
     raise errors.TrainingError(
@@ -91,8 +96,7 @@ def _restore_or_start(config, workdir: str, ckpt, exp, feed) -> tuple:
     if chief and os.path.exists(metrics_path):
       os.remove(metrics_path)
   if chief:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
+    identity.write_start(workdir, config, start)
   return state, start
 
 

@@ -87,6 +87,7 @@ def test_divergence_exits_nonzero_and_keeps_last_good_checkpoint(tmp_path):
       "--config.learning_rates.weights=1e30",
       "--config.learning_rates.aux=1e30",
       "--config.log_every=1",
+      "--config.allow_changes=learning_rates",  # on purpose: the run's identity changes
     ),
     cwd=ROOT,
     env=_env(),
