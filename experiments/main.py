@@ -9,10 +9,16 @@ Several processes (hosts) run the same command, each with its own ``--process_id
       --coordinator_address=HOST0:1234 --num_processes=2 --process_id=0   # and =1
 
 or ``--distributed`` alone where JAX detects the cluster itself (Cloud TPU, SLURM, Open
-MPI). ``jax.distributed.initialize`` runs before anything touches a device.
+MPI). ``jax.distributed.initialize`` runs before anything touches a device; a process
+that does not join within ``--initialization_timeout`` seconds fails every other one with
+one line. Then the processes compare their configs (every key) and library versions and
+refuse to run on a difference, naming the key and the processes
+(``identity.check_processes_agree``).
 """
 
+import os
 import sys
+import threading
 
 from absl import app
 from absl import flags
@@ -21,6 +27,7 @@ import jax
 from ml_collections import config_flags
 
 from lagrangian_jax import errors
+from lagrangian_jax import identity
 from lagrangian_jax import train
 
 FLAGS = flags.FLAGS
@@ -34,6 +41,11 @@ flags.DEFINE_bool(
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-process).")
 flags.DEFINE_integer("num_processes", None, "Number of processes (multi-process).")
 flags.DEFINE_integer("process_id", None, "This process's index, 0 .. num_processes - 1.")
+flags.DEFINE_integer(
+  "initialization_timeout",
+  300,
+  "Multi-process: seconds to wait for every process to join before giving up.",
+)
 config_flags.DEFINE_config_file("config", None, "Training configuration file.", lock_config=True)
 flags.mark_flags_as_required(["config", "workdir"])
 
@@ -59,14 +71,42 @@ def initialize_distributed() -> None:
     bad("num_processes", f"must be >= 1, got {n}")
   if i is not None and (i < 0 or (n is not None and i >= n)):
     bad("process_id", f"must be in [0, num_processes), got {i}")
+  wait = FLAGS.initialization_timeout
+  if wait < 1:
+    bad("initialization_timeout", f"must be >= 1 second, got {wait}")
+  watchdog = _give_up_after(
+    wait,
+    f"not every process joined the run within --initialization_timeout={wait} s "
+    f"(coordinator {FLAGS.coordinator_address or 'auto-detected'}, {n or 'auto'} processes); "
+    "start every process with the same --coordinator_address and --num_processes",
+  )
   try:
-    jax.distributed.initialize(**{k: v for k, v in given.items() if v is not None})
+    # JAX's own deadline, later than the watchdog's, aborts with a C++ stack trace
+    jax.distributed.initialize(
+      **{k: v for k, v in given.items() if v is not None}, initialization_timeout=wait + 60
+    )
   except Exception as e:  # noqa: BLE001 (JAX raises RuntimeError / ValueError here)
     raise errors.ConfigError(
       f"jax.distributed.initialize failed ({type(e).__name__}: "
       f"{' '.join(str(e).split())[:300]}); check --coordinator_address, --num_processes "
       "and --process_id, or run without --distributed"
     ) from e
+  finally:
+    watchdog.cancel()
+
+
+def _give_up_after(seconds: float, message: str) -> threading.Timer:
+  """A started timer that prints ``error: <message>`` and ends the process (``os._exit``:
+  the main thread is blocked inside JAX's connect, which Python cannot interrupt)."""
+
+  def give_up():
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    os._exit(1)
+
+  timer = threading.Timer(seconds, give_up)
+  timer.daemon = True
+  timer.start()
+  return timer
 
 
 def main(argv):
@@ -76,6 +116,7 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
   try:
     initialize_distributed()
+    identity.check_processes_agree(FLAGS.config)  # before any collective could hang
   except errors.Error as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)

@@ -246,3 +246,76 @@ def claim(workdir: str, program: str, write: bool = True) -> None:
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, OWNER), "w") as f:
       json.dump({"program": program}, f)
+
+
+# ----------------------------------------------------------------------------------
+# Processes of one run agree
+# ----------------------------------------------------------------------------------
+
+
+def versions() -> dict:
+  """The versions of the libraries a run's arithmetic and checkpoints depend on."""
+  import importlib.metadata as metadata
+
+  import jax
+
+  import lagrangian_jax
+
+  out = {"jax": jax.__version__, "lagrangian_jax": lagrangian_jax.__version__}
+  for name in ("jaxlib", "flax", "optax", "orbax-checkpoint", "numpy"):
+    try:
+      out[name] = metadata.version(name)
+    except metadata.PackageNotFoundError:
+      out[name] = None
+  return out
+
+
+def _hash32(value) -> int:
+  digest = hashlib.sha256(json.dumps(value, sort_keys=True).encode()).digest()
+  return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def _disagreement(names: list[str], table, values: list) -> str | None:
+  """The first of ``names`` whose hash differs between the rows of ``table`` (one row per
+  process), as one line; None when every process agrees."""
+  import jax
+
+  me = jax.process_index()
+  for j, name in enumerate(names):
+    column = [int(x) for x in table[:, j]]
+    others = [p for p, h in enumerate(column) if h != column[me]]
+    if others:
+      return (
+        f"{name} differs across processes: {values[j]!r} on process {me}, another value on "
+        f"process {', '.join(map(str, others))}; run the same command and the same "
+        "installation on every process"
+      )
+  return None
+
+
+def check_processes_agree(config) -> None:
+  """Refuses to run when the processes of a multi-process run were given different
+  configs (any key: a different ``num_steps`` would hang a collective) or run different
+  library versions: every process allgathers a 31-bit hash of each key and version and
+  raises one ``ConfigError`` naming the first that differs. A no-op for one process.
+  """
+  import jax
+  from jax.experimental import multihost_utils
+  import numpy as np
+
+  if jax.process_count() == 1:
+    return
+  items = {f"the version of {k}": v for k, v in versions().items()}
+  items.update({f"config.{k}": v for k, v in sorted(config_keys(config).items())})
+  names, values = list(items), list(items.values())
+  # first the names (the same code has the same keys), then one hash per key
+  shape = multihost_utils.process_allgather(
+    np.asarray([len(names), _hash32(names)], np.int32)
+  ).reshape(jax.process_count(), 2)
+  line = _disagreement(["the list of config keys"], shape[:, 1:], [f"{len(names)} keys"])
+  if line is None:
+    hashes = np.asarray([_hash32(v) for v in values], np.int32)
+    table = multihost_utils.process_allgather(hashes).reshape(jax.process_count(), -1)
+    line = _disagreement(names, table, values)
+  if line is not None:
+    raise errors.ConfigError(line)

@@ -286,3 +286,50 @@ def test_bad_multiprocess_flags_are_one_line_errors(flags, named, tmp_path):
   assert proc.returncode == 1
   errors = [l for l in proc.stderr.splitlines() if l.startswith("error: ")]
   assert len(errors) == 1 and named in errors[0], proc.stderr
+
+
+def _start(workdir, port, i, *extra):
+  return subprocess.Popen(
+    _cmd(
+      workdir,
+      *extra,
+      f"--coordinator_address=127.0.0.1:{port}",
+      "--num_processes=2",
+      f"--process_id={i}",
+    ),
+    cwd=ROOT,
+    env=_env(),
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
+
+
+def _error_lines(stderr):
+  return [l for l in stderr.splitlines() if l.startswith("error: ")]
+
+
+def test_processes_given_different_configs_refuse_to_run(tmp_path):
+  """Issue 20 defect 4: a learning rate on one process only ran to rc 0, a wrong result."""
+  workdir, port = str(tmp_path / "run"), _free_port()
+  procs = [
+    _start(workdir, port, i, f"--config.learning_rates.weights={rate}")
+    for i, rate in enumerate([0.01, 0.02])
+  ]
+  for i, (rc, _, stderr) in enumerate(_finish(procs, timeout=120)):
+    lines = _error_lines(stderr)
+    assert rc == 1 and len(lines) == 1, stderr[-3000:]
+    assert "config.learning_rates.weights differs across processes" in lines[0], lines
+    assert f"on process {i}, another value on process {1 - i}" in lines[0], lines
+  assert not os.path.exists(os.path.join(workdir, "checkpoints"))
+
+
+def test_a_missing_process_is_a_one_line_error_after_the_wait(tmp_path):
+  t0 = time.time()
+  (result,) = _finish(
+    [_start(str(tmp_path / "run"), _free_port(), 0, "--initialization_timeout=5")]
+  )
+  rc, _, stderr = result
+  lines = _error_lines(stderr)
+  assert rc == 1 and len(lines) == 1 and "--initialization_timeout=5 s" in lines[0], stderr
+  assert time.time() - t0 < 60
