@@ -31,7 +31,9 @@ def _run(config, steps):
 
 @pytest.mark.parametrize("method", ["distprop", "extraprop"])
 @pytest.mark.slow
-def test_seed_k_of_a_vmapped_run_equals_a_run_of_seed_k(method):
+def test_seed_k_of_a_vmapped_run_starts_as_a_run_of_seed_k(method):
+  """Close after 5 steps (float32 rounding), not bit for bit, and only at the start:
+  training amplifies the batched program's rounding (state.py: reproducibility)."""
   _, stacked = _run(shrunken_config(method, num_seeds=3, seed=4), 5)
   assert jax.tree.leaves(stacked.params)[0].shape[0] == 3
   for k in (0, 2):
@@ -41,6 +43,14 @@ def test_seed_k_of_a_vmapped_run_equals_a_run_of_seed_k(method):
   # different seeds: different initialisation, noise and batches
   w = stacked.params["primal"]["weights"][0]["Dense_0"]["kernel"]
   assert not np.allclose(w[0], w[1])
+
+
+def test_the_same_command_reproduces_bit_for_bit():
+  """What the docs claim bitwise: the same config and num_seeds, run twice."""
+  config = shrunken_config("distprop", num_seeds=2, seed=4)
+  (_, a), (_, b) = _run(config, 5), _run(config, 5)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
 def test_vmapped_seeds_compile_once():
