@@ -189,8 +189,10 @@ def write_start(workdir: str, config, step: int) -> None:
       f.write(config.to_json_best_effort(indent=2))
   record.update(identity=new, fingerprint=entry["fingerprint"])
   record["history"].append(entry)
-  with open(os.path.join(workdir, RECORD), "w") as f:
+  path = os.path.join(workdir, RECORD)
+  with open(path + ".tmp", "w") as f:  # the other processes read it: never half-written
     json.dump(record, f, indent=2)
+  os.replace(path + ".tmp", path)
 
 
 # ----------------------------------------------------------------------------------
