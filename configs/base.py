@@ -95,6 +95,9 @@ def data(config: ml_collections.ConfigDict) -> None:
   d.seed = 0  # seed of that hold-out draw
   d.image_size = 0  # > 0: resize images to this side
   d.max_train_examples = 0  # > 0: keep only this many training examples
+  # > 0: the class count, every label checked to lie below it (0: the data set's own; IDX
+  # files: the largest training label + 1, every class below it with a training example)
+  d.num_classes = 0
   d.pipeline = "memory"  # memory | grain (tfds data sets read from disk by workers)
   d.workers = 0  # grain worker processes (0: threads of each training process)
   d.prefetch = 2  # grain: steps prepared ahead per worker (or process)

@@ -214,7 +214,9 @@ def test_a_run_whose_metrics_end_in_a_torn_line_resumes(tmp_path):
 
 def test_a_typo_in_a_config_key_is_one_line_with_the_suggestion(tmp_path):
   proc = _launch(
-    "experiments.main", "--config=configs/smoke.py", f"--workdir={tmp_path}/run",
+    "experiments.main",
+    "--config=configs/smoke.py",
+    f"--workdir={tmp_path}/run",
     "--config.num_stepz=3",
   )
   line = _one_error_line(proc)
@@ -242,8 +244,11 @@ def test_a_read_only_workdir_is_one_line(tmp_path):
 
 def test_sweep_random_negative_is_one_line(tmp_path):
   proc = _launch(
-    "experiments.sweep", "--config=configs/smoke.py", f"--workdir={tmp_path}/sweep",
-    "--grid=learning_rates.weights=0.01,0.02", "--random=-1",
+    "experiments.sweep",
+    "--config=configs/smoke.py",
+    f"--workdir={tmp_path}/sweep",
+    "--grid=learning_rates.weights=0.01,0.02",
+    "--random=-1",
   )
   assert "--random" in _one_error_line(proc)
   assert not os.path.exists(tmp_path / "sweep" / "trials")
