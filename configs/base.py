@@ -121,6 +121,9 @@ def loop(config: ml_collections.ConfigDict) -> None:
   config.eval_every = 100
   config.checkpoint_every = 100
   config.keep_checkpoints = 2  # checkpoints kept on disk
+  # a logged |loss| or |objective| above this stops the run as a non-finite one does (the
+  # last good checkpoint kept): a finite blow-up is a divergence too. 0: no threshold
+  config.divergence_threshold = 1e10
   config.eval_batch_size = 500
   config.eval_train_examples = 5000  # training examples the training accuracy / defect read
   # what each evaluation computes, comma-separated: accuracy, defects, split_diagnostics

@@ -107,6 +107,11 @@ def check_loop_config(config) -> None:
     "average_decay",
     f"must be in [0, 1), got {config.average_decay}",
   )
+  need(
+    config.divergence_threshold >= 0,
+    "divergence_threshold",
+    f"must be >= 0 (0: off), got {config.divergence_threshold}",
+  )
   _check_data_config(config.data)
 
 
