@@ -95,6 +95,9 @@ def data(config: ml_collections.ConfigDict) -> None:
   d.seed = 0  # seed of that hold-out draw
   d.image_size = 0  # > 0: resize images to this side
   d.max_train_examples = 0  # > 0: keep only this many training examples
+  # > 0: the class count, every label checked to lie below it (0: the data set's own; IDX
+  # files: the largest training label + 1, every class below it with a training example)
+  d.num_classes = 0
   d.pipeline = "memory"  # memory | grain (tfds data sets read from disk by workers)
   d.workers = 0  # grain worker processes (0: threads of each training process)
   d.prefetch = 2  # grain: steps prepared ahead per worker (or process)
@@ -118,6 +121,9 @@ def loop(config: ml_collections.ConfigDict) -> None:
   config.eval_every = 100
   config.checkpoint_every = 100
   config.keep_checkpoints = 2  # checkpoints kept on disk
+  # a logged |loss| or |objective| above this stops the run as a non-finite one does (the
+  # last good checkpoint kept): a finite blow-up is a divergence too. 0: no threshold
+  config.divergence_threshold = 1e10
   config.eval_batch_size = 500
   config.eval_train_examples = 5000  # training examples the training accuracy / defect read
   # what each evaluation computes, comma-separated: accuracy, defects, split_diagnostics

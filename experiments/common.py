@@ -12,7 +12,8 @@ is their own (the grid, Table 1's entries, the depth cells) and import the rest 
 * :func:`write_report`, :func:`pyplot`, :func:`save_figure`: ``<name>.json``,
   ``<name>.md`` and the figures;
 * :func:`run_main`: the programs' ``main``, one ``error: ...`` line and exit 1 for an
-  expected failure.
+  expected failure; :func:`parse_flags`: the same for a bad flag (``app.run(main,
+  flags_parser=common.parse_flags)``).
 """
 
 from __future__ import annotations
@@ -247,3 +248,36 @@ def run_main(argv: Sequence[str], body: Callable[[], str]) -> None:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
   print(line, flush=True)
+
+
+def _flag_error(e: Exception, argv: Sequence[str]) -> str:
+  r"""One line for a flag that does not parse; a config key that does not exist names the
+  argument and keeps ml_collections' suggestion.
+
+  >>> e = AttributeError(KeyError("'num_stepz'\nDid you mean 'num_steps'?"))
+  >>> _flag_error(e, ["prog", "--config.num_stepz=3"])
+  "--config.num_stepz=3: no such config key; did you mean 'num_steps'?"
+  """
+  text = str(e)
+  for _ in range(2):  # a KeyError's message inside an AttributeError's, each repr-quoted
+    try:
+      text = ast.literal_eval(text) if text[:1] in "'\"" else text
+    except (ValueError, SyntaxError):
+      break
+  first, _, rest = str(text).partition("\n")
+  key = first.strip("'\"")
+  if "Did you mean" in rest or isinstance(e, (AttributeError, KeyError)):
+    arg = next((a for a in argv[1:] if a.startswith("--") and key and key in a), key)
+    hint = rest.strip()
+    return f"{arg}: no such config key" + (f"; {hint[0].lower()}{hint[1:]}" if hint else "")
+  return " ".join(str(text).split())
+
+
+def parse_flags(argv: Sequence[str]) -> list[str]:
+  """absl's flag parsing with one ``error: ...`` line and exit 1 for a bad flag (a typo'd
+  ``--config.<key>`` raises from deep in ml_collections: 55 lines of traceback)."""
+  try:
+    return flags.FLAGS(argv)
+  except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
+    print(f"error: {_flag_error(e, argv)}", file=sys.stderr)
+    sys.exit(1)

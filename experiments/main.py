@@ -26,6 +26,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from experiments import common
 from lagrangian_jax import errors
 from lagrangian_jax import identity
 from lagrangian_jax import train
@@ -135,4 +136,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=common.parse_flags)

@@ -61,6 +61,8 @@ def parse_grid(grid: str) -> dict[str, list]:
 
 def trials(space: dict[str, list], draw: int = 0, seed: int = 0) -> list[dict]:
   """The grid's points in a fixed order, or ``draw`` of them sampled without repeats."""
+  if draw < 0:
+    raise errors.ConfigError(f"--random: must be >= 0 (0: every point), got {draw}")
   points = [dict(zip(space, combo)) for combo in itertools.product(*space.values())]
   if draw and draw < len(points):
     points = random.Random(seed).sample(points, draw)
@@ -181,4 +183,4 @@ def define_flags():
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  app.run(main, flags_parser=common.parse_flags)

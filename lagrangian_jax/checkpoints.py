@@ -64,21 +64,58 @@ def _restore(ckpt: ocp.CheckpointManager, step: int, target, feed=None):
   return restored.state
 
 
+def _incomplete(ckpt: ocp.CheckpointManager, step: int, feed=None) -> str:
+  """Why the folder of ``step`` cannot hold a checkpoint (an item folder missing or empty:
+  a kill mid-save, a hand's ``rm``), or ``""``."""
+  items = ("default",) if _grain_iterator(feed) is None else ("state", "input")
+  for item in items:
+    path = os.path.join(str(ckpt.directory), str(step), item)
+    if not os.path.isdir(path):
+      return f"its {item}/ is missing"
+    if not os.listdir(path):
+      return f"its {item}/ is empty"
+  return ""
+
+
+def _remove_newer(ckpt: ocp.CheckpointManager, step: int, where: str) -> None:
+  """Deletes the unusable checkpoints past ``step``, the one restored: orbax silently
+  skips saving a step at or below its newest, so they would never be written again."""
+  newer = [s for s in ckpt.all_steps() if s > step]
+  for s in newer:
+    ckpt.delete(s)
+  if newer:
+    reporting.say(
+      f"removed the unusable checkpoint(s) at step {', '.join(map(str, sorted(newer)))} in "
+      f"{where}, to be saved again as the run passes them"
+    )
+
+
 def restore_newest(ckpt: ocp.CheckpointManager, state, workdir: str, feed=None):
   """``(state, step)`` from the newest checkpoint that restores, or ``(state, None)``.
 
-  A newest checkpoint that is corrupt or half-written (a run killed while saving) is
-  reported in one line naming its step, and the next older one is tried: a failed run
-  never loses its last good checkpoint. If none restores, the checkpoints were written
-  by another config: a ``TrainingError`` says so. With a ``feed`` its part of the
-  checkpoint (the grain iterator's state) is restored too.
+  A newest checkpoint that is incomplete (an item folder missing or empty), corrupt or
+  half-written (a run killed while saving) is reported in one line naming its step, and
+  the next older one is tried: a failed run never loses its last good checkpoint. An
+  incomplete one is skipped without asking orbax to read it (a step folder without its
+  item makes orbax's manager misread every older step). Once an older one restores, the
+  unusable newer ones are deleted (:func:`_remove_newer`). If none restores, the checkpoints
+  were written by another config: a ``TrainingError`` says so. With a ``feed`` its part
+  of the checkpoint (the grain iterator's state) is restored too.
   """
   where = os.path.join(workdir, "checkpoints")
   steps = sorted(ckpt.all_steps(), reverse=True)
-  first_error = None
+  tried, first_error = [], None
   for step in steps:
+    why = _incomplete(ckpt, step, feed)
+    if why:
+      reporting.say(
+        f"warning: the checkpoint at step {step} in {where} is incomplete ({why}); "
+        "trying an older one"
+      )
+      continue
+    tried.append(step)
     try:
-      return _restore(ckpt, step, state, feed), step
+      restored = _restore(ckpt, step, state, feed)
     except Exception as e:  # noqa: BLE001 (orbax raises many types for unreadable data)
       reason = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
       first_error = first_error or reason
@@ -86,9 +123,19 @@ def restore_newest(ckpt: ocp.CheckpointManager, state, workdir: str, feed=None):
         f"warning: the checkpoint at step {step} in {where} does not restore "
         f"({reason}); trying an older one"
       )
+      continue
+    _remove_newer(ckpt, step, where)
+    return restored, step
+  if tried:
+    raise errors.TrainingError(
+      f"no checkpoint in {where} restores: the newest complete one (step {tried[0]}) does "
+      f"not match this config ({first_error}); resume with the config that wrote it, or "
+      "use a new --workdir"
+    )
   if steps:
     raise errors.TrainingError(
-      f"no checkpoint in {where} restores: the newest (step {steps[0]}) does not match this "
-      f"config ({first_error}); resume with the config that wrote it, or use a new --workdir"
+      f"every checkpoint in {where} is incomplete (steps "
+      f"{', '.join(map(str, steps))}); nothing to resume from: move that folder aside to "
+      "train from the start"
     )
   return state, None

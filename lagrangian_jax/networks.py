@@ -455,6 +455,10 @@ def _segment_shapes(name: str, segments, shape) -> list[tuple[int, ...]]:
       )
     except (TypeError, ValueError) as e:
       raise _error("", f"input_shape {shape} is too small for {name!r} ({e})") from None
+    except ZeroDivisionError:  # a Dense initialiser's fan-in of an empty feature map
+      raise _error(
+        "", f"input_shape {shape} is too small for {name!r} (a feature map became empty)"
+      ) from None
     if 0 in out.shape:
       raise _error(
         "", f"input_shape {shape} is too small for {name!r} (a feature map became empty)"

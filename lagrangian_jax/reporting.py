@@ -9,6 +9,8 @@ import sys
 import jax
 import tqdm
 
+from lagrangian_jax import errors
+
 
 def say(line: str) -> None:
   """A warning or progress line on stderr, from process 0 only (one line per run)."""
@@ -33,10 +35,25 @@ class MetricsWriter:
 
 
 def read_metrics(path: str) -> list[dict]:
+  """The records of a metrics file (``[]`` if there is none).
+
+  A torn last line (a crash in the middle of a write) is dropped: the run resumes from its
+  checkpoint and writes that record again. A torn line before it is a damaged file: a
+  ``DataError`` names the file and the line.
+  """
   if not os.path.exists(path):
     return []
   with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+    lines = [(n, line) for n, line in enumerate(f, 1) if line.strip()]
+  records = []
+  for i, (n, line) in enumerate(lines):
+    try:
+      records.append(json.loads(line))
+    except json.JSONDecodeError as e:
+      if i == len(lines) - 1:
+        break
+      raise errors.DataError(f"{path}: line {n} is not a JSON record ({e})") from None
+  return records
 
 
 def truncate_metrics(path: str, step: int) -> None:

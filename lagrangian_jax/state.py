@@ -115,6 +115,11 @@ def check_loop_config(config) -> None:
     "average_decay",
     f"must be in [0, 1), got {config.average_decay}",
   )
+  need(
+    config.divergence_threshold >= 0,
+    "divergence_threshold",
+    f"must be >= 0 (0: off), got {config.divergence_threshold}",
+  )
   _check_data_config(config.data)
 
 
@@ -130,6 +135,7 @@ def _check_data_config(data) -> None:
     "data.pipeline",
     f"'grain' reads tfds data sets (tfds:<name>) from disk, not {data.name!r}; use 'memory'",
   )
+  need(data.num_classes >= 0, "data.num_classes", f"must be >= 0, got {data.num_classes}")
   need(data.workers >= 0, "data.workers", f"must be >= 0, got {data.workers}")
   need(data.prefetch >= 1, "data.prefetch", f"must be >= 1, got {data.prefetch}")
   need(
@@ -155,6 +161,7 @@ def load_dataset(config) -> data_lib.Dataset:
     image_size=data.image_size or None,
     max_train_examples=data.max_train_examples or None,
     lazy=data.pipeline == "grain",
+    num_classes=data.num_classes or None,
   )
 
 

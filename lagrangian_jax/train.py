@@ -12,6 +12,13 @@ Batches are a pure function of ``(seed, step)`` and DistProp's noise of ``(seed,
 or fixed at initialisation, so the run continues exactly as if it had never stopped
 (with the grain pipeline the checkpoint also holds each process's iterator state).
 
+Rerunning a finished run (its checkpoint at ``num_steps`` and its ``summary.json``)
+prints that it is finished with its summary line and returns that summary, training and
+writing nothing; a run whose training finished but whose summary was not written
+evaluates its last checkpoint and writes the summary. A run stops as diverged (the last
+good checkpoint kept) at a non-finite metric or a ``|loss|`` / ``|objective|`` above
+``config.divergence_threshold``, checked when the training metrics are logged.
+
 Several processes (hosts): every array is global and each process reads only its own
 devices' rows; every process writes and reads the checkpoints, process 0 alone the other
 files. Metrics and the summary give the mean over seeds and, under ``"seeds"``, each
@@ -22,9 +29,11 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
 
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import numpy as np
 
@@ -65,10 +74,53 @@ def _seed_means(metrics: dict) -> dict:
 
 
 def _diverged(done: int, what: str, last_good: int, workdir: str) -> errors.TrainingError:
-  return errors.TrainingError(
-    f"training diverged at step {done}: non-finite {what}; the last good checkpoint (step "
-    f"{last_good}) is kept in {os.path.join(workdir, 'checkpoints')}"
+  """``last_good``: the step of the newest checkpoint saved or restored, 0 for none."""
+  kept = (
+    f"the last good checkpoint (step {last_good}) is kept in {os.path.join(workdir, 'checkpoints')}"
+    if last_good
+    else "no checkpoint was saved before it"
   )
+  return errors.TrainingError(f"training diverged at step {done}: {what}; {kept}")
+
+
+def divergence(metrics: dict, threshold: float) -> str:
+  """What makes a step's host ``metrics`` (one value per seed) a divergence, or ``""``:
+  a non-finite metric, or ``|loss|`` or ``|objective|`` of a seed above ``threshold``
+  (``config.divergence_threshold``; 0 turns that check off).
+
+  >>> divergence({"loss": [0.3, 2.0]}, 1e10)
+  ''
+  >>> divergence({"loss": [0.3, 1e29], "objective": [float("nan")] * 2}, 1e10)
+  'non-finite objective'
+  >>> divergence({"loss": [0.3, 1e29]}, 1e10)
+  '|loss| = 1e+29 > config.divergence_threshold=1e+10'
+  """
+  bad = [k for k, v in metrics.items() if not np.all(np.isfinite(np.asarray(v)))]
+  if bad:
+    return f"non-finite {', '.join(bad)}"
+  if threshold > 0:
+    peaks = {
+      k: np.max(np.abs(np.asarray(metrics[k]))) for k in ("loss", "objective") if k in metrics
+    }
+    over = [f"|{k}| = {v:.3g}" for k, v in peaks.items() if v > threshold]
+    if over:
+      return f"{', '.join(over)} > config.divergence_threshold={threshold:g}"
+  return ""
+
+
+def _prepare_workdir(workdir: str) -> None:
+  """Creates ``workdir`` and checks that this process can write there, before any work:
+  a one-line ``ConfigError`` instead of a traceback at the first save."""
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise errors.ConfigError(f"--workdir={workdir}: is a file, not a directory")
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    with tempfile.TemporaryFile(dir=workdir):
+      pass
+  except OSError as e:
+    raise errors.ConfigError(
+      f"--workdir={workdir}: cannot write there ({e.strerror or e})"
+    ) from None
 
 
 def _restore_or_start(config, workdir: str, ckpt, exp, feed) -> tuple:
@@ -125,9 +177,9 @@ def _train(exp, state, start: int, feed, ckpt, evals: list, writer, workdir: str
       if save_now or is_time(done, config.log_every, total):
         host = jax.device_get(metrics)
         train_seconds += time.time() - t0
-        bad = [k for k, v in host.items() if not np.all(np.isfinite(np.asarray(v)))]
-        if bad:
-          raise _diverged(done, ", ".join(bad), last_good, workdir)
+        why = divergence(host, config.divergence_threshold)
+        if why:
+          raise _diverged(done, why, last_good, workdir)
         record = {"step": done, "kind": "train", **_seed_means(host), "seconds": train_seconds}
         writer.write(record)
         bar.set_postfix(reporting.postfix(record, last_eval))
@@ -138,7 +190,7 @@ def _train(exp, state, start: int, feed, ckpt, evals: list, writer, workdir: str
         bar.set_postfix(reporting.postfix(record, last_eval))
       if save_now:
         if not bool(_all_finite(state.params)):  # the metrics were taken before the update
-          raise _diverged(done, "parameters", last_good, workdir)
+          raise _diverged(done, "non-finite parameters", last_good, workdir)
         checkpoints.save(ckpt, done, state, feed)
         last_good = done
       bar.update(1)
@@ -153,20 +205,31 @@ def train_and_evaluate(config, workdir: str) -> dict:
   Running the same command again resumes from the last checkpoint in ``workdir``.
   """
   t_start = time.time()
-  os.makedirs(workdir, exist_ok=True)
+  _prepare_workdir(workdir)
   exp = state_lib.build_experiment(config)
   evals = evaluators.from_config(exp)
   ckpt = checkpoints.manager(workdir, config)
   feed = feed_lib.InputFeed(exp)
   state, start = _restore_or_start(config, workdir, ckpt, exp, feed)
   chief, total = jax.process_index() == 0, config.num_steps
-  writer = reporting.MetricsWriter(os.path.join(workdir, "metrics.jsonl"), enabled=chief)
+  finished = _finished_summary(workdir, total) if start == total > 0 else None
+  if finished is not None:
+    feed.close()
+    reporting.say(
+      f"the run in {workdir} is finished (step {total}); nothing trained or written: "
+      f"{summary_line(finished)}"
+    )
+    return finished
+  metrics_path = os.path.join(workdir, "metrics.jsonl")
+  writer = reporting.MetricsWriter(metrics_path, enabled=chief)
   try:
     state, last_eval, train_seconds, first_seconds = _train(
       exp, state, start, feed, ckpt, evals, writer, workdir
     )
     if last_eval is None or last_eval["step"] != total:  # nothing was left to train
-      last_eval = _record_eval(evals, writer, state, total)
+      last_eval = evaluators.evaluation_record(evals, state, total)
+      if not _has_eval(metrics_path, total):  # a rerun after the summary was lost has it
+        writer.write(last_eval)
   finally:
     feed.close()
     ckpt.wait_until_finished()
@@ -186,6 +249,31 @@ def train_and_evaluate(config, workdir: str) -> dict:
       json.dump(summary, f, indent=2)
     reporting.plot_metrics(os.path.join(workdir, "metrics.jsonl"), workdir)
   return summary
+
+
+def _has_eval(metrics_path: str, step: int) -> bool:
+  return any(
+    r.get("kind") == "eval" and r["step"] == step for r in reporting.read_metrics(metrics_path)
+  )
+
+
+def _finished_summary(workdir: str, total: int) -> dict | None:
+  """The ``summary.json`` of a run whose checkpoint is at its last step ``total``, or None
+  when it is missing or not that run's (a summary never written: the rerun evaluates and
+  writes it). Every process takes process 0's answer, so all of them evaluate or none."""
+  path = os.path.join(workdir, "summary.json")
+  summary = None
+  try:
+    with open(path) as f:
+      summary = json.load(f)
+  except (OSError, ValueError):
+    pass
+  ok = isinstance(summary, dict) and summary.get("steps") == total
+  if jax.process_count() > 1:
+    ok = bool(multihost_utils.broadcast_one_to_all(np.int32(ok)))
+    if ok and summary is None:
+      raise errors.TrainingError(f"process {jax.process_index()} cannot read {path}")
+  return summary if ok else None
 
 
 def _summary(exp: state_lib.Experiment, last_eval: dict, timing: dict) -> dict:

@@ -50,6 +50,7 @@ from __future__ import annotations
 from lagrangian_jax.data.base import Dataset
 from lagrangian_jax.data.base import Split
 from lagrangian_jax.data.base import _carve  # Private; tests check the carving directly.
+from lagrangian_jax.data.base import check_labels
 from lagrangian_jax.data.batching import batch_indices
 from lagrangian_jax.data.batching import get_batch
 from lagrangian_jax.data.batching import iterate_eval
@@ -75,6 +76,7 @@ __all__ = [
   "load_dataset",
   "parse_idx",
   "read_idx",
+  "check_labels",
   "batch_indices",
   "steps_per_epoch",
   "get_batch",

@@ -96,6 +96,44 @@ def _carve(
   return tuple(parts)
 
 
+def check_labels(
+  labels: np.ndarray, num_classes: int, what: str, how: str = "", at: np.ndarray | None = None
+) -> None:
+  """Raises ``DataError`` naming ``what``, the first label outside ``[0, num_classes)`` and
+  its index (``at[i]`` when the labels are rows ``at`` of a file): a stray label must not
+  silently widen the classifier's head. ``how`` says where the class count came from.
+
+  >>> check_labels(np.array([0, 9, 3]), 10, "train")
+  >>> check_labels(np.array([0, 255]), 10, "t10k")
+  Traceback (most recent call last):
+  ...
+  lagrangian_jax.errors.DataError: t10k: label 255 at index 1 is outside [0, 10) (10 classes).
+  """
+  labels = np.asarray(labels)
+  bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+  if bad.size:
+    i = int(bad[0])
+    raise DataError(
+      f"{what}: label {int(labels[i])} at index {i if at is None else int(at[i])} is outside [0, {num_classes}) "
+      f"({how or f'{num_classes} classes'})."
+    )
+
+
+def declared_classes(declared: int | None, actual: int, what: str) -> int:
+  """``actual``, the source's class count, unless ``declared`` (``config.data.num_classes``)
+  says otherwise: then a ``DataError``.
+
+  >>> declared_classes(None, 10, "mnist_5k"), declared_classes(10, 10, "mnist_5k")
+  (10, 10)
+  """
+  if declared is not None and declared != actual:
+    raise DataError(
+      f"{what}: config.data.num_classes={declared} but the data set has {actual} classes; "
+      "set 0 (the data set's count) or the right number."
+    )
+  return actual
+
+
 def _check_image_size(image_size: int | None, native: tuple[int, int, int], what: str) -> None:
   # Only ImageNet is resized; silently ignoring the argument elsewhere would
   # train a model on a shape the caller did not ask for.

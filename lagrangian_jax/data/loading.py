@@ -47,6 +47,7 @@ def load_dataset(
   image_size: int | None = None,
   max_train_examples: int | None = None,
   lazy: bool = False,
+  num_classes: int | None = None,
 ) -> Dataset:
   """Load a data set by name (see the package docstring for the sources).
 
@@ -57,6 +58,9 @@ def load_dataset(
   leaves validation and test alone. ``image_size`` only applies to
   ImageNet (default 224). ``lazy=True`` keeps a tfds data set on disk (every split a
   :class:`LazyImageSource`, as ImageNet always is): what the grain pipeline reads.
+  ``num_classes`` declares the class count (IDX: else the largest training label + 1;
+  mnist_5k and tfds: it must be the data set's own); every label read is checked to lie
+  in ``[0, num_classes)``.
 
   >>> ds = load_dataset("mnist_5k")
   >>> len(ds.train.labels), len(ds.validation.labels), len(ds.test.labels)
@@ -71,7 +75,10 @@ def load_dataset(
   if not isinstance(seed, (int, np.integer)) or seed < 0:
     raise DataError(f"{name}: seed must be a non-negative integer, got {seed!r}.")
   _check_max_train(max_train_examples, name)
+  if num_classes is not None and num_classes < 1:
+    raise DataError(f"{name}: num_classes must be >= 1 or None, got {num_classes!r}.")
   common = dict(
+    num_classes=num_classes,
     validation_fraction=validation_fraction,
     seed=int(seed),
     max_train_examples=max_train_examples,

@@ -23,6 +23,8 @@ from lagrangian_jax.data.base import _carve
 from lagrangian_jax.data.base import _check_image_size
 from lagrangian_jax.data.base import _normalise
 from lagrangian_jax.data.base import _num_validation
+from lagrangian_jax.data.base import check_labels
+from lagrangian_jax.data.base import declared_classes
 from lagrangian_jax.errors import DataError
 
 # Normalisation statistics of pixels scaled to [0, 1].
@@ -247,6 +249,7 @@ def _load_tfds(
   max_train_examples: int | None,
   image_size: int | None,
   lazy: bool = False,
+  num_classes: int | None = None,
 ) -> Dataset:
   spec = _TFDS_SPECS[name]
   what = f"tfds:{name}"
@@ -265,7 +268,7 @@ def _load_tfds(
     (train_idx,) = _carve(n_train, [], seed, max_train_examples)
     val_idx = np.arange(len(val_src))
   test_idx = np.arange(len(test_src))
-  num_classes = _tfds_num_classes(train_src, name)
+  num_classes = declared_classes(num_classes, _tfds_num_classes(train_src, name), what)
 
   if spec.lazy:
     size = IMAGENET_DEFAULT_SIZE if image_size is None else int(image_size)
@@ -293,11 +296,18 @@ def _load_tfds(
       native or (size, size, 3),
     )
 
+  splits = {}
+  for part, src, src_split, idx in (
+    ("train", train_src, "train", train_idx),
+    ("validation", val_src, spec.validation_split or "train", val_idx),
+    ("test", test_src, spec.test_split, test_idx),
+  ):
+    splits[part] = Split(*_materialise(src, idx, spec))
+    how = f"{num_classes} classes in its dataset_info"
+    check_labels(splits[part].labels, num_classes, f"{what} split {src_split!r}", how, idx)
   return Dataset(
     name=what,
-    train=Split(*_materialise(train_src, train_idx, spec)),
-    validation=Split(*_materialise(val_src, val_idx, spec)),
-    test=Split(*_materialise(test_src, test_idx, spec)),
+    **splits,
     num_classes=num_classes,
     image_shape=native,
   )
