@@ -51,6 +51,7 @@ RUN_KEYS = frozenset(
     "evaluators",
     "eval_batch_size",
     "allow_changes",
+    "divergence_threshold",
     "data.workers",
     "data.prefetch",
     "mesh.num_devices",
