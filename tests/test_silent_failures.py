@@ -157,6 +157,22 @@ def test_a_finished_run_without_its_summary_completes_it(tmp_path, capsys):
   assert [r["step"] for r in evals] == [20]  # the final evaluation is not written twice
 
 
+def test_a_table1_entry_killed_after_its_last_checkpoint_completes_on_rerun(tmp_path):
+  # defect 7's report half: the entry's training finished (its last checkpoint saved) but
+  # its summary was never written; every rerun of the report crashed until the folder was
+  # deleted by hand
+  from experiments import table1
+
+  workdir = str(tmp_path / "t1")
+  settings = dict(entries=["backprop_adam"], seeds=1, steps=10, batch_size=50, eval_every=10)
+  first = table1.run_report(workdir, shrink=True, **settings)
+  os.remove(os.path.join(workdir, "backprop_adam", "summary.json"))
+  again = table1.run_report(workdir, shrink=True, **settings)
+  (a,), (b,) = first["rows"], again["rows"]
+  assert b["status"] == "ok" and b["test_accuracy"] == a["test_accuracy"], b
+  assert os.path.exists(os.path.join(workdir, "backprop_adam", "summary.json"))
+
+
 def test_num_steps_zero_runs_and_reruns(tmp_path):
   workdir = str(tmp_path / "run")
   first = train.train_and_evaluate(_short(num_steps=0), workdir)
