@@ -24,6 +24,9 @@ from tests.conftest import shrunken_config
 from tests.test_data import idx_bytes
 from tests.test_data import write_idx_dir
 
+# end-to-end runs and launches (about 3 minutes in all): CI's slow phase, not the README's command
+pytestmark = pytest.mark.slow
+
 
 def _launch(module, *args, timeout=300):
   env = dict(os.environ, JAX_PLATFORMS="cpu")
