@@ -14,7 +14,7 @@ from lagrangian_jax import errors
 from lagrangian_jax import train
 from tests.conftest import shrunken_config
 
-# end-to-end runs and launches (about 3 minutes in all): CI's slow phase, not the README's command
+# end-to-end runs and launches: in CI's slow phase, so the README's test command stays short
 pytestmark = pytest.mark.slow
 
 SHORT = dict(num_steps=10, log_every=5, eval_every=10, checkpoint_every=5)

@@ -24,7 +24,7 @@ from tests.conftest import shrunken_config
 from tests.test_data import idx_bytes
 from tests.test_data import write_idx_dir
 
-# end-to-end runs and launches (about 3 minutes in all): CI's slow phase, not the README's command
+# end-to-end runs and launches: in CI's slow phase, so the README's test command stays short
 pytestmark = pytest.mark.slow
 
 
