@@ -70,23 +70,7 @@ def _env(devices=1):
 
 
 def _start_pair(workdir, port, *extra):
-  return [
-    subprocess.Popen(
-      _cmd(
-        workdir,
-        *extra,
-        f"--coordinator_address=127.0.0.1:{port}",
-        "--num_processes=2",
-        f"--process_id={i}",
-      ),
-      cwd=ROOT,
-      env=_env(),
-      stdout=subprocess.PIPE,
-      stderr=subprocess.PIPE,
-      text=True,
-    )
-    for i in range(2)
-  ]
+  return [_start(workdir, port, i, *extra) for i in range(2)]
 
 
 def _finish(procs, timeout=TIMEOUT):
