@@ -63,3 +63,20 @@ def tfds_mock(monkeypatch):
     return tfds.testing.mock_data(num_examples=num_examples)
 
   return mock
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compilation_cache(tmp_path_factory):
+  """One persistent compilation cache per test session, shared by xdist's workers: many
+  tests build the same shrunken experiment, and XLA's compile is most of a short run's
+  time on a small CPU. The programs and their results are the same with or without it."""
+  import jax
+
+  base = tmp_path_factory.getbasetemp()
+  root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+  path = root / "jax_compilation_cache"
+  path.mkdir(exist_ok=True)
+  jax.config.update("jax_compilation_cache_dir", str(path))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+  yield

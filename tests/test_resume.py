@@ -71,6 +71,7 @@ def test_sigkill_then_rerun_matches_uninterrupted_run(tmp_path):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+@pytest.mark.slow
 def test_divergence_exits_nonzero_and_keeps_last_good_checkpoint(tmp_path):
   workdir = str(tmp_path / "run")
   ok = subprocess.run(
@@ -102,6 +103,7 @@ def test_divergence_exits_nonzero_and_keeps_last_good_checkpoint(tmp_path):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+@pytest.mark.slow
 def test_resuming_with_an_incompatible_config_is_a_clear_error(tmp_path):
   workdir = str(tmp_path / "run")
   subprocess.run(

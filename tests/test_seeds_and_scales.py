@@ -45,6 +45,7 @@ def test_seed_k_of_a_vmapped_run_starts_as_a_run_of_seed_k(method):
   assert not np.allclose(w[0], w[1])
 
 
+@pytest.mark.slow
 def test_the_same_command_reproduces_bit_for_bit():
   """What the docs claim bitwise: the same config and num_seeds, run twice."""
   config = shrunken_config("distprop", num_seeds=2, seed=4)

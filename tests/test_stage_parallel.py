@@ -154,12 +154,14 @@ def test_layout_round_trip_is_exact():
     jax.tree.map(np.testing.assert_array_equal, c, constants)
 
 
+@pytest.mark.slow  # long compiles; the 8-device equalities below are slow too
 def test_stage_parallel_code_on_one_device_equals_the_sequential_run():
   """The stacked layout's shard_map objective (one stage) gives the sequential iterates."""
   steps = 6
   assert_same_run(run(deep(layout="stacked"), steps), run(deep(), steps))
 
 
+@pytest.mark.slow
 def test_slot_layout_on_one_device_equals_the_sequential_run():
   """Heterogeneous splits (the MNIST network cut after the convolutions and after the
   128-unit layer: 9,216 and 128 features) in slots, per-step noise and mixtures."""
@@ -200,7 +202,7 @@ def _layout_norm(layout, params):
   return sum(float(v) for v in jax.tree.leaves(squares))
 
 
-@pytest.mark.parametrize("net_name", ["mlp", "mnist_cnn"])
+@pytest.mark.parametrize("net_name", ["mlp", pytest.param("mnist_cnn", marks=pytest.mark.slow)])
 def test_norm_weights_count_every_sequential_entry_once(net_name):
   """``grad_clip`` on stages: the layout's weighted norm is the sequential tree's norm, on
   every layout; the unweighted one counts the boundary copies twice (so it would not)."""
