@@ -293,17 +293,19 @@ def _error_lines(stderr):
   return [l for l in stderr.splitlines() if l.startswith("error: ")]
 
 
-def test_processes_given_different_configs_refuse_to_run(tmp_path):
-  """Issue 20 defect 4: a learning rate on one process only ran to rc 0, a wrong result."""
+@pytest.mark.parametrize(
+  "key, values",
+  [("learning_rates.weights", [0.01, 0.02]), ("batch_size", [32, 64]), ("num_steps", [40, 60])],
+)
+def test_processes_given_different_configs_refuse_to_run(key, values, tmp_path):
+  """Issue 20 defect 4: a learning rate or batch size on one process only ran to rc 0 (a
+  wrong result); a different num_steps hung a collective for minutes, then aborted."""
   workdir, port = str(tmp_path / "run"), _free_port()
-  procs = [
-    _start(workdir, port, i, f"--config.learning_rates.weights={rate}")
-    for i, rate in enumerate([0.01, 0.02])
-  ]
+  procs = [_start(workdir, port, i, f"--config.{key}={v}") for i, v in enumerate(values)]
   for i, (rc, _, stderr) in enumerate(_finish(procs, timeout=120)):
     lines = _error_lines(stderr)
     assert rc == 1 and len(lines) == 1, stderr[-3000:]
-    assert "config.learning_rates.weights differs across processes" in lines[0], lines
+    assert f"config.{key} differs across processes" in lines[0], lines
     assert f"on process {i}, another value on process {1 - i}" in lines[0], lines
   assert not os.path.exists(os.path.join(workdir, "checkpoints"))
 

@@ -1,5 +1,8 @@
 """Seeds in one program, per-example rows at their natural scale, every group moves."""
 
+import os
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,6 +15,7 @@ from lagrangian_jax import solvers
 from lagrangian_jax import state as state_lib
 from lagrangian_jax.data import feed as feed_lib
 from lagrangian_jax.methods import base
+from tests.conftest import ROOT
 from tests.conftest import shrunken_config
 
 CONSTRAINED = [
@@ -43,6 +47,29 @@ def test_seed_k_of_a_vmapped_run_starts_as_a_run_of_seed_k(method):
   # different seeds: different initialisation, noise and batches
   w = stacked.params["primal"]["weights"][0]["Dense_0"]["kernel"]
   assert not np.allclose(w[0], w[1])
+
+
+def _documents():
+  """Every docstring-bearing source and page a user reads: the package, the programs,
+  the configs, BUILD.md, README.md and docs/."""
+  for top in ("lagrangian_jax", "experiments", "configs", "benchmarks", "docs"):
+    for folder, _, files in os.walk(os.path.join(ROOT, top)):
+      yield from (os.path.join(folder, f) for f in files if f.endswith((".py", ".md")))
+  yield from (os.path.join(ROOT, f) for f in ("BUILD.md", "README.md"))
+
+
+def test_no_page_claims_a_seed_among_others_equals_that_seed_alone():
+  """Issue 20 defect 11: train.py said "seed k of a run equals a run of config.seed + k
+  alone"; at the main job's 700 steps it does not (0.963 alone, 0.973 beside seed 1). The
+  claims that hold are tested here: the same command bit for bit (below), a seed alone
+  and among others the same for the first steps only (above)."""
+  claim = re.compile(r"equals? (a|the) run of .{0,40}?\balone\b")
+  found = []
+  for path in _documents():
+    with open(path, encoding="utf-8") as f:
+      text = " ".join(f.read().replace("``", "").split())
+    found += [f"{os.path.relpath(path, ROOT)}: {m.group(0)}" for m in claim.finditer(text)]
+  assert not found, found
 
 
 @pytest.mark.slow
