@@ -134,7 +134,6 @@ _PROSE = {
   "config.a.b",  # errors.py's docstring: the form of a key
   "config.k",  # identity.py's docstring: the form of a key
   "config.num_stepz",  # a typo, the example of the launcher's suggestion
-  "config.py",  # a file name
 }
 _PARAMETERS = {"network_config": "network"}  # functions given one section
 _READ = re.compile(r"\b(\w*config)((?:\.\w+)+)")
