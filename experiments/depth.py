@@ -68,6 +68,7 @@ from experiments import common
 from lagrangian_jax import errors
 from lagrangian_jax import identity
 from lagrangian_jax import methods as methods_lib
+from lagrangian_jax import state as state_lib
 
 FLAGS = flags.FLAGS
 
@@ -390,6 +391,7 @@ def run_report(
     for d in depths
   }
   for (m, d), config in configs.items():  # a bad key or directory fails before training
+    state_lib.check_loop_config(config)
     common.check_run_dir(config, cell_dir(workdir, m, d))
   identity.claim(workdir, "depth")
   report = {

@@ -406,6 +406,7 @@ def _prepare(chosen: dict, settings: dict, sets: dict, workdir: str) -> tuple[di
   configs, sizes = {}, {}
   for name, (module, overrides) in chosen.items():
     configs[name] = entry_config(module, overrides, **settings, sets=sets)
+    state_lib.check_loop_config(configs[name])  # every value, as build_experiment will
     common.check_run_dir(configs[name], os.path.join(workdir, name))
     sizes[name] = state_sizes(configs[name], load_data(configs[name]))
   return configs, sizes

@@ -17,7 +17,6 @@ checked.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-import math
 from typing import Any, NamedTuple
 
 import jax
@@ -452,7 +451,7 @@ def step_schedule(rate: float, every: int, factor: float) -> optax.Schedule:
 
 
 def _schedules(config, solver: str, steps_per_epoch: float | None):
-  """``rate -> rate or schedule`` for ``config.lr_schedule`` (checked here).
+  """``rate -> rate or schedule`` for ``config.lr_schedule``.
 
   ``kind="step"``: every learning rate (all primal groups and the multipliers') is
   multiplied by ``factor`` every ``every_epochs`` epochs, e.g. AlexNet's /10 every 30
@@ -463,19 +462,8 @@ def _schedules(config, solver: str, steps_per_epoch: float | None):
   sched = config.get("lr_schedule")
   if sched is None:  # a config written before schedules existed
     return lambda rate: rate
-  errors.require(
-    sched.kind in LR_SCHEDULES,
-    "lr_schedule.kind",
-    f"must be one of {list(LR_SCHEDULES)}, got {sched.kind!r}",
-  )
   if sched.kind == "constant":
     return lambda rate: rate
-  errors.require(
-    sched.every_epochs > 0, "lr_schedule.every_epochs", f"must be > 0, got {sched.every_epochs}"
-  )
-  errors.require(
-    0 < sched.factor <= 1, "lr_schedule.factor", f"must be in (0, 1], got {sched.factor}"
-  )
   errors.require(
     steps_per_epoch is not None and steps_per_epoch > 0,
     "lr_schedule.kind",
@@ -497,7 +485,8 @@ def from_config(
   steps_per_epoch: float | None = None,
   clip_weights: Any = None,
 ):
-  """The optimizer of a training config; checks the keys it reads, naming them.
+  """The optimizer of a training config (its values checked by ``config_rules``' rules
+  before, in ``state.check_loop_config``).
 
   Reads ``config.solver`` (``''``: ``default_solver``), ``config.optimizer`` (the step
   rule), ``config.learning_rates.{weights,aux,dual}``, ``config.adagrad_init``,
@@ -513,38 +502,7 @@ def from_config(
     ``(tx, solver)``: the transformation and the name of the solver it runs.
   """
   solver = config.solver or default_solver
-  errors.require(
-    solver in SOLVERS,
-    "solver",
-    f"unknown solver {config.solver!r}; choose one of {list(SOLVERS)} or '' (the method's default)",
-  )
-  errors.require(
-    config.optimizer in STEP_RULES,
-    "optimizer",
-    f"unknown step rule {config.optimizer!r}; choose one of {list(STEP_RULES)}",
-  )
-  errors.require(
-    config.accumulate in solvers.ACCUMULATE,
-    "accumulate",
-    f"must be one of {list(solvers.ACCUMULATE)}, got {config.accumulate!r}",
-  )
   lr = config.learning_rates
-  for key in ("weights", "aux", "dual"):
-    value = lr[key]
-    errors.require(
-      isinstance(value, (int, float)) and value >= 0 and math.isfinite(value),
-      f"learning_rates.{key}",
-      f"must be a non-negative number, got {value!r}",
-    )
-  errors.require(
-    config.adagrad_init >= 0, "adagrad_init", f"must be >= 0, got {config.adagrad_init}"
-  )
-  errors.require(config.grad_clip >= 0, "grad_clip", f"must be >= 0, got {config.grad_clip}")
-  errors.require(
-    isinstance(config.multiplier_every, int) and config.multiplier_every >= 1,
-    "multiplier_every",
-    f"must be an integer >= 1, got {config.multiplier_every!r}",
-  )
   scheduled = _schedules(config, solver, steps_per_epoch)
   rates = {"weights": lr.weights, "aux": lr.aux, **(group_rates or {})}
   used = set(jax.tree.leaves(primal_labels))

@@ -42,6 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lagrangian_jax import config_rules
 from lagrangian_jax import data as data_lib
 from lagrangian_jax import errors
 from lagrangian_jax import methods as methods_lib
@@ -52,8 +53,6 @@ from lagrangian_jax import sharding
 from lagrangian_jax import solvers
 from lagrangian_jax import step as step_lib
 from lagrangian_jax.data import feed as feed_lib
-from lagrangian_jax.data import pipeline as pipeline_lib
-from lagrangian_jax.data import tfds_source
 from lagrangian_jax.methods import base
 
 PyTree = Any
@@ -97,51 +96,20 @@ class AbstractState(NamedTuple):
 
 
 def check_loop_config(config) -> None:
-  """Checks the keys the loop itself reads; every component checks its own."""
-  need = errors.require
-  need(config.batch_size > 0, "batch_size", f"must be positive, got {config.batch_size}")
-  need(config.num_steps >= 0, "num_steps", f"must be >= 0, got {config.num_steps}")
-  for key in (
-    "log_every",
-    "eval_every",
-    "checkpoint_every",
-    "eval_batch_size",
-    "keep_checkpoints",
-    "num_seeds",
-  ):
-    need(config[key] > 0, key, f"must be positive, got {config[key]}")
-  need(
-    0 <= config.average_decay < 1,
-    "average_decay",
-    f"must be in [0, 1), got {config.average_decay}",
-  )
-  need(
-    config.divergence_threshold >= 0,
-    "divergence_threshold",
-    f"must be >= 0 (0: off), got {config.divergence_threshold}",
-  )
+  """The gate every run passes before anything is built: every value by its rule
+  (``config_rules.validate``: a bad value or a key without a rule is refused), then the
+  data keys that must agree with each other; every component checks its own cross-key
+  conditions."""
+  config_rules.validate(config)
   _check_data_config(config.data)
 
 
 def _check_data_config(data) -> None:
   need = errors.require
   need(
-    data.pipeline in pipeline_lib.PIPELINES,
-    "data.pipeline",
-    f"must be one of {list(pipeline_lib.PIPELINES)}, got {data.pipeline!r}",
-  )
-  need(
     data.pipeline == "memory" or str(data.name).startswith("tfds:"),
     "data.pipeline",
     f"'grain' reads tfds data sets (tfds:<name>) from disk, not {data.name!r}; use 'memory'",
-  )
-  need(data.num_classes >= 0, "data.num_classes", f"must be >= 0, got {data.num_classes}")
-  need(data.workers >= 0, "data.workers", f"must be >= 0, got {data.workers}")
-  need(data.prefetch >= 1, "data.prefetch", f"must be >= 1, got {data.prefetch}")
-  need(
-    data.augment in tfds_source.AUGMENTATIONS,
-    "data.augment",
-    f"must be one of {list(tfds_source.AUGMENTATIONS)}, got {data.augment!r}",
   )
   need(
     data.augment == "none" or data.pipeline == "grain",

@@ -42,16 +42,12 @@ METHODS = {
 
 
 def make_method(config, net, num_train: int, mesh=None) -> Method:
-  """The method named by ``config.method``; each method checks its own config keys.
+  """The method named by ``config.method`` (a name ``config_rules`` checked); each method
+  checks its own config section.
 
   On a ``mesh`` with more than one ``stage`` (or with ``config.distprop.block_layout``
   ``"stacked"`` or ``"slots"``), DistProp is the stage-parallel one
   (``distprop.for_mesh``); every other method needs ``mesh.stage=1``."""
-  errors.require(
-    config.method in METHODS,
-    "method",
-    f"unknown method {config.method!r}; choose one of {list(METHODS)}",
-  )
   method = METHODS[config.method](config, net, num_train)
   errors.require(
     method.applies_dropout or not networks.has_dropout(net),

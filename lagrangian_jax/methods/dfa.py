@@ -63,6 +63,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from lagrangian_jax import config_rules
 from lagrangian_jax import errors
 from lagrangian_jax import networks
 from lagrangian_jax.methods import base
@@ -82,18 +83,9 @@ class _DFA(NamedTuple):
 
 
 def _checked_options(config, net: networks.SplitNetwork) -> _DFA:
+  config_rules.validate(config, "dfa")
   scale = config.dfa.feedback_scale
-  errors.require(
-    isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0,
-    "dfa.feedback_scale",
-    f"must be a positive number, got {scale!r}",
-  )
   output_init = config.dfa.get("output_init", "network")  # configs older than the key
-  errors.require(
-    output_init in OUTPUT_INITS,
-    "dfa.output_init",
-    f"must be one of {list(OUTPUT_INITS)}, got {output_init!r}",
-  )
   errors.require(
     len(net.state_shapes) > 0, "network.split", "method 'dfa' needs at least one split"
   )

@@ -78,16 +78,13 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from lagrangian_jax import config_rules
 from lagrangian_jax import errors
 from lagrangian_jax import networks
 from lagrangian_jax.methods import base
 
 sg = jax.lax.stop_gradient
 ACTIVATIONS = {"relu": jax.nn.relu, "tanh": jnp.tanh, "identity": lambda a: a}
-
-
-def _positive(value) -> bool:
-  return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
 
 
 class _DTP(NamedTuple):
@@ -104,21 +101,9 @@ class _DTP(NamedTuple):
 
 
 def _checked_options(config, net: networks.SplitNetwork) -> _DTP:
+  config_rules.validate(config, "dtp")
   opts = config.dtp
   need = errors.require
-  for key in ("noise", "target_step"):
-    need(_positive(opts[key]), f"dtp.{key}", f"must be a positive number, got {opts[key]!r}")
-  rate = opts.inverse_learning_rate
-  need(
-    isinstance(rate, (int, float)) and math.isfinite(rate) and rate >= 0,
-    "dtp.inverse_learning_rate",
-    f"must be a non-negative number, got {rate!r}",
-  )
-  need(
-    opts.inverse_activation in ACTIVATIONS,
-    "dtp.inverse_activation",
-    f"must be one of {list(ACTIVATIONS)}, got {opts.inverse_activation!r}",
-  )
   need(len(net.state_shapes) > 0, "network.split", "method 'dtp' needs at least one split")
   return _DTP(net, float(opts.noise), float(opts.target_step), ACTIVATIONS[opts.inverse_activation])
 

@@ -75,10 +75,8 @@ def _checked_options(config, net, num_train, name: str, formulation: str) -> _Li
   num_splits = len(net.state_shapes)
   errors.require(num_splits > 0, "network.split", f"method {name!r} needs at least one split")
   penalty = float(config.penalty)
-  if formulation == "augmented":
+  if formulation == "augmented":  # its rule (config_rules) asks for >= 0 only
     errors.require(penalty > 0, "penalty", f"must be > 0 for {name}, got {penalty}")
-  elif formulation == "penalty":
-    errors.require(penalty >= 0, "penalty", f"must be >= 0, got {penalty}")
   reparam = jax.nn.relu if config.network.split_activation == "relu" else (lambda h: h)
   return _Lifted(net, num_train, formulation, penalty, reparam)
 

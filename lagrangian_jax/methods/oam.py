@@ -55,13 +55,13 @@ Example (one code step; the last code moves against the output loss):
 from __future__ import annotations
 
 import functools
-import math
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from lagrangian_jax import config_rules
 from lagrangian_jax import errors
 from lagrangian_jax import networks
 from lagrangian_jax.methods import base
@@ -100,21 +100,10 @@ class _OAM(NamedTuple):
 
 
 def _checked_options(config, net: networks.SplitNetwork) -> _OAM:
+  config_rules.validate(config, "oam")
   opts = config.oam
   need = errors.require
   steps = opts.code_steps
-  need(
-    isinstance(steps, int) and not isinstance(steps, bool) and steps >= 0,
-    "oam.code_steps",
-    f"must be a non-negative integer, got {steps!r}",
-  )
-  for key in ("code_learning_rate", "penalty"):
-    value = opts[key]
-    need(
-      isinstance(value, (int, float)) and math.isfinite(value) and value > 0,
-      f"oam.{key}",
-      f"must be a positive number, got {value!r}",
-    )
   need(len(net.state_shapes) > 0, "network.split", "method 'oam' needs at least one split")
   gamma, mu = float(opts.code_learning_rate), float(opts.penalty)
   return _OAM(net, preactivation_segments(net), steps, gamma, mu)

@@ -2,7 +2,7 @@
 
 The sequential method, the stage-parallel one and the split diagnostics all read the
 options through :func:`parse`, so a bad value is refused with the same message
-(``config.distprop.<key>: ...``) wherever it is used.
+(``config.distprop.<key>: ...``, by the key's rule in ``config_rules``) wherever it is used.
 
 Example:
   >>> from configs import default
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from lagrangian_jax import errors
+from lagrangian_jax import config_rules
 
 MULTIPLIERS = ("class", "example", "l1")
 PROTOTYPE_INITS = ("data", "sphere")
@@ -27,15 +27,6 @@ MIX_TARGETS = ("own", "mixed")
 # several; "sequential": one stage only; "stacked" / "slots": the stage-parallel code
 # in that layout (on one stage too), see ``layout.py``
 BLOCK_LAYOUTS = ("auto", "sequential", "stacked", "slots")
-
-# (key, lower bound, strict): numbers that must be >= (or >) their bound
-_BOUNDS = (
-  ("margin", 0, False),
-  ("sigma_floor", 0, True),
-  ("samples_per_class", 1, False),
-  ("augmented_coefficient", 0, False),
-  ("sigma_learning_rate_scale", 0, False),
-)
 
 
 class Options(NamedTuple):
@@ -69,35 +60,15 @@ class Options(NamedTuple):
     return self.mix_targets == "own"
 
 
-def _one_of(value, choices, key: str) -> None:
-  errors.require(
-    value in choices, f"distprop.{key}", f"must be one of {list(choices)}, got {value!r}"
-  )
-
-
 def parse(config) -> Options:
-  """``config.distprop`` as :class:`Options`; a ``ConfigError`` names a bad key."""
+  """``config.distprop`` as :class:`Options`; each key checked by its rule
+  (``config_rules``), a ``ConfigError`` naming a bad one. ``real_inputs``, ``mix_fraction``
+  and ``mix_targets`` may be absent (configs older than them): then off."""
+  config_rules.validate(config, "distprop")
   opts = config.distprop
-  _one_of(opts.multipliers, MULTIPLIERS, "multipliers")
-  _one_of(opts.prototype_init, PROTOTYPE_INITS, "prototype_init")
-  _one_of(opts.shrinkage, SHRINKAGES, "shrinkage")
   real_inputs = opts.get("real_inputs", "none")
-  _one_of(real_inputs, REAL_INPUTS, "real_inputs")
-  for key, low, strict in _BOUNDS:
-    value = opts[key]
-    errors.require(
-      value > low if strict else value >= low,
-      f"distprop.{key}",
-      f"must be {'>' if strict else '>='} {low}, got {value}",
-    )
   mix_fraction = float(opts.get("mix_fraction", 0.0))
-  errors.require(
-    0 <= mix_fraction <= 1, "distprop.mix_fraction", f"must be in [0, 1], got {mix_fraction}"
-  )
   mix_targets = opts.get("mix_targets", "own")
-  _one_of(mix_targets, MIX_TARGETS, "mix_targets")
-  _one_of(opts.noise, NOISES, "noise")
-  _one_of(opts.block_layout, BLOCK_LAYOUTS, "block_layout")
   return Options(
     multipliers=opts.multipliers,
     prototype_init=opts.prototype_init,
