@@ -205,6 +205,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   Running the same command again resumes from the last checkpoint in ``workdir``.
   """
   t_start = time.time()
+  state_lib.check_loop_config(config)  # a refused config leaves no workdir behind
   _prepare_workdir(workdir)
   exp = state_lib.build_experiment(config)
   evals = evaluators.from_config(exp)

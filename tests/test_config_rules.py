@@ -228,4 +228,5 @@ def test_the_launcher_refuses_a_bad_value_in_one_line(tmp_path):
   assert lines == [
     "error: config.distprop.noise: must be one of ['fixed', 'per_step'], got 'Fixed'"
   ], proc.stderr
+  assert not os.path.exists(tmp_path / "run")  # refused before the workdir is made
   assert "Traceback" not in proc.stderr
