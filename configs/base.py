@@ -75,7 +75,7 @@ def network(config: ml_collections.ConfigDict) -> None:
   n.name = "mnist_cnn"  # one of networks.NETWORK_NAMES
   n.split = "default"  # default | every | "2" | "1,2"
   n.split_activation = "identity"  # identity (the ReLU at a split removed) | relu | deferred
-  n.conv_impl = "auto"  # auto (patches on CPU, xla elsewhere) | xla | patches
+  n.conv_impl = "auto"  # auto (rows on CPU, xla elsewhere) | xla | patches | rows
   n.depth = 0  # mlp only: hidden layers
   n.width = 0  # mlp only: units per hidden layer
   # kernel initialiser of every Dense/Conv: lecun_normal (flax's default) | he_normal

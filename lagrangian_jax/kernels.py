@@ -7,17 +7,19 @@ reshapes and one matrix product, whose gradients are pads, adds and matrix produ
 XLA:CPU fuses well. ``networks.build_network`` chooses between them and the XLA
 originals with two switches:
 
-  conv_impl  "auto" (patches on CPU, xla elsewhere) | "xla" (nn.Conv) | "patches"
+  conv_impl  "auto" (rows on CPU, xla elsewhere) | "xla" (nn.Conv) | "patches" | "rows"
   pool_impl  "auto" (fast on CPU, xla elsewhere) | "xla" (nn.max_pool) | "fast"
 
-``PatchConv`` has ``nn.Conv``'s parameter names, shapes and initialisers, so a parameter
+"patches" is the full im2col (``conv2d_patches``), "rows" the row patches of
+``conv2d_rows`` (``kh`` instead of ``kh * kw`` copies of the input; strided columns fall
+back to "patches"). ``PatchConv`` has ``nn.Conv``'s parameter names, shapes and initialisers, so a parameter
 tree moves between formulations unchanged. ``benchmarks/conv_formulations.py`` times the
 formulations, including patch extractions that lost and are not offered here.
 
 Example:
   >>> x = jnp.ones((2, 8, 8, 3))
   >>> resolve_conv_impl("auto", "cpu"), resolve_pool_impl("auto", "cpu")
-  ('patches', 'fast')
+  ('rows', 'fast')
   >>> max_pool_fast(conv2d_patches(x, jnp.ones((3, 3, 3, 4)))).shape
   (2, 3, 3, 4)
 """
@@ -37,11 +39,12 @@ __all__ = [
   "resolve_conv_impl",
   "resolve_pool_impl",
   "conv2d_patches",
+  "conv2d_rows",
   "PatchConv",
   "max_pool_fast",
 ]
 
-CONV_IMPLS = ("auto", "xla", "patches")
+CONV_IMPLS = ("auto", "xla", "patches", "rows")
 POOL_IMPLS = ("auto", "xla", "fast")
 
 Padding = str | tuple[tuple[int, int], ...]
@@ -53,20 +56,20 @@ _MAX_TAPS_FOR_SLICES = 9
 
 
 def resolve_conv_impl(conv_impl: str, backend: str | None = None) -> str:
-  """Maps ``conv_impl`` to the one that runs on ``backend``: "xla" or "patches".
+  """Maps ``conv_impl`` to the one that runs on ``backend``: "xla", "patches" or "rows".
 
   ``backend`` defaults to ``jax.default_backend()``.
 
   Example:
     >>> resolve_conv_impl("auto", "cpu"), resolve_conv_impl("auto", "gpu")
-    ('patches', 'xla')
+    ('rows', 'xla')
   """
   if conv_impl not in CONV_IMPLS:
     raise errors.ConfigError(
       f"config.network.conv_impl: unknown value {conv_impl!r}; allowed: {', '.join(CONV_IMPLS)}"
     )
   if conv_impl == "auto":
-    return "patches" if (backend or jax.default_backend()) == "cpu" else "xla"
+    return "rows" if (backend or jax.default_backend()) == "cpu" else "xla"
   return conv_impl
 
 
@@ -134,6 +137,50 @@ def _im2col_separable(x, kernel_hw, strides, pads):
   )
 
 
+def conv2d_rows(x, kernel, bias=None, strides=(1, 1), padding: Padding = "VALID"):
+  """Convolution from row patches: ``kh`` row slices, one matmul, ``kw`` shifted adds.
+
+  With ``R[b,i,w] = concat_di x[b, sh*i+di, w]`` (``kh * cin`` features, every input
+  column ``w``) and ``Z = R @ K2``, ``K2[(di,ci),(dj,co)] = kernel[di,dj,ci,co]``:
+
+    y[b,i,j,co] = sum_dj Z[b, i, j+dj, dj, co]
+
+  the same sum as ``conv2d_patches`` in another order. The patches are ``kh``, not
+  ``kh * kw``, copies of the input: on CPU the full im2col's buffers (85 MB for the
+  MNIST net's second convolution at batch 128) cost more in memory traffic and page
+  faults than the matmul (benchmarks/cpu_conv.py). The matmul runs on all ``W``
+  padded columns (``W / Wo`` more FLOPs), so only a column stride of 1 takes this path;
+  strided convolutions run ``conv2d_patches``.
+
+  Example:
+    >>> y = conv2d_rows(jnp.ones((2, 8, 8, 3)), jnp.ones((3, 3, 3, 4)))
+    >>> y.shape, float(y[0, 0, 0, 0])
+    ((2, 6, 6, 4), 27.0)
+  """
+  kh, kw, cin, cout = kernel.shape
+  strides = tuple(strides)
+  if strides[1] != 1:
+    return conv2d_patches(x, kernel, bias, strides, padding)
+  pads = _explicit_padding(padding, x.shape[1:3], (kh, kw), strides)
+  x = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
+  b, hp, wp, c = x.shape
+  sh = strides[0]
+  ho, wo = (hp - kh) // sh + 1, wp - kw + 1
+  rows = jnp.concatenate(
+    [
+      lax.slice(x, (0, i, 0, 0), (b, i + sh * (ho - 1) + 1, wp, c), (1, sh, 1, 1))
+      for i in range(kh)
+    ],
+    axis=-1,
+  )
+  k2 = kernel.transpose(0, 2, 1, 3).reshape(kh * cin, kw * cout)
+  z = (rows.reshape(b * ho * wp, kh * cin) @ k2).reshape(b, ho, wp, kw, cout)
+  y = z[:, :, 0:wo, 0]
+  for j in range(1, kw):
+    y = y + z[:, :, j : j + wo, j]
+  return y if bias is None else y + bias
+
+
 def conv2d_patches(x, kernel, bias=None, strides=(1, 1), padding: Padding = "VALID"):
   """Convolution as patches @ kernel (im2col then one matmul); equals ``nn.Conv``.
 
@@ -161,7 +208,9 @@ def conv2d_patches(x, kernel, bias=None, strides=(1, 1), padding: Padding = "VAL
 
 
 class PatchConv(nn.Module):
-  """Drop-in ``nn.Conv`` replacement computing ``conv2d_patches``.
+  """Drop-in ``nn.Conv`` replacement computing ``conv2d_patches`` or ``conv2d_rows``.
+
+  ``formulation``: "patches" (``conv2d_patches``) or "rows" (``conv2d_rows``).
 
   Parameters are named, shaped and initialised exactly like ``nn.Conv``'s, including
   ``kernel_init`` (default lecun-normal, as ``nn.Conv``'s; ``networks`` passes the one
@@ -179,6 +228,7 @@ class PatchConv(nn.Module):
   strides: tuple[int, int] = (1, 1)
   padding: Padding = "VALID"
   kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
+  formulation: str = "patches"
 
   @nn.compact
   def __call__(self, x):
@@ -186,7 +236,8 @@ class PatchConv(nn.Module):
     # nn.Conv's initialisers, so both formulations start from the same weights.
     kernel = self.param("kernel", self.kernel_init, (kh, kw, x.shape[-1], self.features))
     bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
-    return conv2d_patches(x, kernel, bias, self.strides, self.padding)
+    conv = conv2d_rows if self.formulation == "rows" else conv2d_patches
+    return conv(x, kernel, bias, self.strides, self.padding)
 
 
 def max_pool_fast(x, window=(2, 2), strides=(2, 2)):

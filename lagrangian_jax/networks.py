@@ -242,13 +242,15 @@ class Segment(nn.Module):
   """
 
   layers: tuple[Layer, ...]
-  conv_impl: str = "xla"  # resolved: xla | patches
+  conv_impl: str = "xla"  # resolved: xla | patches | rows
   pool_impl: str = "xla"  # resolved: xla | fast
   kernel_init: str = "lecun_normal"  # config.network.init
 
   @nn.compact
   def __call__(self, x, rng=None):
-    conv = nn.Conv if self.conv_impl == "xla" else kernels.PatchConv
+    conv = (
+      nn.Conv if self.conv_impl == "xla" else partial(kernels.PatchConv, formulation=self.conv_impl)
+    )
     kernel_init = INITS[self.kernel_init]()
     n_conv = n_dense = n_drop = 0
     for layer in self.layers:
@@ -365,8 +367,8 @@ def build_network(
       single segment.
     split_activation: ``"identity"`` (DistProp), ``"relu"`` or ``"deferred"`` (module
       docstring).
-    conv_impl: ``"auto"`` (patches on CPU, xla elsewhere), ``"xla"`` (nn.Conv) or
-      ``"patches"`` (``kernels.PatchConv``).
+    conv_impl: ``"auto"`` (rows on CPU, xla elsewhere), ``"xla"`` (nn.Conv),
+      ``"patches"`` or ``"rows"`` (``kernels.PatchConv``'s two formulations).
     pool_impl: ``"auto"`` (fast on CPU, xla elsewhere), ``"xla"`` (nn.max_pool) or
       ``"fast"`` (``kernels.max_pool_fast``).
     depth, width: mlp only (defaults 4 and 128).

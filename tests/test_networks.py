@@ -20,6 +20,7 @@ from benchmarks import conv_formulations
 from lagrangian_jax.errors import ConfigError
 from lagrangian_jax.kernels import PatchConv
 from lagrangian_jax.kernels import conv2d_patches
+from lagrangian_jax.kernels import conv2d_rows
 from lagrangian_jax.kernels import max_pool_fast
 from lagrangian_jax.kernels import resolve_conv_impl
 from lagrangian_jax.kernels import resolve_pool_impl
@@ -153,7 +154,7 @@ def test_split_options():
     (dict(name="mnist_cnn", split=[1.0]), ["split"]),
     (dict(name="resnet"), ["name", "'resnet'", "mnist_cnn", "alexnet", "mlp"]),
     (dict(name="mnist_cnn", split_activation="tanh"), ["split_activation", "identity", "relu"]),
-    (dict(name="mnist_cnn", conv_impl="cudnn"), ["conv_impl", "patches", "xla"]),
+    (dict(name="mnist_cnn", conv_impl="cudnn"), ["conv_impl", "patches", "rows", "xla"]),
     (dict(name="mnist_cnn", init="xavier"), ["init", "'xavier'", "lecun_normal", "he_normal"]),
     (dict(name="mnist_cnn", pool_impl="avg"), ["pool_impl", "fast"]),
     (dict(name="mnist_cnn", depth=3), ["depth", "mlp"]),
@@ -297,9 +298,11 @@ def test_patch_conv_matches_nn_conv(case):
   # what conv_impl="patches" runs) never uses it there; the forced extractions are the
   # benchmark's.
   methods = ("slices", "separable", "lax") if ks[0] * ks[1] <= 9 else ("auto", "separable", "lax")
-  for method in methods:
-    if method == "auto":
-      mod = PatchConv(cout, ks, st, pad)
+  # "rows" (kernels.conv2d_rows, what "auto" runs on CPU) for every case: strided
+  # columns take its fallback to the patches.
+  for method in (*methods, "rows"):
+    if method in ("auto", "rows"):
+      mod = PatchConv(cout, ks, st, pad, formulation="patches" if method == "auto" else "rows")
     else:
       mod = conv_formulations.MethodConv(cout, ks, st, pad, method)
     assert jax.tree.map(jnp.shape, jax.eval_shape(mod.init, KEY, x)["params"]) == shapes
@@ -313,13 +316,16 @@ def test_patch_conv_matches_nn_conv(case):
     np.testing.assert_allclose(gp["bias"], ref_gp["bias"], rtol=1e-4, atol=1e-4)
 
 
-def test_conv2d_patches_forward_matches_lax():
+@pytest.mark.parametrize("conv", [conv2d_patches, conv2d_rows])
+@pytest.mark.parametrize("strides", [(2, 2), (2, 1), (1, 1)])
+def test_conv_forward_matches_lax(conv, strides):
   x = _normal(0, (2, 12, 12, 3))
   k = _normal(5, (3, 3, 3, 5))
-  y = conv2d_patches(x, k, None, (2, 2), "SAME")
+  y = conv(x, k, None, strides, "SAME")
   ref = jax.lax.conv_general_dilated(
-    x, k, (2, 2), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    x, k, strides, "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
   )
+  assert y.shape == ref.shape
   np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4)
 
 
@@ -345,9 +351,6 @@ def test_fast_pool_matches_nn_max_pool(shape, window, strides):
 def test_formulations_share_params_and_agree():
   """Whole mnist_cnn: params from the xla build run unchanged in the patches/fast build."""
   xla = build_network("mnist_cnn", conv_impl="xla", pool_impl="xla")
-  fast = build_network("mnist_cnn", conv_impl="patches", pool_impl="fast")
-  params = _cheap_params(xla)
-  assert jax.tree.map(jnp.shape, params) == jax.tree.map(jnp.shape, _cheap_params(fast))
   x = _x(xla, batch=4)
   y = jnp.array([0, 3, 7, 9])
 
@@ -358,21 +361,25 @@ def test_formulations_share_params_and_agree():
       )
     )
 
+  params = _cheap_params(xla)
   v1, g1 = loss(xla)(params)
-  v2, g2 = loss(fast)(params)
-  np.testing.assert_allclose(v1, v2, rtol=1e-5, atol=1e-5)
-  for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
-    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+  for conv_impl in ("patches", "rows"):
+    fast = build_network("mnist_cnn", conv_impl=conv_impl, pool_impl="fast")
+    assert jax.tree.map(jnp.shape, params) == jax.tree.map(jnp.shape, _cheap_params(fast))
+    v2, g2 = loss(fast)(params)
+    np.testing.assert_allclose(v1, v2, rtol=1e-5, atol=1e-5)
+    for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
+      np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
 
 
 def test_auto_resolution():
-  assert resolve_conv_impl("auto", "cpu").startswith("patches")
+  assert resolve_conv_impl("auto", "cpu") == "rows"
   assert resolve_conv_impl("auto", "gpu") == "xla"
   assert resolve_conv_impl("auto", "tpu") == "xla"
   assert resolve_pool_impl("auto", "cpu") == "fast"
   assert resolve_pool_impl("auto", "gpu") == "xla"
-  # "patches" is what "auto" runs on CPU (conv_impl="patches" was "patches_auto").
-  assert resolve_conv_impl("patches") == resolve_conv_impl("auto", "cpu") == "patches"
+  assert resolve_conv_impl("patches") == "patches"
+  assert resolve_conv_impl("rows") == "rows"
 
 
 # ---------------------------------------------------------------- from_config ---
@@ -444,7 +451,7 @@ def test_from_config_without_init_key_is_lecun():
 # ------------------------------------------------------------ initialisation ---
 
 
-@pytest.mark.parametrize("conv_impl", ["xla", "patches"])
+@pytest.mark.parametrize("conv_impl", ["xla", "patches", "rows"])
 def test_default_init_is_flax_default(conv_impl):
   # init="lecun_normal" (the default) must leave every existing result bit-identical: the
   # same parameters as nn.Conv / nn.Dense built without a kernel_init.
@@ -478,7 +485,7 @@ def test_he_normal_kernel_std():
   assert np.all(np.asarray(he[1]["Dense_0"]["bias"]) == 0)
   # Convolutions (both formulations, the same draws): fan_in = 3 * 3 * 32 = 288, 18,432
   # draws (0.5% relative), 4% tolerance.
-  for conv_impl in ("xla", "patches"):
+  for conv_impl in ("xla", "patches", "rows"):
     p = init_network(build_network("mnist_cnn", conv_impl=conv_impl, init="he_normal"), KEY)
     k = np.asarray(p[0]["Conv_1"]["kernel"])
     assert k.shape == (3, 3, 32, 64)
