@@ -21,7 +21,6 @@ from __future__ import annotations
 import ast
 from collections.abc import Callable, Mapping, Sequence
 import importlib
-import json
 import os
 import shlex
 import sys
@@ -33,6 +32,7 @@ import numpy as np
 
 from lagrangian_jax import errors
 from lagrangian_jax import identity
+from lagrangian_jax import paths
 from lagrangian_jax import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -144,7 +144,7 @@ def check_run_dir(config, run_dir: str) -> None:
   past ``num_steps`` (it would be evaluated as if at ``num_steps``)."""
   identity.check_same_run(run_dir, config)
   ckpt_dir = os.path.join(run_dir, "checkpoints")
-  steps = [int(d) for d in os.listdir(ckpt_dir) if d.isdigit()] if os.path.isdir(ckpt_dir) else []
+  steps = [int(d) for d in paths.listdir(ckpt_dir) if d.isdigit()]
   if steps and max(steps) > config.num_steps:
     raise errors.ConfigError(
       f"{ckpt_dir} has a checkpoint at step {max(steps)}, past --steps={config.num_steps}; "
@@ -156,12 +156,11 @@ def finished_summary(config, run_dir: str) -> dict | None:
   """The cell's ``summary.json`` when a run of this identity, budget and seeds wrote it."""
   path = os.path.join(run_dir, "summary.json")
   record = identity.read_record(run_dir)
-  if not os.path.exists(path) or record is None:
+  if not paths.exists(path) or record is None:
     return None
   if identity.differences(record["identity"], identity.identity(config)):
     return None
-  with open(path) as f:
-    summary = json.load(f)
+  summary = paths.read_json(path)
   if summary.get("steps") != config.num_steps or summary.get("num_seeds") != config.num_seeds:
     return None
   return summary
@@ -197,10 +196,8 @@ def seed_stats(values) -> dict:
 
 def write_report(workdir: str, name: str, report: dict, markdown: str) -> None:
   """``workdir/<name>.json`` (the report) and ``workdir/<name>.md`` (its table)."""
-  with open(os.path.join(workdir, f"{name}.json"), "w") as f:
-    json.dump(report, f, indent=2)
-  with open(os.path.join(workdir, f"{name}.md"), "w") as f:
-    f.write(markdown)
+  paths.write_json(os.path.join(workdir, f"{name}.json"), report)
+  paths.write_text(os.path.join(workdir, f"{name}.md"), markdown)
 
 
 def pyplot():
@@ -214,9 +211,10 @@ def pyplot():
 
 
 def save_figure(fig, path: str) -> str:
-  """Lays out, writes (100 dpi) and closes ``fig``; returns ``path``."""
+  """Lays out, writes (100 dpi PNG, local or remote: ``paths.save_figure``) and closes
+  ``fig``; returns ``path``."""
   fig.tight_layout()
-  fig.savefig(path, dpi=100)
+  paths.save_figure(fig, path)
   pyplot().close(fig)
   return path
 

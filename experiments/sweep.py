@@ -20,8 +20,8 @@ and kept as strings otherwise. The last line is ``BEST validation_accuracy=... k
 from __future__ import annotations
 
 import csv
+import io
 import itertools
-import json
 import os
 import random
 
@@ -33,6 +33,8 @@ from experiments import common
 from lagrangian_jax import errors
 from lagrangian_jax import identity
 from lagrangian_jax import networks
+from lagrangian_jax import paths
+from lagrangian_jax import reporting
 from lagrangian_jax import state as state_lib
 from lagrangian_jax import train
 
@@ -106,13 +108,7 @@ def _planned(config, workdir: str, space: dict[str, list], draw: int, seed: int)
 def _finished_trials(path: str) -> dict:
   """The rows of ``trials.jsonl`` by the fingerprint of the run that gave them
   (``identity.result_fingerprint``; rows written before fingerprints are not reused)."""
-  done = {}
-  if os.path.exists(path):
-    for line in open(path):
-      row = json.loads(line)
-      if "fingerprint" in row:
-        done[row["fingerprint"]] = row
-  return done
+  return {row["fingerprint"]: row for row in reporting.read_metrics(path) if "fingerprint" in row}
 
 
 def run_sweep(config, workdir: str, space: dict[str, list], draw: int = 0, seed: int = 0):
@@ -126,6 +122,26 @@ def run_sweep(config, workdir: str, space: dict[str, list], draw: int = 0, seed:
   done_path = os.path.join(workdir, "trials.jsonl")
   done = _finished_trials(done_path)
   rows = []
+  rows_file = reporting.MetricsWriter(done_path)  # appended to, or rewritten on a bucket
+  try:
+    _run_trials(planned, done, rows, rows_file)
+  finally:
+    rows_file.close()
+  ok = [r for r in rows if not r["error"]]
+  best = max(ok, key=lambda r: r["validation_accuracy"]) if ok else None
+  table = io.StringIO(newline="")
+  writer = csv.writer(table)
+  writer.writerow([*space, *COLUMNS, "error"])
+  for r in rows:
+    writer.writerow([*(r["overrides"][k] for k in space), *(r[c] for c in COLUMNS), r["error"]])
+  paths.write_text(os.path.join(workdir, "trials.csv"), table.getvalue())
+  paths.write_json(os.path.join(workdir, "best.json"), best)
+  return rows, best
+
+
+def _run_trials(planned: list, done: dict, rows: list, rows_file) -> None:
+  """Trains each planned trial not ``done``, appending its row to ``rows`` and
+  ``rows_file`` (``trials.jsonl``)."""
   for overrides, trial, run_dir in planned:
     key = identity.result_fingerprint(trial)
     if key in done:
@@ -137,24 +153,13 @@ def run_sweep(config, workdir: str, space: dict[str, list], draw: int = 0, seed:
     except errors.TrainingError as e:  # a diverged trial is a result, not a crash
       row = {"overrides": overrides, **{c: float("nan") for c in COLUMNS}, "error": str(e)}
     row["fingerprint"] = key
-    with open(done_path, "a") as f:
-      f.write(json.dumps(row) + "\n")
+    rows_file.write(row)
     rows.append(row)
     print(
       f"trial {len(rows)}: {trial_name(overrides)} validation_accuracy="
       f"{row['validation_accuracy']:.4f}",
       flush=True,
     )
-  ok = [r for r in rows if not r["error"]]
-  best = max(ok, key=lambda r: r["validation_accuracy"]) if ok else None
-  with open(os.path.join(workdir, "trials.csv"), "w", newline="") as f:
-    writer = csv.writer(f)
-    writer.writerow([*space, *COLUMNS, "error"])
-    for r in rows:
-      writer.writerow([*(r["overrides"][k] for k in space), *(r[c] for c in COLUMNS), r["error"]])
-  with open(os.path.join(workdir, "best.json"), "w") as f:
-    json.dump(best, f, indent=2)
-  return rows, best
 
 
 def main(argv):

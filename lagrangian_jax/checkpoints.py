@@ -13,6 +13,7 @@ import os
 import orbax.checkpoint as ocp
 
 from lagrangian_jax import errors
+from lagrangian_jax import paths
 from lagrangian_jax import reporting
 
 
@@ -21,9 +22,7 @@ def manager(workdir: str, config) -> ocp.CheckpointManager:
   options = ocp.CheckpointManagerOptions(
     max_to_keep=config.keep_checkpoints, enable_async_checkpointing=False
   )
-  return ocp.CheckpointManager(
-    os.path.join(os.path.abspath(workdir), "checkpoints"), options=options
-  )
+  return ocp.CheckpointManager(paths.resolve(workdir) / "checkpoints", options=options)
 
 
 def _grain_iterator(feed):
@@ -69,10 +68,10 @@ def _incomplete(ckpt: ocp.CheckpointManager, step: int, feed=None) -> str:
   a kill mid-save, a hand's ``rm``), or ``""``."""
   items = ("default",) if _grain_iterator(feed) is None else ("state", "input")
   for item in items:
-    path = os.path.join(str(ckpt.directory), str(step), item)
-    if not os.path.isdir(path):
+    path = ckpt.directory / str(step) / item
+    if not path.is_dir():
       return f"its {item}/ is missing"
-    if not os.listdir(path):
+    if not any(path.iterdir()):
       return f"its {item}/ is empty"
   return ""
 

@@ -35,6 +35,7 @@ import sys
 import time
 
 from lagrangian_jax import errors
+from lagrangian_jax import paths
 
 # Keys that change how a run is run (logged, evaluated, checkpointed, spread over
 # devices), never what a checkpoint holds or what the next step computes from it.
@@ -136,13 +137,11 @@ def read_record(workdir: str) -> dict | None:
   """The run's record (``run.json``); for a run written before records, one made from its
   ``config.json``; None when ``workdir`` holds neither."""
   path = os.path.join(workdir, RECORD)
-  if os.path.exists(path):
-    with open(path) as f:
-      return json.load(f)
+  if paths.exists(path):
+    return paths.read_json(path)
   path = os.path.join(workdir, "config.json")
-  if os.path.exists(path):
-    with open(path) as f:
-      keys = identity(json.load(f))
+  if paths.exists(path):
+    keys = identity(paths.read_json(path))
     return {"identity": keys, "fingerprint": _digest(keys), "history": []}
   return None
 
@@ -185,15 +184,12 @@ def write_start(workdir: str, config, step: int) -> None:
     changed = differences(record["identity"], new)
     if changed:
       entry["changed"] = changed
-  if step == 0 or not os.path.exists(os.path.join(workdir, "config.json")):
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
+  if step == 0 or not paths.exists(os.path.join(workdir, "config.json")):
+    paths.write_text(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2))
   record.update(identity=new, fingerprint=entry["fingerprint"])
   record["history"].append(entry)
-  path = os.path.join(workdir, RECORD)
-  with open(path + ".tmp", "w") as f:  # the other processes read it: never half-written
-    json.dump(record, f, indent=2)
-  os.replace(path + ".tmp", path)
+  # the other processes read it: written whole (paths.write_text), never half-written
+  paths.write_json(os.path.join(workdir, RECORD), record)
 
 
 # ----------------------------------------------------------------------------------
@@ -216,12 +212,9 @@ def owner(workdir: str) -> str | None:
   """The program whose output ``workdir`` holds: its ``owner.json``, else the first whose
   files are there; None for a missing or unclaimed folder."""
   path = os.path.join(workdir, OWNER)
-  if os.path.exists(path):
-    with open(path) as f:
-      return json.load(f)["program"]
-  if not os.path.isdir(workdir):
-    return None
-  present = set(os.listdir(workdir))
+  if paths.exists(path):
+    return paths.read_json(path)["program"]
+  present = set(paths.listdir(workdir))
   return next((p for p, (_, files) in PROGRAMS.items() if present & set(files)), None)
 
 
@@ -239,16 +232,15 @@ def claim(workdir: str, program: str, write: bool = True) -> None:
   ...   print(str(e).split(" holds ")[1])
   a Table 1 report (owner.json); a depth report writes only into its own folder: use another --workdir
   """
-  found, marked = owner(workdir), os.path.exists(os.path.join(workdir, OWNER))
+  found, marked = owner(workdir), paths.exists(os.path.join(workdir, OWNER))
   if found is not None and found != program:
     raise errors.ConfigError(
       f"{workdir} holds {PROGRAMS[found][0]} ({OWNER if marked else 'its files'}); "
       f"{PROGRAMS[program][0]} writes only into its own folder: use another --workdir"
     )
   if write and program != "run" and not marked:
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, OWNER), "w") as f:
-      json.dump({"program": program}, f)
+    paths.makedirs(workdir)
+    paths.write_json(os.path.join(workdir, OWNER), {"program": program}, indent=None)
 
 
 # ----------------------------------------------------------------------------------

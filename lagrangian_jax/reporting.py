@@ -10,6 +10,7 @@ import jax
 import tqdm
 
 from lagrangian_jax import errors
+from lagrangian_jax import paths
 
 
 def say(line: str) -> None:
@@ -19,15 +20,40 @@ def say(line: str) -> None:
 
 
 class MetricsWriter:
-  """Appends one JSON object per line; only process 0 writes."""
+  """Writes one JSON object per line of ``path``; only process 0 writes.
+
+  A local file is appended to (a crash may tear its last line: :func:`read_metrics`
+  drops it). An object store (``gs://``) has no append: the records (those already in
+  the file, then each one written) are kept in memory and the whole object is rewritten
+  at each :meth:`write`. One object keeps ``metrics.jsonl`` the same file every reader
+  knows, and each rewrite replaces it whole, so it is never torn; the cost, a rewrite of
+  ``n`` records per record, is small at the rate records are written (every
+  ``log_every`` / ``eval_every`` steps).
+
+  >>> import os, tempfile
+  >>> path = os.path.join(tempfile.mkdtemp(), "metrics.jsonl")
+  >>> w = MetricsWriter(path); w.write({"step": 1}); w.write({"step": 2}); w.close()
+  >>> read_metrics(path)
+  [{'step': 1}, {'step': 2}]
+  """
 
   def __init__(self, path: str, enabled: bool = True):
-    self._f = open(path, "a") if enabled else None
+    self._path, self._f, self._records = path, None, None
+    if not enabled:
+      return
+    if paths.is_remote(path):
+      self._records = [json.dumps(r) for r in read_metrics(path)]
+    else:
+      self._f = open(path, "a")  # noqa: SIM115 (held open for the run)
 
   def write(self, record: dict) -> None:
+    line = json.dumps(record)
     if self._f is not None:
-      self._f.write(json.dumps(record) + "\n")
+      self._f.write(line + "\n")
       self._f.flush()
+    elif self._records is not None:
+      self._records.append(line)
+      paths.write_text(self._path, "".join(r + "\n" for r in self._records))
 
   def close(self) -> None:
     if self._f is not None:
@@ -41,10 +67,10 @@ def read_metrics(path: str) -> list[dict]:
   checkpoint and writes that record again. A torn line before it is a damaged file: a
   ``DataError`` names the file and the line.
   """
-  if not os.path.exists(path):
+  if not paths.exists(path):
     return []
-  with open(path) as f:
-    lines = [(n, line) for n, line in enumerate(f, 1) if line.strip()]
+  text = paths.read_text(path)
+  lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
   records = []
   for i, (n, line) in enumerate(lines):
     try:
@@ -59,9 +85,7 @@ def read_metrics(path: str) -> list[dict]:
 def truncate_metrics(path: str, step: int) -> None:
   """Drops records written after ``step`` (by a run that was killed before saving)."""
   records = [r for r in read_metrics(path) if r["step"] <= step]
-  with open(path, "w") as f:
-    for r in records:
-      f.write(json.dumps(r) + "\n")
+  paths.write_text(path, "".join(json.dumps(r) + "\n" for r in records))
 
 
 def progress(total: int, initial: int, enabled: bool = True):
@@ -98,7 +122,7 @@ def plot_metrics(metrics_path: str, workdir: str) -> list[str]:
   if not evals:
     return []
   steps = [r["step"] for r in evals]
-  paths = []
+  written = []
   fig, ax = plt.subplots(figsize=(6, 4))
   for key, label in (("test_accuracy", "test"), ("validation_accuracy", "validation")):
     ax.plot(steps, [r[key] for r in evals], marker="o", label=label)
@@ -107,8 +131,7 @@ def plot_metrics(metrics_path: str, workdir: str) -> list[str]:
   ax.grid(alpha=0.3)
   ax.legend()
   fig.tight_layout()
-  paths.append(os.path.join(workdir, "accuracy.png"))
-  fig.savefig(paths[-1], dpi=100)
+  written.append(paths.save_figure(fig, os.path.join(workdir, "accuracy.png")))
   plt.close(fig)
 
   keys = sorted(k for k in evals[-1] if k.startswith("defect_"))
@@ -123,7 +146,6 @@ def plot_metrics(metrics_path: str, workdir: str) -> list[str]:
   if keys:
     ax.legend()
   fig.tight_layout()
-  paths.append(os.path.join(workdir, "defect.png"))
-  fig.savefig(paths[-1], dpi=100)
+  written.append(paths.save_figure(fig, os.path.join(workdir, "defect.png")))
   plt.close(fig)
-  return paths
+  return written

@@ -27,9 +27,7 @@ seed's figure.
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 import time
 
 import jax
@@ -41,6 +39,7 @@ from lagrangian_jax import checkpoints
 from lagrangian_jax import errors
 from lagrangian_jax import evaluators
 from lagrangian_jax import identity
+from lagrangian_jax import paths
 from lagrangian_jax import reporting
 from lagrangian_jax import state as state_lib
 from lagrangian_jax.data import feed as feed_lib
@@ -111,16 +110,17 @@ def divergence(metrics: dict, threshold: float) -> str:
 def _prepare_workdir(workdir: str) -> None:
   """Creates ``workdir`` and checks that this process can write there, before any work:
   a one-line ``ConfigError`` instead of a traceback at the first save."""
-  if os.path.exists(workdir) and not os.path.isdir(workdir):
+  if paths.exists(workdir) and not paths.isdir(workdir):
     raise errors.ConfigError(f"--workdir={workdir}: is a file, not a directory")
   try:
-    os.makedirs(workdir, exist_ok=True)
-    with tempfile.TemporaryFile(dir=workdir):
-      pass
-  except OSError as e:
-    raise errors.ConfigError(
-      f"--workdir={workdir}: cannot write there ({e.strerror or e})"
-    ) from None
+    paths.makedirs(workdir)
+    paths.probe_write(workdir)
+  except Exception as e:
+    # a store's client raises its own types (gcsfs, s3fs): any of them is "cannot write"
+    if not (isinstance(e, OSError) or paths.is_remote(workdir)):
+      raise
+    why = getattr(e, "strerror", None) or (str(e).splitlines() or [type(e).__name__])[0]
+    raise errors.ConfigError(f"--workdir={workdir}: cannot write there ({why})") from None
 
 
 def _restore_or_start(config, workdir: str, ckpt, exp, feed) -> tuple:
@@ -145,8 +145,8 @@ def _restore_or_start(config, workdir: str, ckpt, exp, feed) -> tuple:
       reporting.truncate_metrics(metrics_path, start)
   else:
     start = 0
-    if chief and os.path.exists(metrics_path):
-      os.remove(metrics_path)
+    if chief:
+      paths.remove(metrics_path)
   if chief:
     identity.write_start(workdir, config, start)
   return state, start
@@ -246,8 +246,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   }
   summary = _summary(exp, last_eval, timing)
   if chief:
-    with open(os.path.join(workdir, "summary.json"), "w") as f:
-      json.dump(summary, f, indent=2)
+    paths.write_json(os.path.join(workdir, "summary.json"), summary)
     reporting.plot_metrics(os.path.join(workdir, "metrics.jsonl"), workdir)
   return summary
 
@@ -265,8 +264,7 @@ def _finished_summary(workdir: str, total: int) -> dict | None:
   path = os.path.join(workdir, "summary.json")
   summary = None
   try:
-    with open(path) as f:
-      summary = json.load(f)
+    summary = paths.read_json(path)
   except (OSError, ValueError):
     pass
   ok = isinstance(summary, dict) and summary.get("steps") == total
