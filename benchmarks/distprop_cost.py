@@ -41,6 +41,7 @@ from configs import backprop as backprop_config  # noqa: E402
 from configs import deep_mlp_backprop  # noqa: E402
 from configs import deep_mlp_distprop  # noqa: E402
 from configs import default as distprop_config  # noqa: E402
+from configs import imagenet_backprop  # noqa: E402
 from configs import imagenet_distprop  # noqa: E402
 from lagrangian_jax import state as state_lib  # noqa: E402
 from lagrangian_jax.data import base as data_base  # noqa: E402
@@ -57,6 +58,11 @@ def configs_of(network: str, depth: int):
   """``(backprop config, DistProp config)`` of a network."""
   if network == "mnist":
     return backprop_config.get_config(), distprop_config.get_config()
+  if network == "imagenet":
+    pair = imagenet_backprop.get_config(), imagenet_distprop.get_config()
+    for config in pair:  # the in-memory zeros of fake_imagenet
+      config.data.pipeline, config.data.augment = "memory", "none"
+    return pair
   pair = deep_mlp_backprop.get_config(), deep_mlp_distprop.get_config()
   for config in pair:
     config.network.depth = depth
@@ -138,22 +144,15 @@ def fake_imagenet(size: int, n: int) -> data_base.Dataset:
 def per_device_flops(args):
   """The child of ``--devices=D``: each step's FLOPs on 1 device and per device on D."""
   out = {}
-  nets = [("mnist", 0)] + [("deep", d) for d in args.depths] + [("imagenet", 0)]
-  for network, depth in nets:
+  for network, depth in networks_of(args):
     name = network + (str(depth) if depth else "")
     for label, which in (("bp", 0), ("dp", 1)):
       for n_dev in (1, args.devices):
+        config, dataset = configs_of(network, depth)[which], None
+        config.batch_size = args.batch_size
         if network == "imagenet":
-          config = imagenet_distprop.get_config()
-          if label == "bp":
-            config.method = "backprop"
           config.batch_size = args.imagenet_batch
-          config.data.pipeline = "memory"
-          config.data.augment = "none"
           dataset = fake_imagenet(args.imagenet_size, args.imagenet_batch)
-        else:
-          config, dataset = configs_of(network, depth)[which], None
-          config.batch_size = args.batch_size
         config.mesh.num_devices, config.mesh.data, config.mesh.stage = n_dev, n_dev, 1
         start = time.perf_counter()
         compiled, _, _ = compile_step(config, dataset)
@@ -173,6 +172,12 @@ def per_device_flops(args):
   return out
 
 
+def networks_of(args):
+  """``(network, depth)`` of each network asked for."""
+  nets = [(n, 0) for n in args.networks if n in ("mnist", "imagenet")]
+  return nets + [("deep", d) for d in args.depths if "deep" in args.networks]
+
+
 def result_line(summary) -> str:
   return "RESULT " + " ".join(
     f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()
@@ -181,7 +186,12 @@ def result_line(summary) -> str:
 
 def parse(argv):
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  p.add_argument("--networks", default="mnist,deep", help="comma-separated: mnist, deep")
+  p.add_argument(
+    "--networks",
+    default="",
+    help="comma-separated: mnist, deep, imagenet (--devices only); default mnist,deep "
+    "(and imagenet with --devices)",
+  )
   p.add_argument("--depths", default="16,64", help="the deep MLP's depths")
   p.add_argument("--batch_size", type=int, default=128)
   p.add_argument("--rounds", type=int, default=5)
@@ -192,7 +202,8 @@ def parse(argv):
   p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
   args = p.parse_args(argv)
   args.depths = [int(d) for d in args.depths.split(",") if d]
-  args.networks = [n for n in args.networks.split(",") if n]
+  default = "mnist,deep,imagenet" if args.devices else "mnist,deep"
+  args.networks = [n for n in (args.networks or default).split(",") if n]
   return args
 
 
@@ -219,9 +230,7 @@ def main(argv=None):
     print(result_line(per_device_flops(args)))
     return
   summary = {}
-  nets = [(n, 0) for n in args.networks if n == "mnist"]
-  nets += [("deep", d) for d in args.depths if "deep" in args.networks]
-  for network, depth in nets:
+  for network, depth in networks_of(args):
     name = network + (str(depth) if depth else "")
     out = time_network(network, depth, args)
     print(
