@@ -215,15 +215,18 @@ def main(argv=None):
     env["XLA_FLAGS"] = (
       env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={args.devices}"
     )
-    child = subprocess.run(
+    # the child's lines are relayed as they come (a compile can take minutes), through
+    # this process's sys.stdout (so that pytest's capsys sees them)
+    child = subprocess.Popen(
       [sys.executable, os.path.abspath(__file__), *argv, "--child"],
       env=env,
-      capture_output=True,
+      stdout=subprocess.PIPE,  # stderr: this process's
       text=True,
     )
-    sys.stdout.write(child.stdout)
-    if child.returncode:
-      sys.stderr.write(child.stderr[-5000:])
+    for line in child.stdout:
+      sys.stdout.write(line)
+      sys.stdout.flush()
+    if child.wait():
       raise SystemExit(child.returncode)
     return
   if args.devices:
