@@ -2,6 +2,7 @@
 
 import pytest
 
+from benchmarks import distprop_cost
 from benchmarks import distprop_step_parts
 
 
@@ -19,6 +20,35 @@ def test_distprop_step_parts_runs(capsys):
     "mixtures_as_matmul_ms",
   }
   assert float(fields["distprop_ratio"]) == 1.0
+
+
+def result_fields(out: str) -> dict:
+  result = [line for line in out.splitlines() if line.startswith("RESULT ")]
+  assert len(result) == 1, out
+  return dict(item.split("=") for item in result[0].split()[1:])
+
+
+@pytest.mark.slow
+def test_distprop_cost_runs(capsys):
+  distprop_cost.main(
+    ["--networks=deep", "--depths=2", "--batch_size=16", "--rounds=1", "--steps=1"]
+  )
+  fields = result_fields(capsys.readouterr().out)
+  for solver in ("eg", "peg"):
+    for key in ("ms", "gflop", "ratio", "flop_ratio", "efficiency"):
+      assert float(fields[f"deep2_{solver}_{key}"]) > 0
+  # extragradient evaluates the gradient twice, past extragradient once
+  assert float(fields["deep2_eg_gflop"]) > 1.5 * float(fields["deep2_peg_gflop"])
+
+
+@pytest.mark.slow
+def test_distprop_cost_per_device_flops_runs(capsys):
+  distprop_cost.main(["--devices=2", "--networks=deep", "--depths=2", "--batch_size=16"])
+  fields = result_fields(capsys.readouterr().out)
+  for label in ("bp", "dp"):
+    one, two = (float(fields[f"deep2_{label}_gflop_{n}dev"]) for n in (1, 2))
+    assert 0 < two < one  # the batch is divided over the data axis
+  assert float(fields["deep2_bp_over_ideal"]) < 1.5
 
 
 def test_mixtures_as_matmul_is_distprops_mixture():

@@ -70,12 +70,42 @@ def sample_labels(num_classes: int, samples: int):
   return jnp.tile(jnp.arange(num_classes), samples)
 
 
+def rows_of(m, x):
+  """``m @ x``: rows ``(R, C)`` of weights over the classes of a class-indexed ``x`` of
+  shape ``(C, *H)``, ``(R, *H)``. A dense dot, not a gather: its gradient is another dot,
+  not a scatter-add (on CPU the gathers and scatter-adds of the mixtures were more than
+  half of the deep MLP's step, ``benchmarks/distprop_step_parts.py``). At full precision
+  (TPUs' default f32 dot rounds through bf16): a one-hot row picks ``x[c]`` exactly."""
+  return jnp.tensordot(m.astype(x.dtype), x, axes=1, precision=jax.lax.Precision.HIGHEST)
+
+
+def class_rows(x, labels):
+  """``x[labels]`` for class-indexed ``x``: one-hot rows times ``x`` (:func:`rows_of`).
+
+  >>> [float(v) for v in class_rows(jnp.array([[1.0], [2.0], [3.0]]), jnp.array([2, 0]))[:, 0]]
+  [3.0, 1.0]
+  """
+  return rows_of(jax.nn.one_hot(labels, x.shape[0], dtype=x.dtype), x)
+
+
+def mixing_matrix(t, partner, num_classes: int):
+  """Row ``(s, c)``: ``(1 - t) e_c + t e_partner``, ``(S * C, C)`` (class fastest)."""
+  own = jnp.eye(num_classes, dtype=t.dtype)[None]
+  other = jax.nn.one_hot(partner, num_classes, dtype=t.dtype)
+  return flat((1 - t)[..., None] * own + t[..., None] * other)
+
+
 def mixed(x, t, partner):
   """``(1 - t) x[c] + t x[partner]`` for class-indexed ``x`` of shape ``(C, *H)`` and
   ``t``, ``partner`` of shape ``(S, C)``: ``(S * C, *H)`` rows, class fastest (the order
-  of the samples' labels)."""
-  tt = t.reshape(t.shape + (1,) * (x.ndim - 1))
-  return flat((1 - tt) * x[None] + tt * x[partner])
+  of the samples' labels); the mixing matrix times ``x`` (:func:`rows_of`)."""
+  return rows_of(mixing_matrix(t, partner, x.shape[0]), x)
+
+
+def own_rows(x, samples: int):
+  """Every sample's own class's ``x``: ``x[c]`` at row ``(s, c)``, ``(S * C, *H)``: a
+  broadcast (its gradient a sum over ``s``)."""
+  return flat(jnp.broadcast_to(x[None], (samples,) + x.shape))
 
 
 def block_input(opts: Options, proto, eps, mix):
@@ -181,9 +211,11 @@ def target_rows(opts: Options, x, labels, mix):
   (``mix_targets="own"``: the block snaps inputs between Gaussians back to their class)
   or the same mixture of ``x`` (``"mixed"``: an affine relay)."""
   if mix is None:
-    return x[labels]
+    return class_rows(x, labels)
   t, partner = mix
-  return mixed(x, jnp.zeros_like(t) if opts.own_targets else t, partner)
+  if opts.own_targets:  # x[labels]: the samples' labels are every class S times
+    return own_rows(x, t.shape[0])
+  return mixed(x, t, partner)
 
 
 def z_score(h, mu, sigma):
@@ -207,7 +239,8 @@ def first_constraint(opts: Options, h0, proto, labels):
   """Block 0's term on real data (Algorithm 1's dataset projection):
   ``g_0^{(i)} = shrink_m((f_0(x_i) - mu_0[y_i]) / sigma_0[y_i])`` (``"l1"``: its scalar
   form)."""
-  z0 = z_score(h0, proto["mu"][labels], scale(proto, opts.sigma_floor)[labels])
+  mu, sigma = proto["mu"], scale(proto, opts.sigma_floor)
+  z0 = z_score(h0, class_rows(mu, labels), class_rows(sigma, labels))
   return constraint(opts, z0, l1=opts.multipliers == "l1")
 
 
@@ -215,7 +248,7 @@ def first_rows(opts: Options, lam0, labels):
   """The multipliers of block 0's rows: their class's, or (a per-example table already
   gathered to the batch) each example's own, at its natural scale."""
   if opts.multipliers == "class":
-    return lam0[labels]
+    return class_rows(lam0, labels)
   return formulations.per_example_rows(lam0)
 
 
