@@ -76,6 +76,7 @@ from lagrangian_jax import networks
 from lagrangian_jax.methods import base
 from lagrangian_jax.methods.distprop import layout as layout_lib
 from lagrangian_jax.methods.distprop import options
+from lagrangian_jax.methods.distprop import sequential as sequential_lib
 from lagrangian_jax.methods.distprop import terms
 
 PyTree = Any
@@ -93,12 +94,13 @@ class Stages(NamedTuple):
 
 
 def for_mesh(config, net: networks.SplitNetwork, sequential: base.Method, mesh) -> base.Method:
-  """DistProp on ``mesh`` (None: one device): ``sequential`` itself, or its blocks on the
-  ``stage`` axis when ``config.distprop.block_layout`` says so (``layout.on_stages``)."""
+  """DistProp on ``mesh`` (None: one device): ``sequential`` with its synthetic rows split
+  over ``data`` (``sequential.on_data``), or its blocks on the ``stage`` axis when
+  ``config.distprop.block_layout`` says so (``layout.on_stages``)."""
   opts = options.parse(config)
   stages = 1 if mesh is None else int(mesh.shape[STAGE])
   if not layout_lib.on_stages(opts, stages):
-    return sequential
+    return sequential_lib.on_data(sequential, mesh)
   errors.require(
     mesh is not None,
     "distprop.block_layout",
