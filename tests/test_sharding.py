@@ -50,16 +50,20 @@ SCRIPT = textwrap.dedent("""
         np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
       np.testing.assert_allclose(m8["objective"], m1["objective"], rtol=1e-4)
       print("OK", method, extra)
+""")
 
+ROWS = textwrap.dedent("""
+    import jax
+    assert jax.device_count() == 8, jax.devices()
+    from tests.test_stage_parallel import assert_same_run, deep, run
     # DistProp's synthetic rows split over data (sequential.on_data): the deep MLP with
     # per-step noise and mixtures; 4 samples x 10 classes = 5 rows per device, 3 x 10 =
     # 30 rows padded to 32 by the partitioner
-    from tests.test_stage_parallel import assert_same_run, deep, run as run_deep
     for samples in (4, 3):
       configs = [deep(data=d) for d in (8, 1)]
       for c in configs:
         c.distprop.samples_per_class = samples
-      assert_same_run(run_deep(configs[0], 6), run_deep(configs[1], 6))
+      assert_same_run(run(configs[0], 6), run(configs[1], 6))
       print("OK deep distprop data=8 samples", samples)
 """)
 
@@ -90,7 +94,17 @@ def test_sharded_run_equals_single_device_run():
     [sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
   )
   assert proc.returncode == 0, proc.stdout + proc.stderr
-  assert proc.stdout.count("OK") == 6, proc.stdout
+  assert proc.stdout.count("OK") == 4, proc.stdout
+
+
+@pytest.mark.slow
+def test_distprop_rows_split_over_data_run_like_one_device():
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=8")
+  proc = subprocess.run(
+    [sys.executable, "-c", ROWS], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+  )
+  assert proc.returncode == 0, proc.stdout + proc.stderr
+  assert proc.stdout.count("OK") == 2, proc.stdout
 
 
 def test_distprop_synthetic_rows_divide_over_data():
