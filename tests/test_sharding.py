@@ -52,6 +52,40 @@ SCRIPT = textwrap.dedent("""
       print("OK", method, extra)
 """)
 
+ROWS = textwrap.dedent("""
+    import jax
+    assert jax.device_count() == 8, jax.devices()
+    from tests.test_stage_parallel import assert_same_run, deep, run
+    # DistProp's synthetic rows split over data (sequential.on_data): the deep MLP with
+    # per-step noise and mixtures; 4 samples x 10 classes = 5 rows per device, 3 x 10 =
+    # 30 rows padded to 32 by the partitioner
+    for samples in (4, 3):
+      configs = [deep(data=d) for d in (8, 1)]
+      for c in configs:
+        c.distprop.samples_per_class = samples
+      assert_same_run(run(configs[0], 6), run(configs[1], 6))
+      print("OK deep distprop data=8 samples", samples)
+""")
+
+FLOPS = textwrap.dedent("""
+    import jax
+    assert jax.device_count() == 8, jax.devices()
+    from lagrangian_jax import state as state_lib
+    from lagrangian_jax.data import feed as feed_lib
+    from tests.test_stage_parallel import deep
+
+    def flops(data):
+      config = deep(data=data)
+      # the rows outweigh the solver's update of the weights, which every device repeats
+      config.distprop.samples_per_class, config.batch_size = 32, 64
+      exp = state_lib.build_experiment(config)
+      step = exp.train_step.lower(exp.initial_state, feed_lib.make_batch(exp, 0)).compile()
+      cost = step.cost_analysis()
+      return (cost[0] if isinstance(cost, list) else cost)["flops"]
+
+    print("RATIO", flops(8) / (flops(1) / 8))
+""")
+
 
 @pytest.mark.slow
 def test_sharded_run_equals_single_device_run():
@@ -61,3 +95,25 @@ def test_sharded_run_equals_single_device_run():
   )
   assert proc.returncode == 0, proc.stdout + proc.stderr
   assert proc.stdout.count("OK") == 4, proc.stdout
+
+
+@pytest.mark.slow
+def test_distprop_rows_split_over_data_run_like_one_device():
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=8")
+  proc = subprocess.run(
+    [sys.executable, "-c", ROWS], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+  )
+  assert proc.returncode == 0, proc.stdout + proc.stderr
+  assert proc.stdout.count("OK") == 2, proc.stdout
+
+
+def test_distprop_synthetic_rows_divide_over_data():
+  """Each of 8 data devices runs an eighth of the step's FLOPs (XLA's cost analysis of
+  the compiled per-device program), the synthetic rows' share included."""
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=8")
+  proc = subprocess.run(
+    [sys.executable, "-c", FLOPS], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+  )
+  assert proc.returncode == 0, proc.stdout + proc.stderr
+  ratio = float(proc.stdout.split("RATIO")[-1])
+  assert ratio <= 1.2, ratio

@@ -259,6 +259,7 @@ MESHES = textwrap.dedent("""
         assert layout_of(exp).stages == stage and exp.mesh.shape == {"data": data, "stage": stage}
         kernel = jax.tree.leaves(exp.initial_state.params["primal"]["weights"]["inner"])[0]
         assert kernel.sharding.spec == jax.P(None, "stage"), kernel.sharding  # (seed, block, ...)
+        assert exp.method.objective.args[0].data == data  # each runs its share of the samples
         assert_same_run(many, one)
         print("OK deep", solver, data, stage, flush=True)
       assert_same_run(run(cnn(2, solver), 10), run(cnn(1, solver), 10))

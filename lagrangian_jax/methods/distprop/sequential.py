@@ -41,6 +41,8 @@ class Setup(NamedTuple):
   opts: options.Options
   net: networks.SplitNetwork
   sample_labels: jax.Array  # the class of each flat sample row
+  # the flat sample rows' sharding: split over the mesh's ``data`` axis (:func:`on_data`)
+  rows: jax.sharding.NamedSharding | None = None
 
 
 def make(config, net: networks.SplitNetwork, num_train: int) -> base.Method:
@@ -164,6 +166,62 @@ def _class_statistics(feats, labels, num_classes: int):
 
 
 # ----------------------------------------------------------------------------------
+# The synthetic rows on the data axis
+# ----------------------------------------------------------------------------------
+
+
+def on_data(method: base.Method, mesh) -> base.Method:
+  """``method`` (from :func:`make`) with its synthetic rows split over ``mesh``'s
+  ``data`` axis; itself on one data device (or ``mesh=None``).
+
+  The objective is a mean over the batch's rows and over the ``S x C`` sample rows. The
+  batch is split over ``data`` by its sharding; the samples are drawn inside the step, so
+  without a constraint every data device would draw and run all of them through every
+  block. :func:`spread` constrains the draws and each block's input rows to be split
+  over ``data``: XLA's SPMD partitioner then gives each device its share of every
+  block's rows (and of the noise: ``jax_threefry_partitionable``, JAX's default, draws
+  each element from its own counter, so a device draws only its rows, the same numbers
+  as one device draws) and all-reduces the weights' and prototypes' gradients. The
+  function is unchanged: only the rounding of the sums over rows moves. ``S x C`` rows
+  that ``data`` does not divide are padded by the partitioner (the last devices get
+  fewer real rows).
+
+  Example (one device: the method itself):
+    >>> import jax
+    >>> from configs import deep_mlp_distprop
+    >>> from lagrangian_jax import networks
+    >>> config = deep_mlp_distprop.get_config(); config.network.depth = 2
+    >>> net = networks.from_config(config.network, num_classes=10, input_shape=(28, 28, 1))
+    >>> method = make(config, net, num_train=100)
+    >>> on_data(method, jax.make_mesh((1, 1), ("data", "stage"))) is method
+    True
+  """
+  if mesh is None or mesh.shape["data"] == 1:
+    return method
+  setup = method.objective.args[0]  # make's functools.partial(objective, setup)
+  setup = setup._replace(rows=jax.NamedSharding(mesh, jax.P("data")))
+  return method._replace(objective=functools.partial(objective, setup))
+
+
+def spread(setup: Setup, x, lead: int = 1):
+  """``x`` with its leading ``lead`` sample axes (``(S * C,)`` rows, or ``(S, C)``) split
+  over ``data`` (:func:`on_data`); ``x`` itself without a mesh."""
+  if setup.rows is None:
+    return x
+  rows = x.reshape((-1,) + x.shape[lead:])
+  return jax.lax.with_sharding_constraint(rows, setup.rows).reshape(x.shape)
+
+
+def _spread_draws(setup: Setup, noise, mix):
+  """The noise ``(S, C, *H)`` and the mixtures ``(t, partner)``, ``(S, C)`` each, split
+  over ``data`` as the rows they make."""
+  noise = tuple(spread(setup, e, 2) for e in noise)
+  if mix is not None:
+    mix = tuple(tuple(spread(setup, x, 2) for x in m) for m in mix)
+  return noise, mix
+
+
+# ----------------------------------------------------------------------------------
 # The objective (Algorithm 1)
 # ----------------------------------------------------------------------------------
 
@@ -186,15 +244,18 @@ def constraints(setup: Setup, params, constants, batch):
   h0 = _apply(setup, w, constants, batch.step, 0, batch.images)
   g = [terms.first_constraint(opts, h0, protos[0], batch.labels)]
   mix = terms.mix_of(opts, setup.net, constants, batch.step)
+  noise, mix = _spread_draws(setup, noise, mix)
   # the op order is part of the numerics (XLA's fusions, hence the gradient's rounding,
   # follow it): without mixtures every sample is drawn first, with them block by block
   s = (
-    [] if mix is not None else [terms.block_input(opts, p, e, None) for p, e in zip(protos, noise)]
+    []
+    if mix is not None
+    else [spread(setup, terms.block_input(opts, p, e, None)) for p, e in zip(protos, noise)]
   )
   for l in range(1, k + 1):
     mix_l = None if mix is None else mix[l - 1]
     if mix is not None:
-      s.append(terms.block_input(opts, protos[l - 1], noise[l - 1], mix_l))
+      s.append(spread(setup, terms.block_input(opts, protos[l - 1], noise[l - 1], mix_l)))
     if l < k:
       out = _apply(setup, w, constants, batch.step, l, s[l - 1])
       g.append(terms.block_constraint(opts, out, protos[l], setup.sample_labels, mix_l))
@@ -224,7 +285,7 @@ def objective(setup: Setup, params, constants, batch):
   g, s, h0 = constraints(setup, params, constants, batch)
   lams = params["dual"]["multipliers"]
   logits = _apply(setup, params["primal"]["weights"], constants, batch.step, k, s[-1])
-  mix = terms.mix_of(opts, setup.net, constants, batch.step)
+  _, mix = _spread_draws(setup, (), terms.mix_of(opts, setup.net, constants, batch.step))
   loss = terms.last_loss(opts, logits, setup.sample_labels, None if mix is None else mix[-1])
   rows = (terms.first_rows(opts, lams[0], batch.labels),) + tuple(
     terms.block_rows(opts, lams[l], setup.sample_labels, None if mix is None else mix[l - 1])

@@ -29,7 +29,10 @@ after the next stage's backward pass: measured, 0.91x the sequential iteration a
 may round differently: they agree to float32 rounding (tested), as the whole iteration
 agrees with the sequential one. The data batch is sharded over ``data`` and read by
 block 0 alone (its gradient is averaged over ``data`` as in data parallelism); the blocks
-after it see only samples.
+after it see only samples, and those are split over ``data`` too: each data device draws
+(or reads) every class's noise and runs its own ``S / data`` samples of it through its
+blocks, and the terms' means over rows are averaged over ``data`` (:func:`row_shards`;
+when ``data`` does not divide ``S``, every data device runs all of them).
 
 The gradient is one ``jax.shard_map`` over the mesh (a ``custom_vjp`` ties each boundary
 prototype to its copy and exchanges their partial gradients with ``ppermute``;
@@ -76,6 +79,7 @@ from lagrangian_jax import networks
 from lagrangian_jax.methods import base
 from lagrangian_jax.methods.distprop import layout as layout_lib
 from lagrangian_jax.methods.distprop import options
+from lagrangian_jax.methods.distprop import sequential as sequential_lib
 from lagrangian_jax.methods.distprop import terms
 
 PyTree = Any
@@ -89,16 +93,18 @@ class Stages(NamedTuple):
   opts: options.Options
   net: networks.SplitNetwork
   layout: layout_lib.Layout
-  sample_labels: jax.Array  # the class of each flat sample row
+  sample_labels: jax.Array  # the class of each flat sample row a device runs
+  data: int  # the data shards of the samples (1: every data device runs them all)
 
 
 def for_mesh(config, net: networks.SplitNetwork, sequential: base.Method, mesh) -> base.Method:
-  """DistProp on ``mesh`` (None: one device): ``sequential`` itself, or its blocks on the
-  ``stage`` axis when ``config.distprop.block_layout`` says so (``layout.on_stages``)."""
+  """DistProp on ``mesh`` (None: one device): ``sequential`` with its synthetic rows split
+  over ``data`` (``sequential.on_data``), or its blocks on the ``stage`` axis when
+  ``config.distprop.block_layout`` says so (``layout.on_stages``)."""
   opts = options.parse(config)
   stages = 1 if mesh is None else int(mesh.shape[STAGE])
   if not layout_lib.on_stages(opts, stages):
-    return sequential
+    return sequential_lib.on_data(sequential, mesh)
   errors.require(
     mesh is not None,
     "distprop.block_layout",
@@ -127,7 +133,9 @@ def make(config, net: networks.SplitNetwork, sequential: base.Method, mesh) -> b
     "stage-parallel DistProp cannot run 'forward' (a sequential pass through every block)",
   )
   layout = layout_lib.make_layout(net, int(mesh.shape[STAGE]), opts.block_layout)
-  ctx = Stages(opts, net, layout, terms.sample_labels(net.num_classes, opts.samples_per_class))
+  data = row_shards(opts.samples_per_class, int(mesh.shape[DATA]))
+  labels = terms.sample_labels(net.num_classes, opts.samples_per_class // data)
+  ctx = Stages(opts, net, layout, labels, data)
   return sequential._replace(
     init=functools.partial(_init, layout, sequential),
     objective=functools.partial(_objective, ctx, mesh),
@@ -138,6 +146,45 @@ def make(config, net: networks.SplitNetwork, sequential: base.Method, mesh) -> b
     # a boundary prototype is held twice: its copy must not count in grad_clip's norm
     norm_weights=functools.partial(layout_lib.norm_weights, layout),
   )
+
+
+# ----------------------------------------------------------------------------------
+# The samples on the data axis
+# ----------------------------------------------------------------------------------
+
+
+def row_shards(samples: int, data: int) -> int:
+  """Over how many data devices the ``S`` samples of each class are split: all ``data``
+  when they divide ``S``, else 1 (every data device runs all ``S x C`` rows, as the
+  blocks after block 0 did before the split).
+
+  >>> row_shards(32, 4), row_shards(1, 8)
+  (4, 1)
+  """
+  return data if samples % data == 0 else 1
+
+
+def _own_rows(ctx: Stages, tree, axis: int):
+  """This data device's share of the sample axis (``axis``: ``S``) of the draws in
+  ``tree``: ``S / data`` consecutive samples of every class. Each block's terms are
+  means over rows, so the mean over ``data`` of the shares' (:func:`_over_data`) is the
+  whole term, and the gradients of the weights (invariant over ``data``) are summed over
+  the shares by the transpose of their implicit ``pvary``."""
+  if ctx.data == 1:
+    return tree
+  n = ctx.opts.samples_per_class // ctx.data
+  start = jax.lax.axis_index(DATA) * n
+  return jax.tree.map(lambda x: jax.lax.dynamic_slice_in_dim(x, start, n, axis), tree)
+
+
+def _over_data(ctx: Stages, tree):
+  """The mean over the data devices of their shares' means (:func:`_own_rows`)."""
+  return tree if ctx.data == 1 else jax.lax.pmean(tree, DATA)
+
+
+def _sample_axes(ctx: Stages):
+  """The axes a term on the samples varies over."""
+  return (DATA, STAGE) if ctx.data > 1 else (STAGE,)
 
 
 # ----------------------------------------------------------------------------------
@@ -382,7 +429,7 @@ def _local_stacked(ctx: Stages, params, constants, images, labels, step):
   # every stage computes all m entries (stage 0's d unused ones too, masked below):
   # under a lax.cond that skipped them, XLA copied every residual of the vmapped
   # blocks out of the branch, which cost more than the skipped entries
-  eps, mix = _stacked_inner_inputs(ctx, constants, keys, block)
+  eps, mix = _own_rows(ctx, _stacked_inner_inputs(ctx, constants, keys, block), 1)
   inner_terms, defects = jax.vmap(
     functools.partial(_inner_term, ctx, 1), in_axes=(0, 0, 0, 0, 0, None if mix is None else 0)
   )(w["inner"], p_in, p_inner, lams["inner"], eps, mix)
@@ -394,9 +441,13 @@ def _local_stacked(ctx: Stages, params, constants, images, labels, step):
   w_last = jax.tree.map(lambda x: x[0], w["last"])
   loss = _cond_on(
     layout.stages - 1,
-    lambda: _last_term(ctx, w_last, last_in, *_stacked_last_inputs(ctx, constants, keys)),
+    lambda: _last_term(
+      ctx, w_last, last_in, *_own_rows(ctx, _stacked_last_inputs(ctx, constants, keys), 0)
+    ),
     _scalar(),
+    _sample_axes(ctx),
   )
+  t_inner, defects, loss = _over_data(ctx, (t_inner, defects, loss))
   # each split's defect at its index (entry j of stage s is split block[j]), then one
   # psum of every scalar the step reports
   split_defects = jnp.zeros((k,), jnp.float32).at[jnp.maximum(block, 0)].add(defects)
@@ -416,8 +467,8 @@ def _slot_inputs(ctx: Stages, draws, l: int):
   num_mixed = ctx.opts.num_mixed
   if keys is not None:
     eps = _eps(ctx, keys, l - 1, ctx.net.state_shapes[l - 1])
-    return eps, (_mix(ctx, keys, l) if num_mixed else None)
-  return noise[l - 1], (mixes[l - 1] if num_mixed else None)
+    return _own_rows(ctx, (eps, (_mix(ctx, keys, l) if num_mixed else None)), 0)
+  return _own_rows(ctx, (noise[l - 1], (mixes[l - 1] if num_mixed else None)), 0)
 
 
 def _slot_block(ctx: Stages, draws, w, protos, lams, l: int):
@@ -429,9 +480,13 @@ def _slot_block(ctx: Stages, draws, w, protos, lams, l: int):
       owner[l],
       lambda: _inner_term(ctx, l, w[l], p_in, protos[l], lams[l], *_slot_inputs(ctx, draws, l)),
       (_scalar(), _scalar()),
+      _sample_axes(ctx),
     )
   return _cond_on(
-    owner[k], lambda: _last_term(ctx, w[k], p_in, *_slot_inputs(ctx, draws, l)), _scalar()
+    owner[k],
+    lambda: _last_term(ctx, w[k], p_in, *_slot_inputs(ctx, draws, l)),
+    _scalar(),
+    _sample_axes(ctx),
   )
 
 
@@ -451,12 +506,13 @@ def _local_slots(ctx: Stages, params, constants, images, labels, step):
   else:
     draws = (keys, None, None)
   t0, d0 = _first_block(ctx, owner[0], w[0], protos[0], lams[0], images, labels)
-  total, defects = t0, [d0]
-  for l in range(1, k):
-    t, dl = _slot_block(ctx, draws, w, protos, lams, l)
-    total, defects = total + t, defects + [dl]
+  inner = [_slot_block(ctx, draws, w, protos, lams, l) for l in range(1, k)]
   loss = _slot_block(ctx, draws, w, protos, lams, k)
-  return _totals(total + loss, loss, jnp.stack(defects))
+  inner, loss = _over_data(ctx, (inner, loss))
+  total = t0
+  for t, _ in inner:  # block by block: one stage's sum rounds as the sequential one
+    total = total + t
+  return _totals(total + loss, loss, jnp.stack([d0] + [d for _, d in inner]))
 
 
 # ----------------------------------------------------------------------------------
