@@ -107,6 +107,7 @@ def test_distprop_rows_split_over_data_run_like_one_device():
   assert proc.stdout.count("OK") == 2, proc.stdout
 
 
+@pytest.mark.slow  # compiles the deep MLP on 1 and 8 fake devices in child processes
 def test_distprop_synthetic_rows_divide_over_data():
   """Each of 8 data devices runs an eighth of the step's FLOPs (XLA's cost analysis of
   the compiled per-device program), the synthetic rows' share included."""
