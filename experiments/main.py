@@ -24,6 +24,7 @@ from absl import app
 from absl import flags
 from absl import logging
 import jax
+from jax.experimental.compilation_cache import compilation_cache
 from ml_collections import config_flags
 
 from experiments import common
@@ -119,7 +120,7 @@ def use_compilation_cache(config) -> None:
   folder = config.get("compilation_cache_dir", "")
   config_rules.check("compilation_cache_dir", folder)
   if folder:
-    jax.config.update("jax_compilation_cache_dir", os.path.expanduser(folder))
+    compilation_cache.set_cache_dir(os.path.expanduser(folder))
 
 
 def main(argv):
