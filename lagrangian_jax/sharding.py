@@ -74,7 +74,7 @@ def check_batch_keys(config) -> None:
   >>> check_batch_keys(ml_collections.ConfigDict({"batch_size": 0, "per_device_batch_size": 0}))
   Traceback (most recent call last):
   ...
-  lagrangian_jax.errors.ConfigError: config.batch_size: set it (the global batch) or config.per_device_batch_size; both are 0
+  lagrangian_jax.errors.ConfigError: config.batch_size: must be a positive int, got 0, or set config.per_device_batch_size (the global batch is then it x the mesh's data axis)
   """
   both = config.batch_size and config.get("per_device_batch_size", 0)
   errors.require(
@@ -86,7 +86,8 @@ def check_batch_keys(config) -> None:
   errors.require(
     config.batch_size or config.get("per_device_batch_size", 0),
     "batch_size",
-    "set it (the global batch) or config.per_device_batch_size; both are 0",
+    f"must be a positive int, got {config.batch_size}, or set config.per_device_batch_size "
+    "(the global batch is then it x the mesh's data axis)",
   )
 
 
