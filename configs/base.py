@@ -115,7 +115,9 @@ def loop(config: ml_collections.ConfigDict) -> None:
   config.seed = 0
   config.num_seeds = 1  # seeds seed .. seed + N - 1 in one vmapped program
   config.average_decay = 0.0  # > 0: evaluate an EMA of the iterate's weights
-  config.batch_size = 128
+  config.batch_size = 128  # the global batch (all hosts' devices); 0: per-device instead
+  # > 0 (with batch_size 0): the global batch is this x the mesh's data axis (all hosts)
+  config.per_device_batch_size = 0
   config.num_steps = 700
   config.log_every = 50
   config.eval_every = 100
@@ -130,6 +132,10 @@ def loop(config: ml_collections.ConfigDict) -> None:
   # (DistProp's per-split diagnostics on the validation split, in summary.json)
   config.evaluators = "accuracy,defects"
   config.progress_bar = True
+  # "start,stop": a jax.profiler trace of steps start..stop to <workdir>/profile; "": off
+  config.profile_steps = ""
+  # a folder (local or gs://) for JAX's persistent compilation cache; "": off
+  config.compilation_cache_dir = ""
   # keys (or sections, e.g. "learning_rates") a resume may change from the run's record,
   # comma-separated; every other key of the run's identity must match (identity.py)
   config.allow_changes = ""

@@ -19,5 +19,8 @@ def get_config():
   config.network.split_activation = "relu"  # keep the ReLU at the split: torchvision's net
   config.optimizer = "sgd"
   config.momentum = 0.9
+  # for the global batch of 256; another global batch B (batch_size, or
+  # per_device_batch_size x the data axis): lr x B / 256 as a rule of thumb, not applied
+  # automatically (imagenet_distprop.py says more)
   config.learning_rates.weights = 0.01
   return config

@@ -43,6 +43,11 @@ def get_config():
   config.lr_schedule.kind = "step"
   config.lr_schedule.every_epochs = 30.0
   config.lr_schedule.factor = 0.1
+  # The global batch, all hosts' devices together (or per_device_batch_size, with
+  # batch_size=0: the global batch is it x the mesh's data axis). Every learning rate here
+  # is for 256. A rule of thumb for another global batch B, not applied automatically:
+  # scale the learning rates linearly, lr x B / 256 (Goyal et al. 2017, with a warm-up at
+  # large B); num_steps, given in steps, covers 90 epochs at 256 only: scale it by 256 / B.
   config.batch_size = 256
   config.num_steps = 446_000  # 90 epochs of 1,268,355 images at batch 256
   config.log_every = 100

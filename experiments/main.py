@@ -24,9 +24,11 @@ from absl import app
 from absl import flags
 from absl import logging
 import jax
+from jax.experimental.compilation_cache import compilation_cache
 from ml_collections import config_flags
 
 from experiments import common
+from lagrangian_jax import config_rules
 from lagrangian_jax import errors
 from lagrangian_jax import identity
 from lagrangian_jax import train
@@ -110,12 +112,24 @@ def _give_up_after(seconds: float, message: str) -> threading.Timer:
   return timer
 
 
+def use_compilation_cache(config) -> None:
+  """JAX's persistent compilation cache in ``config.compilation_cache_dir`` (``""``: off),
+  set before anything compiles (JAX reads the setting at its first compile): a restarted
+  or preempted run, and every host of a pod, loads the compiled step instead of compiling
+  it again. Every compile of at least a second is kept."""
+  folder = config.get("compilation_cache_dir", "")
+  config_rules.check("compilation_cache_dir", folder)
+  if folder:
+    compilation_cache.set_cache_dir(os.path.expanduser(folder))
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError("Too many command-line arguments.")
   if not FLAGS["verbosity"].present:  # orbax logs every save at INFO
     logging.set_verbosity(logging.WARNING)
   try:
+    use_compilation_cache(FLAGS.config)
     initialize_distributed()
     identity.check_processes_agree(FLAGS.config)  # before any collective could hang
   except errors.Error as e:

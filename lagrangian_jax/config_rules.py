@@ -172,6 +172,26 @@ def split_points() -> Rule:
   return Rule(ok, "'default', 'every' or comma-separated block indices ('1,2')", "x,y")
 
 
+_STEPS = re.compile(r"\s*(\d+)\s*,\s*(\d+)\s*")
+
+
+def step_range() -> Rule:
+  """``""`` (off) or ``"start,stop"``: steps ``start .. stop`` (1-based, both included).
+
+  >>> r = step_range()
+  >>> r.predicate(""), r.predicate("2,5"), r.predicate("5,2"), r.predicate("0,3"), r.bad
+  (True, True, False, False, '3')
+  """
+
+  def ok(v) -> bool:
+    if v == "":
+      return True
+    m = _STEPS.fullmatch(v) if isinstance(v, str) else None
+    return m is not None and 1 <= int(m[1]) <= int(m[2])
+
+  return Rule(ok, "'' (off) or 'start,stop' with 1 <= start <= stop", "3")
+
+
 # ----------------------------------------------------------------------------------
 # The table
 # ----------------------------------------------------------------------------------
@@ -268,7 +288,9 @@ def _table() -> dict[str, Rule]:
     "seed": int_at_least(0),
     "num_seeds": int_at_least(1),
     "average_decay": fraction,
-    "batch_size": int_at_least(1),
+    # exactly one of the two set, 0 unsets (sharding.check_batch_keys)
+    "batch_size": int_at_least(0),  # the global batch, all hosts' devices
+    "per_device_batch_size": int_at_least(0),  # x the mesh's data axis: the global batch
     "num_steps": int_at_least(0),
     "log_every": int_at_least(1),
     "eval_every": int_at_least(1),
@@ -279,6 +301,8 @@ def _table() -> dict[str, Rule]:
     "eval_train_examples": int_at_least(0),  # 0: the whole training split
     "evaluators": comma_list(tuple(evaluators.EVALUATORS), required=evaluators.DEFAULT.split(",")),
     "progress_bar": boolean(),
+    "profile_steps": step_range(),  # a jax.profiler trace of those steps: train.py
+    "compilation_cache_dir": string(),  # "": off; else JAX's persistent cache there
     "allow_changes": string(),  # which keys it names: identity.py
   }
 

@@ -2,7 +2,9 @@
 
 Two configs are the same run when every key but the run-only ones (:data:`RUN_KEYS`:
 cadences, progress bar, evaluation batching, worker counts, the device mesh, the
-convolution's implementation and the number of steps, which may grow) is equal. The
+convolution's implementation, the number of steps, which may grow, the per-device batch
+size, whose global batch ``batch_size`` is compared, the profiler and the compilation
+cache) is equal. The
 fingerprint is the SHA-256 of the canonical JSON (sorted keys, no spaces) of those keys,
 its first 16 hex digits; :func:`result_fingerprint` adds ``num_steps`` (what a finished
 summary means: the sweep's trial cache keys on it).
@@ -59,6 +61,10 @@ RUN_KEYS = frozenset(
     "mesh.data",
     "mesh.stage",
     "network.conv_impl",
+    # the global batch (batch_size, resolved from it) decides what a checkpoint means
+    "per_device_batch_size",
+    "profile_steps",
+    "compilation_cache_dir",
   }
 )
 

@@ -66,6 +66,56 @@ def mesh_shape(config, n_all: int) -> tuple[int, int]:
   return data, stage
 
 
+def check_batch_keys(config) -> None:
+  """Exactly one of ``config.batch_size`` (the global batch) and
+  ``config.per_device_batch_size`` is set (0 unsets one); else one ``ConfigError``.
+
+  >>> import ml_collections
+  >>> check_batch_keys(ml_collections.ConfigDict({"batch_size": 0, "per_device_batch_size": 0}))
+  Traceback (most recent call last):
+  ...
+  lagrangian_jax.errors.ConfigError: config.batch_size: must be a positive int, got 0, or set config.per_device_batch_size (the global batch is then it x the mesh's data axis)
+  """
+  both = config.batch_size and config.get("per_device_batch_size", 0)
+  errors.require(
+    not both,
+    "per_device_batch_size",
+    f"set it or config.batch_size, not both ({config.per_device_batch_size} and "
+    f"{config.batch_size}; 0 unsets one)",
+  )
+  errors.require(
+    config.batch_size or config.get("per_device_batch_size", 0),
+    "batch_size",
+    f"must be a positive int, got {config.batch_size}, or set config.per_device_batch_size "
+    "(the global batch is then it x the mesh's data axis)",
+  )
+
+
+def with_global_batch(config, mesh: jax.sharding.Mesh | None = None):
+  """``config`` with ``batch_size`` the global batch: as it is when set, else
+  ``per_device_batch_size x data`` (a copy, ``per_device_batch_size`` then 0).
+
+  ``data`` is the size of the mesh's ``data`` axis, which spans every process's devices:
+  the global batch is ``per_device_batch_size x`` the data replicas of all hosts (a stage
+  group of ``mesh.stage`` devices holds one replica's rows). Without ``mesh``, the
+  ``data`` size ``config.mesh`` gives over all devices (:func:`mesh_shape`).
+
+  >>> from configs import base
+  >>> config = base.get_config()
+  >>> config.batch_size, config.per_device_batch_size = 0, 32
+  >>> with_global_batch(config, jax.make_mesh((1, 1), ("data", "stage"))).batch_size
+  32
+  """
+  check_batch_keys(config)
+  if config.batch_size:
+    return config
+  data = mesh.shape["data"] if mesh is not None else mesh_shape(config, jax.device_count())[0]
+  resolved = config.copy_and_resolve_references()
+  resolved.batch_size = config.per_device_batch_size * data
+  resolved.per_device_batch_size = 0
+  return resolved
+
+
 def make_mesh(config) -> jax.sharding.Mesh:
   """A ``(data, stage)`` mesh over ``config.mesh.num_devices`` devices of all processes.
 

@@ -102,6 +102,7 @@ def check_loop_config(config) -> None:
   conditions."""
   config_rules.validate(config)
   _check_data_config(config.data)
+  sharding.check_batch_keys(config)
 
 
 def _check_data_config(data) -> None:
@@ -146,6 +147,7 @@ def abstract_state(config, net: networks.SplitNetwork, num_train: int, mesh=None
   ``mesh``: the ``(data, stage)`` mesh the method is made for (stage-parallel DistProp).
   An ``init`` that reads the training set (``map_train``) reads zeros of its shape.
   """
+  config = sharding.with_global_batch(config, mesh)
   method = methods_lib.make_method(config, net, num_train, mesh)
 
   def map_train(fn, limit=None):
@@ -182,6 +184,7 @@ def build_experiment(
     config.network, num_classes=dataset.num_classes, input_shape=tuple(dataset.image_shape)
   )
   mesh = sharding.make_mesh(config) if mesh is None else mesh
+  config = sharding.with_global_batch(config, mesh)  # from here on, the global batch
   shapes = abstract_state(config, net, len(dataset.train.labels), mesh)
   n_dev = mesh.shape["data"]
   errors.require(

@@ -42,6 +42,7 @@ from lagrangian_jax import identity
 from lagrangian_jax import paths
 from lagrangian_jax import reporting
 from lagrangian_jax import state as state_lib
+from lagrangian_jax import throughput
 from lagrangian_jax.data import feed as feed_lib
 
 
@@ -160,31 +161,40 @@ def _record_eval(evals: list, writer, state, step: int) -> dict:
 
 def _train(exp, state, start: int, feed, ckpt, evals: list, writer, workdir: str):
   """Steps ``start .. num_steps``: ``(state, last eval record or None, seconds training,
-  seconds of the first step)``."""
+  seconds of the first step)``. Train records carry ``throughput.Meter``'s figures."""
   config, total = exp.config, exp.config.num_steps
   bar = reporting.progress(total, start, enabled=config.progress_bar and jax.process_index() == 0)
   last_eval, record = None, {}
   train_seconds, first_seconds, last_good = 0.0, 0.0, start
+  meter = throughput.Meter(config.batch_size * len(exp.seeds), None)  # FLOPs: once compiled
+  profiler = throughput.Profiler(config.profile_steps, workdir)
   try:
     for step in range(start, total):
-      t0 = time.time()
-      state, metrics = exp.train_step(state, feed.batch(step))
       done = step + 1
+      profiler.before(done)
+      t0 = time.time()
+      batch = feed.batch(step)
+      state, metrics = exp.train_step(state, batch)
       if step == start:  # the first step compiles: keep it out of the per-step figure
         jax.block_until_ready(state)
         first_seconds = time.time() - t0
       save_now = is_time(done, config.checkpoint_every, total)
-      if save_now or is_time(done, config.log_every, total):
-        host = jax.device_get(metrics)
-        train_seconds += time.time() - t0
+      logged = save_now or is_time(done, config.log_every, total)
+      # without a sync (not logged), dispatch only: the next sync pays the rest
+      host = jax.device_get(metrics) if logged else None
+      elapsed = time.time() - t0
+      train_seconds += elapsed
+      meter.add(elapsed, compiling=step == start)
+      if step == start:
+        meter.flops_per_step = throughput.step_flops(exp.train_step, state, batch, exp.mesh.size)
+      profiler.after(done, state)
+      if logged:
         why = divergence(host, config.divergence_threshold)
         if why:
           raise _diverged(done, why, last_good, workdir)
         record = {"step": done, "kind": "train", **_seed_means(host), "seconds": train_seconds}
-        writer.write(record)
+        writer.write({**record, **meter.record()})
         bar.set_postfix(reporting.postfix(record, last_eval))
-      else:
-        train_seconds += time.time() - t0  # dispatch only; the next sync pays the rest
       if is_time(done, config.eval_every, total):
         last_eval = _record_eval(evals, writer, state, done)
         bar.set_postfix(reporting.postfix(record, last_eval))
@@ -195,6 +205,7 @@ def _train(exp, state, start: int, feed, ckpt, evals: list, writer, workdir: str
         last_good = done
       bar.update(1)
   finally:
+    profiler.close()
     bar.close()
   return state, last_eval, train_seconds, first_seconds
 
@@ -208,6 +219,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   state_lib.check_loop_config(config)  # a refused config leaves no workdir behind
   _prepare_workdir(workdir)
   exp = state_lib.build_experiment(config)
+  config = exp.config  # batch_size: the global batch (sharding.with_global_batch)
   evals = evaluators.from_config(exp)
   ckpt = checkpoints.manager(workdir, config)
   feed = feed_lib.InputFeed(exp)
