@@ -77,6 +77,7 @@ def test_dfa_zero_output_init_zeroes_only_the_last_segment():
     np.testing.assert_array_equal(a, b)  # the same fixed feedback matrices
 
 
+@pytest.mark.slow  # the slow ones compile a conv network or train: CI's slow phase
 def test_dfa_reaches_a_conv_block_through_its_feature_map():
   net = networks.build_network("mnist_cnn", split="every", split_activation="relu")
   method = methods.make_method(shrunken_config("dfa"), net, num_train=16)
@@ -158,6 +159,7 @@ def test_oam_one_code_step_and_the_local_weight_losses():
   np.testing.assert_allclose(g["weights"][1]["Dense_0"]["kernel"], h.T @ e_code / B, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["dtp", "oam"])
 def test_dtp_and_oam_on_the_conv_network(name):
   net = networks.build_network("mnist_cnn", split_activation="relu")
@@ -189,6 +191,7 @@ def test_bad_keys_are_named(name, key, value):
 
 # Chance is 0.10. Measured at 150 steps of batch 50 on 1,000 digits (2x64 MLP, split
 # "every"): about 0.80 (dfa), 0.86 (dtp), 0.87 (oam).
+@pytest.mark.slow  # test_train trains each baseline in the quick phase (default split)
 @pytest.mark.parametrize("name", ["dfa", "dtp", "oam"])
 def test_trains_well_above_chance(name, tmp_path):
   config = shrunken_config(name, **{"network.split": "every"})

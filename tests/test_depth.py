@@ -55,6 +55,7 @@ def _method(config):
   return dataset, net, method, params, constants, batch
 
 
+@pytest.mark.slow
 def test_split_diagnostics_real_vs_samples():
   config = _deep_config()
   dataset, net, _, params, constants, _ = _method(config)
@@ -90,6 +91,7 @@ def test_split_diagnostics_real_vs_samples():
     {"distprop.real_inputs": "forward", "distprop.mix_fraction": 0.0},
   ],
 )
+@pytest.mark.slow
 def test_remedy_variants_have_finite_gradients(overrides):
   config = _deep_config(3, **overrides)
   _, _, method, params, constants, batch = _method(config)

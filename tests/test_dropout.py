@@ -27,6 +27,7 @@ def test_dropout_layer_is_inverted_dropout_with_a_key_and_identity_without():
   assert not np.array_equal(y, np.asarray(seg.apply({}, x, jax.random.key(1))))
 
 
+@pytest.mark.slow  # AlexNet at 64 px
 def test_alexnet_dropout_sits_before_the_two_hidden_classifier_layers():
   net = networks.build_network("alexnet", input_shape=(64, 64, 3), dropout=0.5)
   plain = networks.build_network("alexnet", input_shape=(64, 64, 3))

@@ -89,7 +89,10 @@ def test_vmapped_seeds_compile_once():
   assert exp.train_step._cache_size() == 1
 
 
-@pytest.mark.parametrize("method, multipliers", [("extraprop", None), ("distprop", "example")])
+@pytest.mark.parametrize(
+  "method, multipliers",
+  [("extraprop", None), pytest.param("distprop", "example", marks=pytest.mark.slow)],
+)
 def test_a_rows_gradient_and_step_do_not_depend_on_the_batch_size(method, multipliers):
   """Example 0's rows: the same gradient and the same GDA step in batches of 4 and 64."""
   config = shrunken_config(method, solver="gda", **{"data.max_train_examples": 250})
