@@ -87,23 +87,25 @@ FLOPS = textwrap.dedent("""
 """)
 
 
-@pytest.mark.slow
-def test_sharded_run_equals_single_device_run():
+def _on_eight_devices(script):
+  """Runs ``script`` in a child process with 8 fake CPU devices; fails on a non-zero exit."""
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=8")
   proc = subprocess.run(
-    [sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
   )
   assert proc.returncode == 0, proc.stdout + proc.stderr
+  return proc
+
+
+@pytest.mark.slow
+def test_sharded_run_equals_single_device_run():
+  proc = _on_eight_devices(SCRIPT)
   assert proc.stdout.count("OK") == 4, proc.stdout
 
 
 @pytest.mark.slow
 def test_distprop_rows_split_over_data_run_like_one_device():
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=8")
-  proc = subprocess.run(
-    [sys.executable, "-c", ROWS], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
-  )
-  assert proc.returncode == 0, proc.stdout + proc.stderr
+  proc = _on_eight_devices(ROWS)
   assert proc.stdout.count("OK") == 2, proc.stdout
 
 
@@ -111,10 +113,6 @@ def test_distprop_rows_split_over_data_run_like_one_device():
 def test_distprop_synthetic_rows_divide_over_data():
   """Each of 8 data devices runs an eighth of the step's FLOPs (XLA's cost analysis of
   the compiled per-device program), the synthetic rows' share included."""
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=8")
-  proc = subprocess.run(
-    [sys.executable, "-c", FLOPS], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
-  )
-  assert proc.returncode == 0, proc.stdout + proc.stderr
+  proc = _on_eight_devices(FLOPS)
   ratio = float(proc.stdout.split("RATIO")[-1])
   assert ratio <= 1.2, ratio
