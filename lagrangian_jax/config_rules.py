@@ -197,69 +197,81 @@ def step_range() -> Rule:
 # ----------------------------------------------------------------------------------
 
 
-@functools.cache
-def _table() -> dict[str, Rule]:
-  """:data:`RULES`, built when first used: the modules that own the choices import this
-  one (to check their sections), so their names are read here, not at import."""
-  from lagrangian_jax import evaluators
-  from lagrangian_jax import kernels
+_NON_NEGATIVE, _POSITIVE = number(0), number(0, interval="(]")
+_FRACTION = number(0, 1, "[)")
+
+
+def _optimizer_rules() -> dict[str, Rule]:
+  """The method and its optimizer (configs/base.py's solver())."""
   from lagrangian_jax import methods
-  from lagrangian_jax import networks
   from lagrangian_jax import optimizers
   from lagrangian_jax import solvers
-  from lagrangian_jax.data import pipeline
-  from lagrangian_jax.data import tfds_source
-  from lagrangian_jax.methods import dfa
-  from lagrangian_jax.methods import dtp
-  from lagrangian_jax.methods.distprop import options as dp
 
-  non_negative, positive = number(0), number(0, interval="(]")
-  fraction = number(0, 1, "[)")
   return {
-    # the method and its optimizer (configs/base.py's solver())
     "method": one_of(methods.METHODS),
     "solver": one_of(("", *optimizers.SOLVERS)),  # '': the method's default
     "optimizer": one_of(optimizers.STEP_RULES),
     "accumulate": one_of(solvers.ACCUMULATE),
-    "adagrad_init": non_negative,
-    "momentum": fraction,
-    "grad_clip": non_negative,
-    "learning_rates.weights": non_negative,
-    "learning_rates.aux": non_negative,
-    "learning_rates.dual": non_negative,
+    "adagrad_init": _NON_NEGATIVE,
+    "momentum": _FRACTION,
+    "grad_clip": _NON_NEGATIVE,
+    "learning_rates.weights": _NON_NEGATIVE,
+    "learning_rates.aux": _NON_NEGATIVE,
+    "learning_rates.dual": _NON_NEGATIVE,
     "lr_schedule.kind": one_of(optimizers.LR_SCHEDULES),
-    "lr_schedule.every_epochs": positive,
+    "lr_schedule.every_epochs": _POSITIVE,
     "lr_schedule.factor": number(0, 1, "(]"),
-    "penalty": non_negative,  # > 0 for the augmented Lagrangian: methods/lifted.py
+    "penalty": _NON_NEGATIVE,  # > 0 for the augmented Lagrangian: methods/lifted.py
     "multiplier_every": int_at_least(1),
-    # DistProp (methods/distprop/options.py)
-    "distprop.margin": non_negative,
+  }
+
+
+def _method_rules() -> dict[str, Rule]:
+  """DistProp's section (methods/distprop/options.py) and the baselines' (configs/dfa.py,
+  dtp.py, oam.py)."""
+  from lagrangian_jax.methods import dfa
+  from lagrangian_jax.methods import dtp
+  from lagrangian_jax.methods.distprop import options as dp
+
+  return {
+    "distprop.margin": _NON_NEGATIVE,
     "distprop.samples_per_class": int_at_least(1),
     "distprop.noise": one_of(dp.NOISES),
-    "distprop.sigma_floor": positive,
+    "distprop.sigma_floor": _POSITIVE,
     "distprop.shrinkage": one_of(dp.SHRINKAGES),
     "distprop.multipliers": one_of(dp.MULTIPLIERS),
-    "distprop.augmented_coefficient": non_negative,
+    "distprop.augmented_coefficient": _NON_NEGATIVE,
     "distprop.prototype_init": one_of(dp.PROTOTYPE_INITS),
-    "distprop.prototype_scale": positive,
-    "distprop.sigma_init": positive,
-    "distprop.sigma_learning_rate_scale": non_negative,
+    "distprop.prototype_scale": _POSITIVE,
+    "distprop.sigma_init": _POSITIVE,
+    "distprop.sigma_learning_rate_scale": _NON_NEGATIVE,
     "distprop.init_examples": int_at_least(1),
     "distprop.real_inputs": one_of(dp.REAL_INPUTS),
     "distprop.mix_fraction": number(0, 1),
     "distprop.mix_targets": one_of(dp.MIX_TARGETS),
     "distprop.block_layout": one_of(dp.BLOCK_LAYOUTS),
-    # the baselines' own sections (configs/dfa.py, dtp.py, oam.py)
-    "dfa.feedback_scale": positive,
+    "dfa.feedback_scale": _POSITIVE,
     "dfa.output_init": one_of(dfa.OUTPUT_INITS),
-    "dtp.noise": positive,
-    "dtp.target_step": positive,
-    "dtp.inverse_learning_rate": non_negative,
+    "dtp.noise": _POSITIVE,
+    "dtp.target_step": _POSITIVE,
+    "dtp.inverse_learning_rate": _NON_NEGATIVE,
     "dtp.inverse_activation": one_of(tuple(dtp.ACTIVATIONS)),
     "oam.code_steps": int_at_least(0),
-    "oam.code_learning_rate": positive,
-    "oam.penalty": positive,
-    # the network (networks.py)
+    "oam.code_learning_rate": _POSITIVE,
+    "oam.penalty": _POSITIVE,
+  }
+
+
+def _network_and_data_rules() -> dict[str, Rule]:
+  """The network (networks.py), the data (data/: the name is resolved, and refused, by
+  data.load_dataset) and the device mesh (sharding.py checks that it divides the
+  devices)."""
+  from lagrangian_jax import kernels
+  from lagrangian_jax import networks
+  from lagrangian_jax.data import pipeline
+  from lagrangian_jax.data import tfds_source
+
+  return {
     "network.name": one_of(networks.NETWORK_NAMES),
     "network.split": split_points(),
     "network.split_activation": one_of(networks.SPLIT_ACTIVATIONS),
@@ -267,11 +279,10 @@ def _table() -> dict[str, Rule]:
     "network.depth": int_at_least(0),  # 0: the network's default
     "network.width": int_at_least(0),
     "network.init": one_of(tuple(networks.INITS)),
-    "network.dropout": fraction,
-    # the data (data/): the name is resolved, and refused, by data.load_dataset
+    "network.dropout": _FRACTION,
     "data.name": string(nonempty=True),
     "data.data_dir": string(),
-    "data.validation_fraction": fraction,
+    "data.validation_fraction": _FRACTION,
     "data.seed": int_at_least(0),
     "data.image_size": int_at_least(0),  # 0: the data set's own
     "data.max_train_examples": int_at_least(0),  # 0: all
@@ -280,14 +291,20 @@ def _table() -> dict[str, Rule]:
     "data.workers": int_at_least(0),
     "data.prefetch": int_at_least(1),
     "data.augment": one_of(tfds_source.AUGMENTATIONS),
-    # the device mesh (sharding.py checks that they divide the devices)
     "mesh.num_devices": int_or_all("every device"),
     "mesh.data": int_or_all("the rest"),
     "mesh.stage": int_or_all("the rest"),
-    # the loop (train.py, evaluators.py, identity.py)
+  }
+
+
+def _loop_rules() -> dict[str, Rule]:
+  """The loop (train.py, evaluators.py, identity.py)."""
+  from lagrangian_jax import evaluators
+
+  return {
     "seed": int_at_least(0),
     "num_seeds": int_at_least(1),
-    "average_decay": fraction,
+    "average_decay": _FRACTION,
     # exactly one of the two set, 0 unsets (sharding.check_batch_keys)
     "batch_size": int_at_least(0),  # the global batch, all hosts' devices
     "per_device_batch_size": int_at_least(0),  # x the mesh's data axis: the global batch
@@ -296,7 +313,7 @@ def _table() -> dict[str, Rule]:
     "eval_every": int_at_least(1),
     "checkpoint_every": int_at_least(1),
     "keep_checkpoints": int_at_least(1),
-    "divergence_threshold": non_negative,  # 0: no threshold
+    "divergence_threshold": _NON_NEGATIVE,  # 0: no threshold
     "eval_batch_size": int_at_least(1),
     "eval_train_examples": int_at_least(0),  # 0: the whole training split
     "evaluators": comma_list(tuple(evaluators.EVALUATORS), required=evaluators.DEFAULT.split(",")),
@@ -305,6 +322,13 @@ def _table() -> dict[str, Rule]:
     "compilation_cache_dir": string(),  # "": off; else JAX's persistent cache there
     "allow_changes": string(),  # which keys it names: identity.py
   }
+
+
+@functools.cache
+def _table() -> dict[str, Rule]:
+  """:data:`RULES`, built when first used: the modules that own the choices import this
+  one (to check their sections), so their names are read here, not at import."""
+  return {**_optimizer_rules(), **_method_rules(), **_network_and_data_rules(), **_loop_rules()}
 
 
 def __getattr__(name: str):
