@@ -17,9 +17,18 @@ compiled *xla* step for every formulation: "rows" multiplies on all padded colum
 (``SWEEP``: flags are process-wide, so each variant is its own process with its own
 matmul) and prints one line per variant, then one ``RESULT`` line for all.
 
+``--values`` checks that a variant computes the same function: every variant's process
+writes, per formulation, the loss and the gradient of the objective at the initial
+state on the first batch, and each is compared with the default variant's ``xla`` one
+(``max |g - g_ref| / max |g_ref|`` over every leaf, and the loss's relative difference).
+A flag that speeds the step up but changes the gradient past float32 rounding (~1e-5 here)
+is not a speed-up.
+
 Usage:
   python benchmarks/cpu_conv.py [--rounds 5] [--steps 2] [--impls xla,patches,rows]
   python benchmarks/cpu_conv.py --sweep            # every SWEEP variant, a process each
+  python benchmarks/cpu_conv.py --sweep --values   # ... and whether each computes the same
+  python benchmarks/cpu_conv.py --sweep --values --variants=default,ynn_dot
   python benchmarks/cpu_conv.py --rounds 1 --steps 1 --batch 8   # smoke run
 
 The last line printed is ``RESULT key=value ...``.
@@ -28,6 +37,7 @@ The last line printed is ``RESULT key=value ...``.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import subprocess
@@ -133,6 +143,48 @@ def measure(impls, rounds: int, steps: int, batch: int) -> dict:
   return out
 
 
+def _loss(objective, constants, batch, params):
+  return objective(params, constants, batch)[0]
+
+
+def values(impls, batch: int, path: str) -> None:
+  """Writes ``path`` (npz): per formulation, the objective's loss and flat gradient at the
+  initial state of seed 0 on the first batch."""
+  import jax
+  import numpy as np
+
+  def first(tree):  # seed 0
+    return jax.tree.map(lambda x: x[0], tree)
+
+  out = {}
+  for impl in impls:
+    exp, state, b, _ = build(impl, batch)
+    constants, b0 = first(state.constants), first(b)
+    loss_fn = functools.partial(_loss, exp.method.objective, constants, b0)
+    loss, grads = jax.value_and_grad(loss_fn)(first(state.params))
+    out[f"{impl}_loss"] = np.asarray(loss, np.float64)
+    for i, g in enumerate(jax.tree.leaves(grads)):
+      out[f"{impl}_grad_{i}"] = np.asarray(g, np.float64)
+  np.savez(path, **out)
+
+
+def _compare(path: str, ref_path: str, impls) -> str:
+  """``impl: loss rel. diff / grad max rel. diff`` against the reference's ``xla``."""
+  import numpy as np
+
+  got, ref = np.load(path), np.load(ref_path)
+  parts = []
+  for impl in impls:
+    loss = abs(float(got[f"{impl}_loss"] - ref["xla_loss"])) / abs(float(ref["xla_loss"]))
+    grads = [k for k in ref.files if k.startswith("xla_grad_")]
+    err = max(
+      float(np.max(np.abs(got[k.replace("xla", impl, 1)] - ref[k])) / np.max(np.abs(ref[k])))
+      for k in grads
+    )
+    parts.append(f"{impl}_loss_rel={loss:.1e} {impl}_grad_rel={err:.1e}")
+  return " ".join(parts)
+
+
 def _result_line(out: dict, impls) -> str:
   parts = [f"matmul_gflops={out['matmul_gflops']:.1f}", f"step_gflop={out['ref_gflop']:.2f}"]
   for impl in impls:
@@ -142,14 +194,28 @@ def _result_line(out: dict, impls) -> str:
 
 def sweep(args) -> None:
   """One subprocess per ``SWEEP`` variant; collects their RESULT lines."""
-  lines = {}
-  for label, env in SWEEP.items():
+  import tempfile
+
+  lines, folder = {}, tempfile.mkdtemp(prefix="cpu_conv_values_")
+  chosen = args.variants.split(",") if args.variants else list(SWEEP)
+  unknown = [v for v in chosen if v not in SWEEP]
+  if unknown or "default" not in chosen:
+    sys.exit(f"--variants: {unknown or 'default'} missing from SWEEP ({', '.join(SWEEP)})")
+  for label in ["default"] + [v for v in chosen if v != "default"]:
+    env = SWEEP[label]
     cmd = [sys.executable, os.path.abspath(__file__)]
     cmd += ["--rounds", str(args.rounds), "--steps", str(args.steps)]
     cmd += ["--batch", str(args.batch), "--impls", args.impls]
+    if args.values:
+      cmd += ["--values", os.path.join(folder, f"{label}.npz")]
     proc = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True)
     result = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     lines[label] = result[-1].removeprefix("RESULT ") if result else f"failed rc={proc.returncode}"
+    if args.values and result:
+      ref = os.path.join(folder, "default.npz")
+      lines[label] += " " + _compare(
+        os.path.join(folder, f"{label}.npz"), ref, args.impls.split(",")
+      )
     print(f"{label:20s} {lines[label]}", flush=True)
   print("RESULT " + " | ".join(f"{k}: {v}" for k, v in lines.items()))
 
@@ -161,6 +227,15 @@ def main() -> None:
   ap.add_argument("--batch", type=int, default=128)
   ap.add_argument("--impls", default="xla,patches,rows")
   ap.add_argument("--sweep", action="store_true", help="a subprocess per SWEEP variant")
+  ap.add_argument("--variants", default="", help="with --sweep: these SWEEP labels only")
+  ap.add_argument(
+    "--values",
+    nargs="?",
+    const=True,
+    default=None,
+    help="with --sweep: compare every variant's loss and gradient with the default's; "
+    "alone, with a path: write this process's (npz)",
+  )
   args = ap.parse_args()
   if args.sweep:
     sweep(args)
@@ -168,6 +243,8 @@ def main() -> None:
   import jax
 
   impls = args.impls.split(",")
+  if isinstance(args.values, str):
+    values(impls, args.batch, args.values)
   out = measure(impls, args.rounds, args.steps, args.batch)
   print(
     f"backend={jax.default_backend()} batch={args.batch} rounds={args.rounds} "
