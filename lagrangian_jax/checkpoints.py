@@ -66,7 +66,14 @@ READ_TRIES = 3  # a read failing with an OSError (a store's transient error) is 
 READ_BACKOFF_S = 0.5  # seconds before the second try, doubled before each later one
 
 
+# Test-only hook: "P:S" makes process P's reads of step S fail with an OSError (a checkpoint
+# unreadable on one process only, tests/test_preemption.py); unset in every real run.
+UNREADABLE_ENV = "LAGRANGIAN_JAX_TEST_UNREADABLE"
+
+
 def _restore(ckpt: ocp.CheckpointManager, step: int, target, feed=None):
+  if os.environ.get(UNREADABLE_ENV) == f"{jax.process_index()}:{step}":
+    raise OSError(f"{UNREADABLE_ENV} makes step {step} unreadable here")
   iterator = _grain_iterator(feed)
   if iterator is None:
     return ckpt.restore(step, args=ocp.args.StandardRestore(target))
@@ -128,7 +135,8 @@ def _reader(ckpt: ocp.CheckpointManager) -> ocp.CheckpointManager:
   alone = ocp.options.MultiprocessingOptions(
     primary_host=me, active_processes={me}, barrier_sync_key_prefix=f"read{me}"
   )
-  options = ocp.CheckpointManagerOptions(read_only=True, multiprocessing_options=alone)
+  # create=False rather than read_only=True: the same, without orbax's warning lines
+  options = ocp.CheckpointManagerOptions(create=False, multiprocessing_options=alone)
   return ocp.CheckpointManager(ckpt.directory, options=options)
 
 
@@ -199,7 +207,7 @@ def restore_newest(ckpt: ocp.CheckpointManager, state, workdir: str, feed=None):
       f"the processes see different checkpoints in {where} (count, newest step by "
       f"process: {seen.tolist()}); every process needs the same (shared) workdir"
     )
-  reader = _reader(ckpt)
+  reader = _reader(ckpt) if steps else ckpt
   tried, first_error = [], None
   try:
     for step in steps:
