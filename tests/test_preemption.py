@@ -109,6 +109,7 @@ def test_sigterm_saves_the_step_reached_and_the_rerun_equals_the_uninterrupted_r
   _, stderr = proc.communicate(timeout=60)
   seconds = time.time() - t0
   assert proc.returncode == preemption.EXIT_STATUS, stderr[-3000:]
+  print(f"one process: SIGTERM to exit {seconds:.2f} s")  # shown by pytest -s
   assert seconds < EXIT_SECONDS, seconds
   step = _preempted_step(stderr, stopped)
   assert 60 <= step < 600 and max(resume._steps(stopped)) == step
@@ -146,6 +147,7 @@ def test_two_processes_sigterm_save_the_same_step_and_resume(signalled, referenc
     steps.add(_preempted_step(stderr, workdir))
   (step,) = steps  # every process saved the same step
   assert 40 <= step < multihost.STEPS and max(multihost._steps(workdir)) == step
+  print(f"two processes ({signalled}): SIGTERM to exit {seconds:.2f} s")  # pytest -s
   assert seconds < EXIT_SECONDS, seconds
 
   for rc, _, stderr in multihost._finish(multihost._start_pair(workdir, port)):
