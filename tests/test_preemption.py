@@ -28,7 +28,9 @@ from tests.conftest import ROOT
 from tests.test_multihost import compilation_cache  # noqa: F401 (fixture, autouse)
 from tests.test_multihost import reference  # noqa: F401 (fixture)
 
-EXIT_SECONDS = 10  # SIGTERM to exit; measured 1.5 s for smoke (one process, loaded 2 cores)
+# SIGTERM to exit, the bound stated in BUILD.md: Kubernetes' default grace period. Measured
+# on 2 CPU cores at load average 12-17: 1.5 s (one process), 6-8 s (two).
+EXIT_SECONDS = 30
 LINE = re.compile(r"^preempted at step (\d+): checkpoint saved in (.+); rerun the same command")
 
 
