@@ -1,7 +1,10 @@
 """Launch a training run: ``python -m experiments.main --config=configs/X.py --workdir=DIR``.
 
 Running the same command again resumes from the last checkpoint in DIR. Expected
-failures (bad config key, missing data, divergence) print one line and exit 1.
+failures (bad config key, missing data, divergence) print one line and exit 1. SIGTERM
+(a preemption notice, on any process) saves the step reached, prints ``preempted at step
+N: checkpoint saved in DIR; rerun the same command to resume`` and exits 75 (EX_TEMPFAIL):
+a job script reruns the command on 75, stops on 0 (finished) and reports 1 (failed).
 
 Several processes (hosts) run the same command, each with its own ``--process_id``::
 
@@ -31,10 +34,16 @@ from experiments import common
 from lagrangian_jax import config_rules
 from lagrangian_jax import errors
 from lagrangian_jax import identity
+from lagrangian_jax import preemption
 from lagrangian_jax import train
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and plots.")
+flags.DEFINE_string(
+  "workdir",
+  None,
+  "Directory for checkpoints, metrics and plots. Exit status: 0 finished, 1 failed, 75 "
+  "preempted (SIGTERM; the step reached is saved: rerun the same command).",
+)
 flags.DEFINE_bool(
   "distributed",
   False,
@@ -143,6 +152,9 @@ def main(argv):
   )
   try:
     summary = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  except preemption.Preempted as e:
+    print(e, file=sys.stderr, flush=True)
+    sys.exit(preemption.EXIT_STATUS)
   except errors.Error as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)

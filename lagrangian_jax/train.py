@@ -19,6 +19,13 @@ evaluates its last checkpoint and writes the summary. A run stops as diverged (t
 good checkpoint kept) at a non-finite metric or a ``|loss|`` / ``|objective|`` above
 ``config.divergence_threshold``, checked when the training metrics are logged.
 
+Preemption (``preemption.py``): at SIGTERM (on any process of a multi-process run) the
+loop saves the step it reached (the same step on every process), waits for the save and
+raises ``preemption.Preempted``; the launcher prints ``preempted at step N: checkpoint
+saved in DIR; rerun the same command to resume`` and exits with status 75
+(``preemption.EXIT_STATUS``, EX_TEMPFAIL): 0 is a finished run, 1 a failure. Checkpoints
+are saved asynchronously (``checkpoints.py``); every exit waits for the last save.
+
 Several processes (hosts): every array is global and each process reads only its own
 devices' rows; every process writes and reads the checkpoints, process 0 alone the other
 files. Metrics and the summary give the mean over seeds and, under ``"seeds"``, each
@@ -40,6 +47,7 @@ from lagrangian_jax import errors
 from lagrangian_jax import evaluators
 from lagrangian_jax import identity
 from lagrangian_jax import paths
+from lagrangian_jax import preemption
 from lagrangian_jax import reporting
 from lagrangian_jax import state as state_lib
 from lagrangian_jax import throughput
@@ -159,9 +167,11 @@ def _record_eval(evals: list, writer, state, step: int) -> dict:
   return record
 
 
-def _train(exp, state, start: int, feed, ckpt, evals: list, writer, workdir: str):
+def _train(exp, state, start: int, feed, ckpt, evals: list, writer, workdir: str, watch):
   """Steps ``start .. num_steps``: ``(state, last eval record or None, seconds training,
-  seconds of the first step)``. Train records carry ``throughput.Meter``'s figures."""
+  seconds of the first step)``. Train records carry ``throughput.Meter``'s figures. At a
+  preemption notice (``watch``, a ``preemption.Watch``) the step reached is saved, the
+  save waited for, and ``preemption.Preempted`` raised."""
   config, total = exp.config, exp.config.num_steps
   bar = reporting.progress(total, start, enabled=config.progress_bar and jax.process_index() == 0)
   last_eval, record = None, {}
@@ -198,11 +208,15 @@ def _train(exp, state, start: int, feed, ckpt, evals: list, writer, workdir: str
       if is_time(done, config.eval_every, total):
         last_eval = _record_eval(evals, writer, state, done)
         bar.set_postfix(reporting.postfix(record, last_eval))
-      if save_now:
+      preempted = watch.reached(done, ckpt)  # every process, every step: the same answer
+      if save_now or preempted:
         if not bool(_all_finite(state.params)):  # the metrics were taken before the update
           raise _diverged(done, "non-finite parameters", last_good, workdir)
         checkpoints.save(ckpt, done, state, feed)
         last_good = done
+      if preempted:
+        ckpt.wait_until_finished()
+        raise preemption.Preempted(done, os.path.join(workdir, "checkpoints"))
       bar.update(1)
   finally:
     profiler.close()
@@ -236,16 +250,17 @@ def train_and_evaluate(config, workdir: str) -> dict:
   metrics_path = os.path.join(workdir, "metrics.jsonl")
   writer = reporting.MetricsWriter(metrics_path, enabled=chief)
   try:
-    state, last_eval, train_seconds, first_seconds = _train(
-      exp, state, start, feed, ckpt, evals, writer, workdir
-    )
+    with preemption.Watch() as watch:
+      state, last_eval, train_seconds, first_seconds = _train(
+        exp, state, start, feed, ckpt, evals, writer, workdir, watch
+      )
     if last_eval is None or last_eval["step"] != total:  # nothing was left to train
       last_eval = evaluators.evaluation_record(evals, state, total)
       if not _has_eval(metrics_path, total):  # a rerun after the summary was lost has it
         writer.write(last_eval)
   finally:
     feed.close()
-    ckpt.wait_until_finished()
+    ckpt.wait_until_finished()  # the last save (asynchronous) is done before any exit
     writer.close()
   steps_run = total - start
   timing = {
