@@ -12,7 +12,7 @@ is their own (the grid, Table 1's entries, the depth cells) and import the rest 
 * :func:`write_report`, :func:`pyplot`, :func:`save_figure`: ``<name>.json``,
   ``<name>.md`` and the figures;
 * :func:`run_main`: the programs' ``main``, one ``error: ...`` line and exit 1 for an
-  expected failure; :func:`parse_flags`: the same for a bad flag (``app.run(main,
+  expected failure, exit 75 for a preemption; :func:`parse_flags`: the same for a bad flag (``app.run(main,
   flags_parser=common.parse_flags)``).
 """
 
@@ -33,6 +33,7 @@ import numpy as np
 from lagrangian_jax import errors
 from lagrangian_jax import identity
 from lagrangian_jax import paths
+from lagrangian_jax import preemption
 from lagrangian_jax import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -233,7 +234,8 @@ def run_main(argv: Sequence[str], body: Callable[[], str]) -> None:
   """A program's ``main``: runs ``body`` and prints the line it returns.
 
   An expected failure (:class:`lagrangian_jax.errors.Error`) prints one ``error: ...``
-  line and exits 1. Logging is at WARNING unless ``--verbosity`` says otherwise (orbax
+  line and exits 1; a preemption (SIGTERM: the running cell saved its step) prints its
+  line and exits ``preemption.EXIT_STATUS`` (75): rerunning the command resumes. Logging is at WARNING unless ``--verbosity`` says otherwise (orbax
   logs every save at INFO).
   """
   if len(argv) > 1:
@@ -242,6 +244,9 @@ def run_main(argv: Sequence[str], body: Callable[[], str]) -> None:
     logging.set_verbosity(logging.WARNING)
   try:
     line = body()
+  except preemption.Preempted as e:
+    print(e, file=sys.stderr, flush=True)
+    sys.exit(preemption.EXIT_STATUS)
   except errors.Error as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)

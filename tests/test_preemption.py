@@ -182,3 +182,15 @@ def test_a_checkpoint_unreadable_on_one_process_only_makes_both_resume_from_the_
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     evals = [json.loads(l)["step"] for l in f if '"eval"' in l]
   assert evals == [50, 100]  # the first run's evaluation at 40 dropped with its checkpoint
+
+
+def test_the_report_programs_exit_75_at_a_preemption(capsys):
+  from experiments import common
+
+  def body():
+    raise preemption.Preempted(7, "/runs/x/checkpoints")
+
+  with pytest.raises(SystemExit) as stop:
+    common.run_main(["prog"], body)
+  assert stop.value.code == preemption.EXIT_STATUS
+  assert LINE.match(capsys.readouterr().err.strip())
