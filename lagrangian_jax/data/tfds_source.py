@@ -59,14 +59,45 @@ _TFDS_SPECS = {
 _TFDS_READ_CHUNK = 4096
 
 
+def _remote_backend_missing(data_dir: str | None) -> str | None:
+  """What ``data_dir``'s URI scheme needs and lacks, or None (local, or readable).
+
+  Without TensorFlow, tfds reaches ``gs://`` through etils' epath on fsspec, whose ``gs``
+  protocol is gcsfs (``etils[epath-gcs]``, the ``gcs`` extra); with TensorFlow, its gfile.
+
+  >>> _remote_backend_missing("/data/tfds") is None
+  True
+  """
+  scheme = str(data_dir or "").partition("://")[0] if "://" in str(data_dir or "") else ""
+  needs = {"gs": "gcsfs", "gcs": "gcsfs", "s3": "s3fs"}.get(scheme)
+  if needs is None:
+    return None
+  for module in (needs, "tensorflow"):
+    try:
+      __import__(module)
+      return None
+    except ImportError:
+      pass
+  return needs
+
+
 def _open_tfds(name: str, split: str, data_dir: str | None):
-  """``tfds.data_source`` that never downloads; failures become DataError."""
+  """``tfds.data_source`` that never downloads; failures become a one-line DataError
+  that starts with the cause: a missing filesystem package, or the data set not
+  prepared (with how to prepare it)."""
   where = data_dir or "the default tfds data_dir (~/tensorflow_datasets or $TFDS_DATA_DIR)"
+  missing = _remote_backend_missing(data_dir)
+  if missing:
+    scheme = str(data_dir).partition("://")[0]
+    raise DataError(
+      f"config.data.data_dir={data_dir}: reading {scheme}:// needs {missing} (or TensorFlow); "
+      f'pip install -e ".[gcs]" (or pip install {missing})'
+    )
   try:
     import tensorflow_datasets as tfds
   except ImportError as err:
     raise DataError(
-      f"tfds:{name} needs tensorflow-datasets: pip install tensorflow-datasets."
+      f"config.data.name=tfds:{name} needs tensorflow-datasets: pip install tensorflow-datasets"
     ) from err
   try:
     return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
@@ -79,9 +110,8 @@ def _open_tfds(name: str, split: str, data_dir: str | None):
       else ""
     )
     raise DataError(
-      f"tfds data set {name!r} split {split!r} is not prepared in {where} as "
-      f"array_record: download/prepare it first with `tfds build {name} "
-      f"--file_format=array_record"
+      f"config.data.name=tfds:{name} is not prepared in {where} (split {split!r} as "
+      f"array_record): prepare it first with `tfds build {name} --file_format=array_record"
       + (f" --data_dir={data_dir}" if data_dir else "")
       + f"` or tfds.builder({name!r}, data_dir=..., file_format='array_record')"
       f".download_and_prepare(){manual}; tfds said: {reason}"
