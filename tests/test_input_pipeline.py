@@ -81,7 +81,7 @@ def test_grain_batches_are_the_memory_batches_and_do_not_depend_on_workers(fake_
   [
     ({"data.pipeline": "disk"}, "data.pipeline"),
     ({"data.augment": "crop_flip"}, "data.augment"),
-    ({"data.workers": -1}, "data.workers"),
+    ({"data.workers": -2}, "data.workers"),
     ({"lr_schedule.kind": "cosine"}, "lr_schedule.kind"),
     ({"lr_schedule.kind": "step", "lr_schedule.factor": 2.0}, "lr_schedule.factor"),
   ],

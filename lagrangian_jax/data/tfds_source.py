@@ -18,6 +18,7 @@ import numpy as np
 from lagrangian_jax.data.base import MNIST_MEAN
 from lagrangian_jax.data.base import MNIST_STD
 from lagrangian_jax.data.base import Dataset
+from lagrangian_jax.data.base import PixelStats
 from lagrangian_jax.data.base import Split
 from lagrangian_jax.data.base import _carve
 from lagrangian_jax.data.base import _check_image_size
@@ -146,7 +147,8 @@ class Preprocess(NamedTuple):
   side is resized to ``round(image_size * 256 / 224)`` and an ``image_size`` square is
   cut: the centre one, or with ``augment="crop_flip"`` (training) a uniformly random
   one, mirrored left-right with probability 1/2 (AlexNet's augmentation). Pixels are
-  then normalised, ``(x / 255 - mean) / std`` per channel.
+  then normalised, ``(x / 255 - mean) / std`` per channel: on the host by ``__call__``, or
+  on the device (``base.normalise_on_device``) for the uint8 :meth:`pixels`.
 
   >>> crop = Preprocess(4, (0.5,) * 3, (0.5,) * 3, augment="crop_flip")
   >>> crop(np.zeros((8, 6, 3), np.uint8), np.random.default_rng(0)).shape
@@ -158,14 +160,22 @@ class Preprocess(NamedTuple):
   std: tuple[float, ...]
   augment: str = "none"
 
-  def __call__(self, image, rng: np.random.Generator | None = None) -> np.ndarray:
-    """uint8 HWC (or HW) -> float32 HWC; ``rng`` drives the augmentation."""
+  def pixels(self, image, rng: np.random.Generator | None = None) -> np.ndarray:
+    """uint8 HWC (or HW) -> the uint8 HWC model input before normalisation (what crosses
+    to the device; ``base.normalise_on_device`` finishes it); ``rng`` drives the
+    augmentation."""
     image = np.asarray(image)
     if self.image_size is not None:
-      image = _resize_crop(image, self.image_size, self.augment, rng)
-    elif image.ndim == 2:
-      image = image[..., None]
-    return _normalise(image[None], self.mean, self.std)[0]
+      return _resize_crop(image, self.image_size, self.augment, rng)
+    return image[..., None] if image.ndim == 2 else image
+
+  def __call__(self, image, rng: np.random.Generator | None = None) -> np.ndarray:
+    """uint8 HWC (or HW) -> normalised float32 HWC: :meth:`pixels`, then ``_normalise``."""
+    return _normalise(self.pixels(image, rng)[None], self.mean, self.std)[0]
+
+  @property
+  def stats(self) -> PixelStats:
+    return PixelStats(self.mean, self.std)
 
 
 def _resize_crop(image: np.ndarray, size: int, augment: str, rng) -> np.ndarray:
@@ -233,15 +243,18 @@ class LazyImageSource:
   def shape(self) -> tuple[int, int, int, int]:
     return (len(self), *self.image_shape)
 
-  def fetch(self, indices) -> tuple[np.ndarray, np.ndarray]:
-    """Images float32 (k,H,W,C) and labels int32 (k,) of ``indices``."""
+  def fetch(self, indices, raw: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Images float32 (k,H,W,C) and labels int32 (k,) of ``indices``; ``raw=True``: the
+    images as uint8 pixels (normalised on the device)."""
     rows = self.row_ids[np.asarray(indices, np.int64).reshape(-1)]
+    dtype = np.uint8 if raw else np.float32
     if len(rows) == 0:
-      return np.zeros((0, *self.image_shape), np.float32), np.zeros((0,), np.int32)
+      return np.zeros((0, *self.image_shape), dtype), np.zeros((0,), np.int32)
     records = _read_records(self.source, rows)
-    images = np.stack([self.preprocess(r["image"]) for r in records])
+    prepare = self.preprocess.pixels if raw else self.preprocess
+    images = np.stack([prepare(r["image"]) for r in records])
     labels = np.asarray([r["label"] for r in records], np.int32)
-    return images.astype(np.float32, copy=False), labels
+    return images.astype(dtype, copy=False), labels
 
   def __getitem__(self, indices) -> np.ndarray:
     return self.fetch(indices)[0]
