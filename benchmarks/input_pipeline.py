@@ -72,8 +72,8 @@ def train_rate(train, args) -> tuple[float, int]:
 def eval_rate(split, args) -> float:
   """Images/s of one evaluation pass (the first batch untimed)."""
   kwargs = {}
-  if "workers" in inspect.signature(feed_lib.eval_batches).parameters:
-    kwargs = dict(workers=args.workers, prefetch=args.prefetch)
+  if "options" in inspect.signature(feed_lib.eval_batches).parameters:  # grain evaluation
+    kwargs = dict(options=feed_lib.EvalOptions(args.workers, args.prefetch))
   batches = feed_lib.eval_batches(split, args.batch, _mesh(), **kwargs)
   jax.block_until_ready(next(batches))
   t0, n = time.perf_counter(), 0

@@ -1,4 +1,4 @@
-"""The grain input pipeline: tfds array_record records -> worker processes -> batches.
+"""The grain input pipeline: tfds array_record records -> parallel decoding -> batches.
 
 For data that does not fit in memory (ImageNet), ``config.data.pipeline = "grain"``:
 
@@ -31,16 +31,17 @@ For data that does not fit in memory (ImageNet), ``config.data.pipeline = "grain
 * **Evaluation** (:class:`GrainEval`): the same machinery over a split's rows in order,
   each process reading only its rows of every batch (``feed.eval_batches``).
 * **Resuming**: the iterator's state is saved in every checkpoint (orbax
-  ``grain.checkpoint.CheckpointSave``, one file per process) and restored with it, so a resumed
-  run sees exactly the batches it would have seen. Every batch carries its step, and a
-  batch from the wrong step is an error rather than silent training on other data.
+  ``grain.checkpoint.CheckpointSave``, one file per process) and restored with it, so a
+  resumed run sees exactly the batches it would have seen. Every element carries its
+  position, and one from another step is an error rather than silent training on other
+  data.
 
 Example::
 
   ds = load_dataset("tfds:imagenet2012", data_dir=..., lazy=True)
   feed = GrainInput(ds.train, batch_size=256, seeds=(0,), sharding=..., workers=8,
                     prefetch=2, augment="crop_flip", num_steps=50_000)
-  batch = feed.next(0)                     # global arrays, (seeds, batch, ...)
+  batch = feed.next(0)                     # global arrays, (seeds, batch, ...), uint8 images
   state = feed.iterator.get_state()        # what checkpoints hold
 """
 
