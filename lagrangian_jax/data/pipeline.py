@@ -61,14 +61,21 @@ from lagrangian_jax.errors import DataError
 PIPELINES = ("memory", "grain")
 
 
+# Beyond this many worker processes per training process, more threads per worker instead:
+# each process holds its own copy of the pipeline and buffers.
+MAX_AUTO_WORKERS = 16
+
+
 def host_workers(workers: int) -> tuple[int, int]:
   """``(worker processes, decoding threads per process)`` for ``config.data.workers``.
 
-  ``-1``: sized to the CPUs this process may use (``os.sched_getaffinity``: a SLURM or
-  container CPU binding counts): one worker process per CPU beyond the first (which the
-  training process keeps), two threads each (one decodes while the other reads);
-  with one CPU, no worker processes. ``0``: no worker processes, one decoding thread per
-  CPU in the training process. ``n > 0``: ``n`` processes, two threads each.
+  ``-1``: sized to the CPUs ``c`` this process may use (``os.sched_getaffinity``: a SLURM
+  ``--cpus-per-task`` or container binding counts; with several training processes on
+  an unbound host, set ``workers`` to its CPUs / processes): ``w = min(c - 1,``
+  :data:`MAX_AUTO_WORKERS` ``)`` processes (one CPU stays with training) of
+  ``max(2, (c - 1) // w)`` threads; with one CPU, no worker processes. ``0``: no worker
+  processes, one decoding thread per CPU in the training process. ``n > 0``: ``n``
+  processes of two threads (one decodes while another reads).
 
   >>> host_workers(3)
   (3, 2)
@@ -76,7 +83,8 @@ def host_workers(workers: int) -> tuple[int, int]:
   cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
   cpus = max(int(cpus or 1), 1)
   if workers < 0:
-    workers = cpus - 1
+    workers = min(cpus - 1, MAX_AUTO_WORKERS)
+    return (workers, max(2, (cpus - 1) // workers)) if workers > 0 else (0, cpus)
   return (int(workers), 2) if workers > 0 else (0, cpus)
 
 
