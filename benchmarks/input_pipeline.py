@@ -73,7 +73,7 @@ def eval_rate(split, args) -> float:
   """Images/s of one evaluation pass (the first batch untimed)."""
   kwargs = {}
   if "options" in inspect.signature(feed_lib.eval_batches).parameters:  # grain evaluation
-    kwargs = dict(options=feed_lib.EvalOptions(args.workers, args.prefetch))
+    kwargs = dict(options=feed_lib.EvalOptions(args.workers, args.prefetch, args.min_rows))
   batches = feed_lib.eval_batches(split, args.batch, _mesh(), **kwargs)
   jax.block_until_ready(next(batches))
   t0, n = time.perf_counter(), 0
@@ -98,6 +98,9 @@ def main():
   parser.add_argument("--sides", type=int, nargs=2, default=(300, 500))
   parser.add_argument("--images", type=int, default=512, help="training records written")
   parser.add_argument("--eval_images", type=int, default=256, help="validation records")
+  parser.add_argument(
+    "--min_rows", type=int, default=2000, help="evaluation: fewer rows per worker: threads"
+  )
   parser.add_argument("--data_dir", default="", help="where to write (default: a temp dir)")
   args = parser.parse_args()
 

@@ -100,7 +100,7 @@ def test_evaluation_through_grain_reads_every_row_in_order(fake_imagenet, worker
 
   ds = data_lib.load_dataset("tfds:imagenet2012", data_dir=fake_imagenet, image_size=16, lazy=True)
   mesh = jax.make_mesh((1,), ("data",))
-  options = feed_lib.EvalOptions(workers=workers, prefetch=2)
+  options = feed_lib.EvalOptions(workers=workers, prefetch=2, min_rows_per_worker=1)
   got = list(feed_lib.eval_batches(ds.test, 6, mesh, options=options))
   assert [len(b[1]) for b in got] == [6, 6, 4]
   images, labels, indices = (np.concatenate([np.asarray(b[i]) for b in got]) for i in range(3))

@@ -121,14 +121,29 @@ def eval_batch_size(batch_size: int, mesh) -> int:
 
 class EvalOptions(NamedTuple):
   """The grain workers and prefetch that decode a lazy split for evaluation
-  (``config.data.workers``, ``config.data.prefetch``; see ``pipeline.host_workers``)."""
+  (``config.data.workers``, ``config.data.prefetch``; see ``pipeline.host_workers``).
+
+  Worker processes start afresh for every pass (seconds each: a process imports the
+  package), so a pass of fewer than ``min_rows_per_worker`` rows per worker decodes in
+  grain's threads of the training process instead (``workers=0``).
+  """
 
   workers: int = -1
   prefetch: int = 2
+  min_rows_per_worker: int = 2000
 
   @classmethod
   def from_config(cls, config) -> EvalOptions:
     return cls(int(config.data.workers), int(config.data.prefetch))
+
+  def for_rows(self, rows: int) -> int:
+    """The ``workers`` a pass of ``rows`` rows (this process's) uses.
+
+    >>> EvalOptions(4).for_rows(100), EvalOptions(4).for_rows(10_000)
+    (0, 4)
+    """
+    processes, _ = pipeline_lib.host_workers(self.workers)
+    return self.workers if rows >= self.min_rows_per_worker * max(processes, 1) else 0
 
 
 def eval_batches(
@@ -149,7 +164,7 @@ def eval_batches(
   batched. With one device the batches are exactly those of :func:`batches_of`.
 
   A lazy (tfds) split is decoded by grain (``pipeline.GrainEval``: ``options``' workers,
-  in parallel and ahead of the device) and its images are uint8, normalised on the device
+  in parallel and ahead of the device; threads for a short pass, :class:`EvalOptions`) and its images are uint8, normalised on the device
   by the evaluators; in-memory splits are sliced here.
   """
   n = len(split.labels) if limit is None else min(limit, len(split.labels))
@@ -158,8 +173,9 @@ def eval_batches(
   rep = jax.NamedSharding(mesh, jax.P())
   if isinstance(split.images, data_lib.LazyImageSource):
     options = options or EvalOptions()
+    workers = options.for_rows(n // max(jax.process_count(), 1))
     yield from pipeline_lib.GrainEval(
-      split, n, size, by_rows, rep, options.workers, options.prefetch
+      split, n, size, by_rows, rep, workers, options.prefetch
     ).batches()
     return
   for start in range(0, n, size):
