@@ -99,7 +99,7 @@ def data(config: ml_collections.ConfigDict) -> None:
   # files: the largest training label + 1, every class below it with a training example)
   d.num_classes = 0
   d.pipeline = "memory"  # memory | grain (tfds data sets read from disk by workers)
-  d.workers = 0  # grain worker processes (0: threads of each training process)
+  d.workers = -1  # grain worker processes (-1: sized to the host; 0: threads of each process)
   d.prefetch = 2  # grain: steps prepared ahead per worker (or process)
   d.augment = "none"  # none | crop_flip (grain: random crop + horizontal flip)
 

@@ -52,12 +52,12 @@ def save(ckpt: ocp.CheckpointManager, step: int, state, feed=None) -> None:
   if iterator is None:
     ckpt.save(step, args=ocp.args.StandardSave(state))
     return
-  import grain.python as grain
+  import grain
 
   ckpt.save(
     step,
     args=ocp.args.Composite(
-      state=ocp.args.StandardSave(state), input=grain.PyGrainCheckpointSave(iterator)
+      state=ocp.args.StandardSave(state), input=grain.checkpoint.CheckpointSave(iterator)
     ),
   )
 
@@ -77,12 +77,12 @@ def _restore(ckpt: ocp.CheckpointManager, step: int, target, feed=None):
   iterator = _grain_iterator(feed)
   if iterator is None:
     return ckpt.restore(step, args=ocp.args.StandardRestore(target))
-  import grain.python as grain
+  import grain
 
   restored = ckpt.restore(
     step,
     args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(target), input=grain.PyGrainCheckpointRestore(iterator)
+      state=ocp.args.StandardRestore(target), input=grain.checkpoint.CheckpointRestore(iterator)
     ),
   )
   return restored.state

@@ -288,7 +288,7 @@ def _network_and_data_rules() -> dict[str, Rule]:
     "data.max_train_examples": int_at_least(0),  # 0: all
     "data.num_classes": int_at_least(0),  # 0: the data set's own
     "data.pipeline": one_of(pipeline.PIPELINES),
-    "data.workers": int_at_least(0),
+    "data.workers": int_at_least(-1),  # -1: sized to the host (pipeline.host_workers)
     "data.prefetch": int_at_least(1),
     "data.augment": one_of(tfds_source.AUGMENTATIONS),
     "mesh.num_devices": int_or_all("every device"),

@@ -61,9 +61,10 @@ def _jit(mesh):
   )
 
 
-def accuracy_totals(net: networks.SplitNetwork, method: base.Method, mesh=None):
+def accuracy_totals(net: networks.SplitNetwork, method: base.Method, mesh=None, stats=None):
   """``fn(weights, images, labels, indices) -> (seeds, 4)``: per seed, the sums of ``[top-1
-  correct, top-k correct, loss, count]`` of the real forward pass over the batch."""
+  correct, top-k correct, loss, count]`` of the real forward pass over the batch (uint8
+  images normalised on the device with ``stats``, as in the train step)."""
   k = top_k(net)
   to_segments = method.network_weights or (lambda w: w)
 
@@ -71,6 +72,7 @@ def accuracy_totals(net: networks.SplitNetwork, method: base.Method, mesh=None):
   @functools.partial(jax.vmap, in_axes=(0, None, None, None))  # over seeds
   def accuracy_fn(weights, images, labels, indices):
     del indices
+    images = data_lib.normalise_on_device(images, stats)
     logits = networks.forward(net, to_segments(weights), images).astype(jnp.float32)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
     rank = jnp.sum(logits > jnp.take_along_axis(logits, labels[:, None], -1), -1)
@@ -86,7 +88,7 @@ def accuracy_totals(net: networks.SplitNetwork, method: base.Method, mesh=None):
   return accuracy_fn
 
 
-def defect_totals(method: base.Method, tables: rows_lib.RowTables, mesh=None):
+def defect_totals(method: base.Method, tables: rows_lib.RowTables, mesh=None, stats=None):
   """``fn(params, constants, images, labels, indices) -> (seeds, 1 + splits)``: per seed,
   ``[count, defect_0 * count, ...]``, each split's mean absolute defect on the batch of
   training examples (tables gathered to its rows)."""
@@ -94,7 +96,7 @@ def defect_totals(method: base.Method, tables: rows_lib.RowTables, mesh=None):
   @_jit(mesh)
   @functools.partial(jax.vmap, in_axes=(0, 0, None, None, None))  # over seeds
   def defect_fn(params, constants, images, labels, indices):
-    batch = base.Batch(images, labels, indices)
+    batch = base.Batch(data_lib.normalise_on_device(images, stats), labels, indices)
     defects = method.defects(rows_lib.gather(params, tables.params, indices), constants, batch)
     count = labels.shape[0]
     return jnp.concatenate(
@@ -104,26 +106,30 @@ def defect_totals(method: base.Method, tables: rows_lib.RowTables, mesh=None):
   return defect_fn
 
 
-def sum_over(split: data_lib.Split, fn, batch_size: int, limit: int | None = None, *, mesh):
+def sum_over(
+  split: data_lib.Split, fn, batch_size: int, limit: int | None = None, *, mesh, options=None
+):
   """The sum of ``fn(images, labels, indices)`` over ``feed.eval_batches`` (float64).
 
-  ``fn``'s totals must be replicated (``accuracy_totals(..., mesh)``) or on one process.
+  ``fn``'s totals must be replicated (``accuracy_totals(..., mesh)``) or on one process;
+  ``options``: the grain workers and prefetch of a lazy split (``feed.EvalOptions``).
   """
   return sum(
     np.asarray(fn(*batch), np.float64)
-    for batch in feed_lib.eval_batches(split, batch_size, mesh, limit)
+    for batch in feed_lib.eval_batches(split, batch_size, mesh, limit, options=options)
   )
 
 
 def evaluate(
-  split: data_lib.Split, weights: PyTree, accuracy_fn, batch_size: int, mesh=None
+  split: data_lib.Split, weights: PyTree, accuracy_fn, batch_size: int, mesh=None, options=None
 ) -> dict:
   """Accuracy, top-k accuracy and loss of the real forward pass on a split, per seed.
 
   The batches are spread over ``mesh`` (default: the one ``weights`` live on).
   """
   mesh = sharding.mesh_of(weights) if mesh is None else mesh
-  totals = sum_over(split, functools.partial(accuracy_fn, weights), batch_size, mesh=mesh)
+  fn = functools.partial(accuracy_fn, weights)
+  totals = sum_over(split, fn, batch_size, mesh=mesh, options=options)
   n = np.maximum(totals[:, 3], 1.0)  # (seeds, 4)
   return {
     "accuracy": totals[:, 0] / n,
@@ -142,6 +148,7 @@ def train_defects(
     config.eval_batch_size,
     config.eval_train_examples or None,
     mesh=sharding.mesh_of(params) if mesh is None else mesh,
+    options=feed_lib.EvalOptions.from_config(config),
   )
   return totals[:, 1:] / np.maximum(totals[:, :1], 1.0)
 
@@ -152,14 +159,15 @@ class Accuracy:
 
   def __init__(self, exp):
     self.exp, self.top_k = exp, top_k(exp.net)
-    self.fn = accuracy_totals(exp.net, exp.method, exp.mesh)
+    self.fn = accuracy_totals(exp.net, exp.method, exp.mesh, data_lib.pixel_stats(exp.dataset))
 
   def run(self, state, step: int):
     del step
     exp, weights = self.exp, eval_weights(state)
     size = exp.config.eval_batch_size
-    test = evaluate(exp.dataset.test, weights, self.fn, size, exp.mesh)
-    val = evaluate(exp.dataset.validation, weights, self.fn, size, exp.mesh)
+    options = feed_lib.EvalOptions.from_config(exp.config)
+    test = evaluate(exp.dataset.test, weights, self.fn, size, exp.mesh, options)
+    val = evaluate(exp.dataset.validation, weights, self.fn, size, exp.mesh, options)
     yield "test_accuracy", test["accuracy"]
     yield "test_loss", test["loss"]
     yield "validation_accuracy", val["accuracy"]
@@ -173,7 +181,8 @@ class Defects:
 
   def __init__(self, exp):
     self.exp = exp
-    self.fn = defect_totals(exp.method, exp.placement.tables, exp.mesh)
+    stats = data_lib.pixel_stats(exp.dataset)
+    self.fn = defect_totals(exp.method, exp.placement.tables, exp.mesh, stats)
 
   def run(self, state, step: int):
     del step

@@ -200,7 +200,11 @@ def build_experiment(
   state, shardings = create_state(config, dataset, shapes, mesh, seeds, placement)
   batch_shardings = sharding.batch_shardings(mesh)
   train_step = jax.jit(
-    jax.vmap(step_lib.make_train_step(method, tx, placement.tables, config.average_decay)),
+    jax.vmap(
+      step_lib.make_train_step(
+        method, tx, placement.tables, config.average_decay, data_lib.pixel_stats(dataset)
+      )
+    ),
     in_shardings=(shardings, batch_shardings),
     out_shardings=(shardings, batch_shardings.step),  # metrics replicated: all read them
     donate_argnums=0,

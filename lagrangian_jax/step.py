@@ -6,20 +6,25 @@ import jax
 
 from lagrangian_jax import rows as rows_lib
 from lagrangian_jax import solvers
+from lagrangian_jax.data import base as data_base
 from lagrangian_jax.methods import base
 
 
-def make_train_step(method: base.Method, tx, tables: rows_lib.RowTables, average_decay: float):
+def make_train_step(
+  method: base.Method, tx, tables: rows_lib.RowTables, average_decay: float, stats=None
+):
   """One solver iteration on the batch's rows, for one seed: ``(state, batch) -> (state,
   metrics)``.
 
   The batch's rows of every per-example table (``tables``: parameters and the optimizer
   leaves that mirror them) are gathered, the solver steps on ``method.objective``, and the
   rows are scattered back. With ``average_decay = d > 0`` the state's average of the
-  network weights moves to ``d a + (1 - d) x_{t+1}``.
+  network weights moves to ``d a + (1 - d) x_{t+1}``. uint8 images are normalised here,
+  on the device, with the data set's ``stats`` (``data.normalise_on_device``).
   """
 
   def train_step(state, batch: base.Batch):  # state: a ``state.TrainState``
+    batch = batch._replace(images=data_base.normalise_on_device(batch.images, stats))
     params = rows_lib.gather(state.params, tables.params, batch.indices)
     opt_state = rows_lib.gather(state.opt_state, tables.opt_state, batch.indices)
 

@@ -8,11 +8,13 @@ or from a tiny "mnist" prepared locally as array_record (no TensorFlow).
 import gzip
 import struct
 import sys
+import types
 
 import numpy as np
 import pytest
 
 from lagrangian_jax import data as D
+from lagrangian_jax.data import tfds_source
 
 # ---------------------------------------------------------------- mnist_5k
 
@@ -256,9 +258,26 @@ def test_tfds_not_prepared_is_data_error(tmp_path):
   with pytest.raises(D.DataError) as err:
     D.load_dataset("tfds:cifar10", data_dir=str(tmp_path))
   message = str(err.value)
-  assert "cifar10" in message and str(tmp_path) in message
+  # the cause first, then how to prepare it
+  assert message.startswith(f"config.data.name=tfds:cifar10 is not prepared in {tmp_path}")
   assert "tfds build" in message and "download_and_prepare" in message
   assert "\n" not in message
+
+
+def test_gs_data_dir_without_gcsfs_names_the_package_first(monkeypatch):
+  """With neither gcsfs nor TensorFlow importable, a gs:// data_dir fails before tfds
+  (whose own message calls the data set unprepared) and says what to install."""
+  pytest.importorskip("tensorflow_datasets")
+  monkeypatch.setitem(sys.modules, "gcsfs", None)  # None: `import gcsfs` raises
+  monkeypatch.setitem(sys.modules, "tensorflow", None)
+  with pytest.raises(D.DataError) as err:
+    D.load_dataset("tfds:imagenet2012", data_dir="gs://bkt/tfds", lazy=True)
+  message = str(err.value)
+  assert message.startswith("config.data.data_dir=gs://bkt/tfds: reading gs:// needs gcsfs")
+  assert '".[gcs]"' in message and "\n" not in message
+  # with a gs backend importable the check lets tfds try (and say the set is not there)
+  monkeypatch.setitem(sys.modules, "gcsfs", types.ModuleType("gcsfs"))
+  assert tfds_source._remote_backend_missing("gs://bkt/tfds") is None
 
 
 # ---------------------------------------------------------------- dispatch

@@ -20,7 +20,10 @@ Sources (all local; nothing here ever downloads):
   which decodes, resizes and centre-crops only the requested rows.
 
 Every split is a :class:`Split` of normalised float32 NHWC images and int32
-labels. Training batches come from :func:`batch_indices`, a pure function of
+labels (a lazy split also gives its uint8 pixels, ``get_batch(..., raw=True)``: the
+batches of the loop cross to the device as uint8 and :func:`normalise_on_device`, with
+the data set's :func:`pixel_stats`, normalises them inside the jitted step and
+evaluation). Training batches come from :func:`batch_indices`, a pure function of
 ``(num_examples, batch_size, step, seed)``, so a resumed run sees exactly the
 batches it would have seen without the interruption. The training loop's
 evaluation walks a split in order without padding (``feed.eval_batches``: the
@@ -48,9 +51,12 @@ on its own.
 from __future__ import annotations
 
 from lagrangian_jax.data.base import Dataset
+from lagrangian_jax.data.base import PixelStats
 from lagrangian_jax.data.base import Split
 from lagrangian_jax.data.base import _carve  # Private; tests check the carving directly.
 from lagrangian_jax.data.base import check_labels
+from lagrangian_jax.data.base import normalise_on_device
+from lagrangian_jax.data.base import pixel_stats
 from lagrangian_jax.data.batching import batch_indices
 from lagrangian_jax.data.batching import get_batch
 from lagrangian_jax.data.batching import iterate_eval
@@ -81,4 +87,7 @@ __all__ = [
   "steps_per_epoch",
   "get_batch",
   "iterate_eval",
+  "PixelStats",
+  "normalise_on_device",
+  "pixel_stats",
 ]

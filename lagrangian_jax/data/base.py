@@ -55,6 +55,47 @@ def _normalise(images_uint8: np.ndarray, mean: Sequence[float], std: Sequence[fl
   return ((x - mean) / std).astype(np.float32, copy=False)
 
 
+class PixelStats(NamedTuple):
+  """Per-channel ``mean`` and ``std`` of pixels scaled to [0, 1]."""
+
+  mean: tuple[float, ...]
+  std: tuple[float, ...]
+
+
+def normalise_on_device(images, stats: PixelStats | None):
+  """The batch's images as the model reads them, inside the jitted step and evaluation.
+
+  uint8 pixels (what lazy tfds sources and the grain pipeline send: a quarter of
+  float32's bytes across host -> device) become float32 ``(x / 255 - mean) / std`` per
+  channel, the arithmetic of :func:`_normalise`; float32 images are normalised already
+  (in-memory data sets) and pass unchanged. The branch is on the dtype, at trace time.
+
+  >>> import jax.numpy as jnp
+  >>> normalise_on_device(jnp.full((1, 1, 1, 1), 255, jnp.uint8), PixelStats((0.5,), (0.5,)))
+  Array([[[[1.]]]], dtype=float32)
+  >>> normalise_on_device(jnp.zeros((1,), jnp.float32), None)
+  Array([0.], dtype=float32)
+  """
+  import jax.numpy as jnp
+
+  if images.dtype != jnp.uint8:
+    return images
+  if stats is None:
+    raise DataError("uint8 images reached the step without their data set's mean and std")
+  x = images.astype(jnp.float32) / jnp.float32(255.0)
+  return (x - jnp.asarray(stats.mean, jnp.float32)) / jnp.asarray(stats.std, jnp.float32)
+
+
+def pixel_stats(dataset: Dataset) -> PixelStats | None:
+  """The statistics :func:`normalise_on_device` needs for ``dataset``: its lazy source's
+  (uint8 on the wire), or None for in-memory images (already normalised).
+
+  >>> pixel_stats(Dataset("x", *[Split(np.zeros((1, 1, 1, 1)), np.zeros(1))] * 3, 2, (1, 1, 1)))
+  """
+  preprocess = getattr(dataset.train.images, "preprocess", None)
+  return None if preprocess is None else preprocess.stats
+
+
 def _num_validation(num_examples: int, fraction: float, what: str) -> int:
   """Validation size for ``fraction`` of ``num_examples``; leaves >= 1 train row."""
   if not 0.0 <= fraction < 1.0:

@@ -63,10 +63,14 @@ def batch_indices(num_examples: int, batch_size: int, step: int, seed: int) -> n
   return perm[pos * batch_size : (pos + 1) * batch_size].copy()
 
 
-def get_batch(split: Split, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def get_batch(
+  split: Split, indices: np.ndarray, raw: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
   """Images float32 (k,H,W,C) and labels int32 (k,) of ``indices`` in ``split``.
 
-  Works for in-memory and lazy splits (a lazy split is read once).
+  Works for in-memory and lazy splits (a lazy split is read once). ``raw=True``: a lazy
+  split's images as uint8 pixels, for ``base.normalise_on_device`` in the jitted step
+  (in-memory images are float32 either way).
 
   >>> from lagrangian_jax.data import load_dataset
   >>> ds = load_dataset("mnist_5k")
@@ -75,9 +79,9 @@ def get_batch(split: Split, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray
   """
   indices = np.asarray(indices, np.int64)
   if hasattr(split.images, "fetch"):
-    images, labels = split.images.fetch(indices)
-  else:
-    images, labels = split.images[indices], split.labels[indices]
+    images, labels = split.images.fetch(indices, raw=raw)
+    return images, np.asarray(labels, np.int32)
+  images, labels = split.images[indices], split.labels[indices]
   return np.asarray(images, np.float32), np.asarray(labels, np.int32)
 
 

@@ -9,7 +9,7 @@ pure function of ``(seed, step)`` (:func:`make_batch`) or come from the grain pi
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import jax
 import numpy as np
@@ -46,7 +46,8 @@ class RowReader:
     key = index[batch_axis].indices(self.idx.shape[batch_axis])
     if key not in self._read:
       part = self.idx[(slice(None),) * batch_axis + (slice(*key),)]
-      images, labels = data_lib.get_batch(self.split, part.reshape(-1))
+      # raw: a lazy split's uint8 pixels, normalised on the device (data.normalise_on_device)
+      images, labels = data_lib.get_batch(self.split, part.reshape(-1), raw=True)
       self._read[key] = (
         images.reshape(part.shape + images.shape[1:]),
         labels.reshape(part.shape),
@@ -118,8 +119,40 @@ def eval_batch_size(batch_size: int, mesh) -> int:
   return -(-batch_size // n_dev) * n_dev
 
 
+class EvalOptions(NamedTuple):
+  """The grain workers and prefetch that decode a lazy split for evaluation
+  (``config.data.workers``, ``config.data.prefetch``; see ``pipeline.host_workers``).
+
+  Worker processes start afresh for every pass (seconds each: a process imports the
+  package), so a pass of fewer than ``min_rows_per_worker`` rows per worker decodes in
+  grain's threads of the training process instead (``workers=0``).
+  """
+
+  workers: int = -1
+  prefetch: int = 2
+  min_rows_per_worker: int = 2000
+
+  @classmethod
+  def from_config(cls, config) -> EvalOptions:
+    return cls(int(config.data.workers), int(config.data.prefetch))
+
+  def for_rows(self, rows: int) -> int:
+    """The ``workers`` a pass of ``rows`` rows (this process's) uses.
+
+    >>> EvalOptions(4).for_rows(100), EvalOptions(4).for_rows(10_000)
+    (0, 4)
+    """
+    processes, _ = pipeline_lib.host_workers(self.workers)
+    return self.workers if rows >= self.min_rows_per_worker * max(processes, 1) else 0
+
+
 def eval_batches(
-  split: data_base.Split, batch_size: int, mesh, limit: int | None = None
+  split: data_base.Split,
+  batch_size: int,
+  mesh,
+  limit: int | None = None,
+  *,
+  options: EvalOptions | None = None,
 ) -> Iterator[tuple[jax.Array, ...]]:
   """``(images, labels, indices)`` of the first ``limit`` examples, as global arrays.
 
@@ -129,11 +162,22 @@ def eval_batches(
   method's ``defects`` are means over the batch it is given, so padding rows would bias
   them, while the count-weighted sum of batch means does not depend on how the rows are
   batched. With one device the batches are exactly those of :func:`batches_of`.
+
+  A lazy (tfds) split is decoded by grain (``pipeline.GrainEval``: ``options``' workers,
+  in parallel and ahead of the device; threads for a short pass, :class:`EvalOptions`) and its images are uint8, normalised on the device
+  by the evaluators; in-memory splits are sliced here.
   """
   n = len(split.labels) if limit is None else min(limit, len(split.labels))
   size = eval_batch_size(batch_size, mesh)
   by_rows = jax.NamedSharding(mesh, jax.P("data"))
   rep = jax.NamedSharding(mesh, jax.P())
+  if isinstance(split.images, data_lib.LazyImageSource):
+    options = options or EvalOptions()
+    workers = options.for_rows(n // max(jax.process_count(), 1))
+    yield from pipeline_lib.GrainEval(
+      split, n, size, by_rows, rep, workers, options.prefetch
+    ).batches()
+    return
   for start in range(0, n, size):
     stop = min(start + size, n)
     reader = RowReader(split, np.arange(start, stop))

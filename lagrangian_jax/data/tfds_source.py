@@ -18,6 +18,7 @@ import numpy as np
 from lagrangian_jax.data.base import MNIST_MEAN
 from lagrangian_jax.data.base import MNIST_STD
 from lagrangian_jax.data.base import Dataset
+from lagrangian_jax.data.base import PixelStats
 from lagrangian_jax.data.base import Split
 from lagrangian_jax.data.base import _carve
 from lagrangian_jax.data.base import _check_image_size
@@ -59,14 +60,45 @@ _TFDS_SPECS = {
 _TFDS_READ_CHUNK = 4096
 
 
+def _remote_backend_missing(data_dir: str | None) -> str | None:
+  """What ``data_dir``'s URI scheme needs and lacks, or None (local, or readable).
+
+  Without TensorFlow, tfds reaches ``gs://`` through etils' epath on fsspec, whose ``gs``
+  protocol is gcsfs (``etils[epath-gcs]``, the ``gcs`` extra); with TensorFlow, its gfile.
+
+  >>> _remote_backend_missing("/data/tfds") is None
+  True
+  """
+  scheme = str(data_dir or "").partition("://")[0] if "://" in str(data_dir or "") else ""
+  needs = {"gs": "gcsfs", "gcs": "gcsfs", "s3": "s3fs"}.get(scheme)
+  if needs is None:
+    return None
+  for module in (needs, "tensorflow"):
+    try:
+      __import__(module)
+      return None
+    except ImportError:
+      pass
+  return needs
+
+
 def _open_tfds(name: str, split: str, data_dir: str | None):
-  """``tfds.data_source`` that never downloads; failures become DataError."""
+  """``tfds.data_source`` that never downloads; failures become a one-line DataError
+  that starts with the cause: a missing filesystem package, or the data set not
+  prepared (with how to prepare it)."""
   where = data_dir or "the default tfds data_dir (~/tensorflow_datasets or $TFDS_DATA_DIR)"
+  missing = _remote_backend_missing(data_dir)
+  if missing:
+    scheme = str(data_dir).partition("://")[0]
+    raise DataError(
+      f"config.data.data_dir={data_dir}: reading {scheme}:// needs {missing} (or TensorFlow); "
+      f'pip install -e ".[gcs]" (or pip install {missing})'
+    )
   try:
     import tensorflow_datasets as tfds
   except ImportError as err:
     raise DataError(
-      f"tfds:{name} needs tensorflow-datasets: pip install tensorflow-datasets."
+      f"config.data.name=tfds:{name} needs tensorflow-datasets: pip install tensorflow-datasets"
     ) from err
   try:
     return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
@@ -79,9 +111,8 @@ def _open_tfds(name: str, split: str, data_dir: str | None):
       else ""
     )
     raise DataError(
-      f"tfds data set {name!r} split {split!r} is not prepared in {where} as "
-      f"array_record: download/prepare it first with `tfds build {name} "
-      f"--file_format=array_record"
+      f"config.data.name=tfds:{name} is not prepared in {where} (split {split!r} as "
+      f"array_record): prepare it first with `tfds build {name} --file_format=array_record"
       + (f" --data_dir={data_dir}" if data_dir else "")
       + f"` or tfds.builder({name!r}, data_dir=..., file_format='array_record')"
       f".download_and_prepare(){manual}; tfds said: {reason}"
@@ -116,7 +147,8 @@ class Preprocess(NamedTuple):
   side is resized to ``round(image_size * 256 / 224)`` and an ``image_size`` square is
   cut: the centre one, or with ``augment="crop_flip"`` (training) a uniformly random
   one, mirrored left-right with probability 1/2 (AlexNet's augmentation). Pixels are
-  then normalised, ``(x / 255 - mean) / std`` per channel.
+  then normalised, ``(x / 255 - mean) / std`` per channel: on the host by ``__call__``, or
+  on the device (``base.normalise_on_device``) for the uint8 :meth:`pixels`.
 
   >>> crop = Preprocess(4, (0.5,) * 3, (0.5,) * 3, augment="crop_flip")
   >>> crop(np.zeros((8, 6, 3), np.uint8), np.random.default_rng(0)).shape
@@ -128,14 +160,22 @@ class Preprocess(NamedTuple):
   std: tuple[float, ...]
   augment: str = "none"
 
-  def __call__(self, image, rng: np.random.Generator | None = None) -> np.ndarray:
-    """uint8 HWC (or HW) -> float32 HWC; ``rng`` drives the augmentation."""
+  def pixels(self, image, rng: np.random.Generator | None = None) -> np.ndarray:
+    """uint8 HWC (or HW) -> the uint8 HWC model input before normalisation (what crosses
+    to the device; ``base.normalise_on_device`` finishes it); ``rng`` drives the
+    augmentation."""
     image = np.asarray(image)
     if self.image_size is not None:
-      image = _resize_crop(image, self.image_size, self.augment, rng)
-    elif image.ndim == 2:
-      image = image[..., None]
-    return _normalise(image[None], self.mean, self.std)[0]
+      return _resize_crop(image, self.image_size, self.augment, rng)
+    return image[..., None] if image.ndim == 2 else image
+
+  def __call__(self, image, rng: np.random.Generator | None = None) -> np.ndarray:
+    """uint8 HWC (or HW) -> normalised float32 HWC: :meth:`pixels`, then ``_normalise``."""
+    return _normalise(self.pixels(image, rng)[None], self.mean, self.std)[0]
+
+  @property
+  def stats(self) -> PixelStats:
+    return PixelStats(self.mean, self.std)
 
 
 def _resize_crop(image: np.ndarray, size: int, augment: str, rng) -> np.ndarray:
@@ -203,15 +243,18 @@ class LazyImageSource:
   def shape(self) -> tuple[int, int, int, int]:
     return (len(self), *self.image_shape)
 
-  def fetch(self, indices) -> tuple[np.ndarray, np.ndarray]:
-    """Images float32 (k,H,W,C) and labels int32 (k,) of ``indices``."""
+  def fetch(self, indices, raw: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Images float32 (k,H,W,C) and labels int32 (k,) of ``indices``; ``raw=True``: the
+    images as uint8 pixels (normalised on the device)."""
     rows = self.row_ids[np.asarray(indices, np.int64).reshape(-1)]
+    dtype = np.uint8 if raw else np.float32
     if len(rows) == 0:
-      return np.zeros((0, *self.image_shape), np.float32), np.zeros((0,), np.int32)
+      return np.zeros((0, *self.image_shape), dtype), np.zeros((0,), np.int32)
     records = _read_records(self.source, rows)
-    images = np.stack([self.preprocess(r["image"]) for r in records])
+    prepare = self.preprocess.pixels if raw else self.preprocess
+    images = np.stack([prepare(r["image"]) for r in records])
     labels = np.asarray([r["label"] for r in records], np.int32)
-    return images.astype(np.float32, copy=False), labels
+    return images.astype(dtype, copy=False), labels
 
   def __getitem__(self, indices) -> np.ndarray:
     return self.fetch(indices)[0]
