@@ -33,7 +33,7 @@ def get_config():
   config.data.validation_fraction = 0.01
   config.data.pipeline = "grain"
   config.network.dropout = 0.5
-  config.data.workers = 8  # per host
+  config.data.workers = -1  # per host: sized to its CPUs (pipeline.host_workers)
   config.data.prefetch = 2
   config.data.augment = "crop_flip"
   config.network.name = "alexnet"
