@@ -10,10 +10,13 @@ the bytes XLA assigns: ``temp`` (activations, gradients and other intermediates)
 ``argument`` (the state and the batch), ``output`` (the new state and the metrics) and
 ``alias`` (outputs written over donated arguments).
 
-The figures are the backend's where this runs (XLA:CPU here): what a GPU or TPU assigns
-can differ, since each backend fuses and lays out buffers its own way (XLA:CPU, e.g.,
-may widen bf16 arithmetic to f32 inside a fusion). ``--conv_impl`` defaults to ``xla``,
-the convolution an accelerator runs (``auto`` picks it on GPU/TPU).
+The figures are those of the default backend (``JAX_PLATFORMS`` picks another): each
+backend fuses and lays out buffers its own way. XLA:CPU has no bfloat16 convolution or
+matmul: it widens each one's operands to float32 (``convert``), computes in float32 and
+narrows the result, so at bfloat16 its temporaries hold both types and exceed float32's
+(the compiled AlexNet step's 14 convolutions and 9 dots are all ``f32``); a GPU or TPU
+computes them in bfloat16. ``--conv_impl`` defaults to ``xla``, the convolution an
+accelerator runs (``auto`` picks it on GPU/TPU).
 
 Run:
   python benchmarks/memory.py
@@ -29,7 +32,6 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
