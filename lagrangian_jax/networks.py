@@ -408,6 +408,10 @@ def build_network(
     >>> net = build_network("mlp", depth=3, width=64)
     >>> len(net.segments), net.state_shapes
     (4, ((64,), (64,), (64,)))
+    >>> net = build_network("mlp", dtype="bfloat16")  # computes in bf16, returns float32
+    >>> params = init_network(net, jax.random.key(0))
+    >>> params[0]["Dense_0"]["kernel"].dtype, forward(net, params, jnp.ones((2, 784))).dtype
+    (dtype('float32'), dtype('float32'))
   """
   depth, width, num_classes = _checked_sizes(name, depth, width, num_classes)
   _check_options(name, split_activation, init, dropout)
