@@ -19,7 +19,7 @@ second moment constant through a deep ReLU net, where lecun-normal halves it at 
 layer and a 64-layer MLP starts with vanishing signals and gradients: backprop then fails
 from depth 32, ``configs/deep_mlp_backprop.py``). Biases start at 0.
 
-````dtype`` (``config.dtype``, a key of ``DTYPES``) is the type the segments compute in:
+``dtype`` (``config.dtype``, a key of ``DTYPES``) is the type the segments compute in:
 with ``"bfloat16"`` every Dense and Conv casts its input, kernel and bias to bfloat16 (the
 parameters themselves stay float32, so do the optimizer's and the solver's states), and
 every segment casts its output back to float32. The methods' maths (losses, constraints,
