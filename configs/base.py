@@ -84,6 +84,9 @@ def network(config: ml_collections.ConfigDict) -> None:
   # dropout rate before AlexNet's first two classifier layers (alexnet only; the methods
   # that apply dropout apply it in training, keyed by (seed, step, segment))
   n.dropout = 0.0
+  # what the network computes in: float32 | bfloat16 (activations, matmuls and convolutions;
+  # parameters, optimizer and solver states, losses and reductions stay float32)
+  config.dtype = "float32"
 
 
 def data(config: ml_collections.ConfigDict) -> None:

@@ -280,6 +280,7 @@ def _network_and_data_rules() -> dict[str, Rule]:
     "network.width": int_at_least(0),
     "network.init": one_of(tuple(networks.INITS)),
     "network.dropout": _FRACTION,
+    "dtype": one_of(tuple(networks.DTYPES)),  # the network's activations and matmuls
     "data.name": string(nonempty=True),
     "data.data_dir": string(),
     "data.validation_fraction": _FRACTION,

@@ -214,13 +214,19 @@ class PatchConv(nn.Module):
 
   Parameters are named, shaped and initialised exactly like ``nn.Conv``'s, including
   ``kernel_init`` (default lecun-normal, as ``nn.Conv``'s; ``networks`` passes the one
-  ``config.network.init`` names, e.g. he-normal for deep ReLU nets).
+  ``config.network.init`` names, e.g. he-normal for deep ReLU nets). ``dtype`` and
+  ``param_dtype`` mean what they mean to ``nn.Conv``: the parameters are created in
+  ``param_dtype`` and the input, kernel and bias cast to ``dtype`` (None: their promoted
+  type) before the patches and the matmul, which then run in it.
 
   Example:
     >>> m = PatchConv(4, (3, 3))
     >>> p = m.init(jax.random.key(0), jnp.ones((1, 8, 8, 3)))
     >>> p["params"]["kernel"].shape, m.apply(p, jnp.ones((1, 8, 8, 3))).shape
     ((3, 3, 3, 4), (1, 6, 6, 4))
+    >>> p["params"]["kernel"].dtype, PatchConv(4, (3, 3), dtype=jnp.bfloat16).apply(
+    ...     p, jnp.ones((1, 8, 8, 3))).dtype
+    (dtype('float32'), dtype(bfloat16))
   """
 
   features: int
@@ -229,13 +235,17 @@ class PatchConv(nn.Module):
   padding: Padding = "VALID"
   kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
   formulation: str = "patches"
+  dtype: jnp.dtype | None = None
+  param_dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x):
     kh, kw = self.kernel_size
     # nn.Conv's initialisers, so both formulations start from the same weights.
-    kernel = self.param("kernel", self.kernel_init, (kh, kw, x.shape[-1], self.features))
-    bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+    shape = (kh, kw, x.shape[-1], self.features)
+    kernel = self.param("kernel", self.kernel_init, shape, self.param_dtype)
+    bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), self.param_dtype)
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
     conv = conv2d_rows if self.formulation == "rows" else conv2d_patches
     return conv(x, kernel, bias, self.strides, self.padding)
 

@@ -19,6 +19,14 @@ second moment constant through a deep ReLU net, where lecun-normal halves it at 
 layer and a 64-layer MLP starts with vanishing signals and gradients: backprop then fails
 from depth 32, ``configs/deep_mlp_backprop.py``). Biases start at 0.
 
+``dtype`` (``config.dtype``, a key of ``DTYPES``) is the type the segments compute in:
+with ``"bfloat16"`` every Dense and Conv casts its input, kernel and bias to bfloat16 (the
+parameters themselves stay float32, so do the optimizer's and the solver's states), and
+every segment casts its output back to float32. The methods' maths (losses, constraints,
+z-scores, softmax, reductions) thus always runs in float32, and the activations and
+matmuls / convolutions between two segment boundaries in ``dtype``; ``"float32"`` is the
+arithmetic without the key (every cast is to the type already there, a no-op).
+
 ``from_config`` builds a network from a ``config.network`` ConfigDict, ``build_network``
 from keyword arguments named like its keys; both raise ``errors.ConfigError`` naming the
 key. Convolutions and max pooling run as ``nn.Conv`` / ``nn.max_pool`` or as the CPU
@@ -51,6 +59,7 @@ __all__ = [
   "NETWORK_NAMES",
   "SPLIT_ACTIVATIONS",
   "INITS",
+  "DTYPES",
   "from_config",
   "build_network",
   "init_network",
@@ -135,6 +144,10 @@ INITS = {
   "lecun_normal": nn.initializers.lecun_normal,  # flax's default: scale 1
   "he_normal": nn.initializers.he_normal,  # scale 2: keeps ReLU activations' variance
 }
+
+
+# config.dtype -> what the segments compute in (parameters are float32 either way).
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def _pool(window: int = 2, stride: int = 2) -> tuple[Layer, ...]:
@@ -238,13 +251,16 @@ class Segment(nn.Module):
   Submodules are named ``Conv_k`` / ``Dense_k`` whatever ``conv_impl`` is, so the
   parameter trees of both formulations match. ``kernel_init`` names their kernel
   initialiser (a key of ``INITS``; a name, not a function, so that segments stay
-  comparable and hashable: equal segments share compiled programs).
+  comparable and hashable: equal segments share compiled programs), ``dtype`` the type of
+  its activations and matmuls (a key of ``DTYPES``; parameters are float32 and the output
+  is cast to float32: module docstring).
   """
 
   layers: tuple[Layer, ...]
   conv_impl: str = "xla"  # resolved: xla | patches | rows
   pool_impl: str = "xla"  # resolved: xla | fast
   kernel_init: str = "lecun_normal"  # config.network.init
+  dtype: str = "float32"  # config.dtype
 
   @nn.compact
   def __call__(self, x, rng=None):
@@ -252,6 +268,7 @@ class Segment(nn.Module):
       nn.Conv if self.conv_impl == "xla" else partial(kernels.PatchConv, formulation=self.conv_impl)
     )
     kernel_init = INITS[self.kernel_init]()
+    dtypes = {"dtype": DTYPES[self.dtype], "param_dtype": jnp.float32}
     n_conv = n_dense = n_drop = 0
     for layer in self.layers:
       if isinstance(layer, Conv):
@@ -262,10 +279,11 @@ class Segment(nn.Module):
           layer.padding,
           kernel_init=kernel_init,
           name=f"Conv_{n_conv}",
+          **dtypes,
         )(x)
         n_conv += 1
       elif isinstance(layer, Dense):
-        x = nn.Dense(layer.features, kernel_init=kernel_init, name=f"Dense_{n_dense}")(x)
+        x = nn.Dense(layer.features, kernel_init=kernel_init, name=f"Dense_{n_dense}", **dtypes)(x)
         n_dense += 1
       elif isinstance(layer, MaxPool):
         if self.pool_impl == "xla":
@@ -283,7 +301,8 @@ class Segment(nn.Module):
         n_drop += 1
       else:  # pragma: no cover - specs are internal
         raise TypeError(f"unknown layer spec {layer!r}")
-    return x
+    # The methods' maths starts here: losses, constraints and reductions in float32.
+    return x.astype(jnp.float32)
 
 
 # ----------------------------------------------------------------------------------
@@ -355,6 +374,7 @@ def build_network(
   width: int | None = None,
   init: str = "lecun_normal",
   dropout: float = 0.0,
+  dtype: str = "float32",
 ) -> SplitNetwork:
   """Builds a named network cut into segments.
 
@@ -375,20 +395,28 @@ def build_network(
     init: kernel initialiser of every Dense and Conv, a key of ``INITS``:
       ``"lecun_normal"`` (flax's default) or ``"he_normal"`` (keeps the activations'
       variance through deep ReLU nets; module docstring).
+    dtype: what the segments compute in, a key of ``DTYPES`` (``config.dtype``; module
+      docstring): parameters stay float32, segment outputs are float32.
 
   Raises:
     ConfigError: ``config.network.<argument>: ...`` for the arguments that are
       ``config.network`` keys (name, split, split_activation, conv_impl, depth, width,
-      init),
+      init), ``config.dtype: ...`` for ``dtype``,
       ``config.network: <argument> ...`` for the others.
 
   Example:
     >>> net = build_network("mlp", depth=3, width=64)
     >>> len(net.segments), net.state_shapes
     (4, ((64,), (64,), (64,)))
+    >>> net = build_network("mlp", dtype="bfloat16")  # computes in bf16, returns float32
+    >>> params = init_network(net, jax.random.key(0))
+    >>> params[0]["Dense_0"]["kernel"].dtype, forward(net, params, jnp.ones((2, 784))).dtype
+    (dtype('float32'), dtype('float32'))
   """
   depth, width, num_classes = _checked_sizes(name, depth, width, num_classes)
   _check_options(name, split_activation, init, dropout)
+  if not isinstance(dtype, str) or dtype not in DTYPES:
+    raise ConfigError(f"config.dtype: unknown value {dtype!r}; allowed: {', '.join(DTYPES)}")
   conv = kernels.resolve_conv_impl(conv_impl)
   pool = kernels.resolve_pool_impl(pool_impl)
 
@@ -398,7 +426,8 @@ def build_network(
   split = _resolve_split(split, default_split, len(blocks))
   shape = _checked_input_shape(name, input_shape)
   segments = tuple(
-    Segment(layers, conv, pool, init) for layers in _segment_layers(blocks, split, split_activation)
+    Segment(layers, conv, pool, init, dtype)
+    for layers in _segment_layers(blocks, split, split_activation)
   )
   shapes = _segment_shapes(name, segments, shape)
   assert shapes[-1] == (num_classes,), shapes
@@ -497,8 +526,11 @@ def _network_extras(network_config):
   return extras
 
 
-def from_config(network_config, *, num_classes: int, input_shape: Sequence[int]) -> SplitNetwork:
-  """Builds the network that a ``config.network`` ConfigDict describes.
+def from_config(
+  network_config, *, num_classes: int, input_shape: Sequence[int], dtype: str = "float32"
+) -> SplitNetwork:
+  """Builds the network that a ``config.network`` ConfigDict describes, computing in
+  ``dtype`` (``config.dtype``, outside the section: ``build_network``).
 
   ``split`` may be a string of comma separated block indices (as command-line overrides
   give it); ``depth`` / ``width`` of 0 mean "the default", a missing ``init``
@@ -521,6 +553,7 @@ def from_config(network_config, *, num_classes: int, input_shape: Sequence[int])
     split=_split_value(network_config.split),
     split_activation=network_config.split_activation,
     conv_impl=network_config.conv_impl,
+    dtype=dtype,
     **_network_extras(network_config),
   )
 

@@ -181,7 +181,10 @@ def build_experiment(
   check_loop_config(config)
   dataset = load_dataset(config) if dataset is None else dataset
   net = networks.from_config(
-    config.network, num_classes=dataset.num_classes, input_shape=tuple(dataset.image_shape)
+    config.network,
+    num_classes=dataset.num_classes,
+    input_shape=tuple(dataset.image_shape),
+    dtype=config.get("dtype", "float32"),  # configs written before the key: float32
   )
   mesh = sharding.make_mesh(config) if mesh is None else mesh
   config = sharding.with_global_batch(config, mesh)  # from here on, the global batch

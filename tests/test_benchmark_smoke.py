@@ -4,6 +4,7 @@ import pytest
 
 from benchmarks import distprop_cost
 from benchmarks import distprop_step_parts
+from benchmarks import memory
 
 
 @pytest.mark.slow
@@ -49,6 +50,18 @@ def test_distprop_cost_per_device_flops_runs(capsys):
     one, two = (float(fields[f"deep2_{label}_gflop_{n}dev"]) for n in (1, 2))
     assert 0 < two < one  # the batch is divided over the data axis
   assert float(fields["deep2_bp_over_ideal"]) < 1.5
+
+
+@pytest.mark.slow
+def test_memory_runs(capsys):
+  memory.main(
+    ["--configs=imagenet_backprop", "--image_size=64", "--batch_size=8", "--num_train=64"]
+  )
+  fields = {k: float(v) for k, v in result_fields(capsys.readouterr().out).items()}
+  f32, bf16 = "imagenet_backprop_float32", "imagenet_backprop_bfloat16"
+  assert all(fields[f"{d}_{k}_mib"] > 0 for d in (f32, bf16) for k in ("temp", "argument"))
+  # the state is float32 at both dtypes: the step's arguments take the same bytes
+  assert fields[f"{f32}_argument_mib"] == fields[f"{bf16}_argument_mib"]
 
 
 def test_mixtures_as_matmul_is_distprops_mixture():

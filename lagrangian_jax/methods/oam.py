@@ -78,7 +78,7 @@ def preactivation_segments(net: networks.SplitNetwork):
   out = []
   for seg in net.segments[:-1]:
     if seg.layers and isinstance(seg.layers[-1], networks.ReLU):
-      pre = networks.Segment(seg.layers[:-1], seg.conv_impl, seg.pool_impl)
+      pre = seg.clone(layers=seg.layers[:-1])  # its dtype and implementations kept
       out.append((pre, jax.nn.relu))
     else:
       out.append((seg, lambda a: a))
