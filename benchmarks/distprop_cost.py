@@ -20,12 +20,19 @@ deep MLP and ``configs/imagenet_distprop.py`` (AlexNet on in-memory zeros of
 Run (the issue's figures; pin it to one core for a single-threaded comparison):
   python benchmarks/distprop_cost.py --networks=mnist,deep --depths=16,64 --rounds=5
   python benchmarks/distprop_cost.py --devices=8 --depths=16
+  python benchmarks/distprop_cost.py --networks=deep --layouts=sequential,stacked
+
+``--layouts`` times DistProp in several ``config.distprop.block_layout`` side by side
+(same process, same rounds). Each variant's op count (:func:`op_count`, the instructions
+the compiled step runs outside fusions) is printed with its FLOPs: on CPU a step of many
+small ops pays a dispatch per op, which its FLOPs do not show.
 
 Ends with one ``RESULT key=value ...`` line.
 """
 
 import argparse
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -86,33 +93,57 @@ def compile_step(config, dataset=None, steps: int = 1):
   return compiled, exp.initial_state, batches
 
 
-def variant_configs(network, depth, batch_size):
-  """``{label: config}`` of the three variants on one network."""
+def variant_configs(network, depth, batch_size, layouts=("auto",)):
+  """``{label: config}`` of the variants on one network: backprop, and each DistProp
+  solver in each ``config.distprop.block_layout`` of ``layouts`` (label ``eg`` for
+  ``"auto"``, else ``eg_<layout>``)."""
   out = {}
   for label, (which, solver) in METHODS.items():
-    config = configs_of(network, depth)[which]
-    config.batch_size = batch_size
-    if solver:
-      config.solver = solver
-    out[label] = config
+    for layout in layouts if which else ("auto",):
+      config = configs_of(network, depth)[which]
+      config.batch_size = batch_size
+      if solver:
+        config.solver = solver
+      if which:
+        config.distprop.block_layout = layout
+      out[label if layout == "auto" else f"{label}_{layout}"] = config
   return out
+
+
+def op_count(compiled) -> int:
+  """How many instructions the compiled step runs outside fusions (its computations but
+  the fused ones): on CPU each is (about) one thunk, dispatched one after another, so at
+  a few microseconds each their number bounds a step of small ops from below."""
+  count = 0
+  for comp in re.split(r"\n(?=\S)", compiled.as_text()):
+    head = comp.split("\n", 1)[0]
+    if head.startswith("HloModule") or "fused" in head or "fusion" in head.split("(")[0]:
+      continue
+    count += len(re.findall(r"^\s+\S+ = \S+ [\w-]+\(", comp, re.M))
+  return count
 
 
 def time_network(network, depth, args):
   """The three variants of one network: ms per iteration (median), FLOPs and ratios."""
   runs = {}
-  for label, config in variant_configs(network, depth, args.batch_size).items():
+  variants = variant_configs(network, depth, args.batch_size, args.layouts)
+  for label, config in variants.items():
     compiled, state, batches = compile_step(config, steps=args.steps)
     runs[label] = {"step": compiled, "state": state, "batches": batches, "times": []}
     runs[label]["flops"] = flops_of(compiled)
+    runs[label]["ops"] = op_count(compiled)
     _time(runs[label])  # warm up
 
   for r in range(args.rounds):
     for label in list(runs) if r % 2 == 0 else list(reversed(runs)):
       runs[label]["times"].append(_time(runs[label]))
   bp = runs["bp"]
-  out = {"bp_ms": 1e3 * statistics.median(bp["times"]), "bp_gflop": bp["flops"] / 1e9}
-  for label in ("eg", "peg"):
+  out = {
+    "bp_ms": 1e3 * statistics.median(bp["times"]),
+    "bp_gflop": bp["flops"] / 1e9,
+    "bp_ops": bp["ops"],
+  }
+  for label in (lab for lab in runs if lab != "bp"):
     run = runs[label]
     ratio = statistics.median(a / b for a, b in zip(run["times"], bp["times"]))
     flop_ratio = run["flops"] / bp["flops"]
@@ -121,6 +152,7 @@ def time_network(network, depth, args):
     out[f"{label}_ratio"] = ratio
     out[f"{label}_flop_ratio"] = flop_ratio
     out[f"{label}_efficiency"] = flop_ratio / ratio
+    out[f"{label}_ops"] = run["ops"]
   return out
 
 
@@ -193,6 +225,12 @@ def parse(argv):
     "(and imagenet with --devices)",
   )
   p.add_argument("--depths", default="16,64", help="the deep MLP's depths")
+  p.add_argument(
+    "--layouts",
+    default="auto",
+    help="comma-separated config.distprop.block_layout values timed side by side "
+    "(auto, sequential, stacked, slots); labels eg_<layout> but for auto",
+  )
   p.add_argument("--batch_size", type=int, default=128)
   p.add_argument("--rounds", type=int, default=5)
   p.add_argument("--steps", type=int, default=3, help="iterations timed per round")
@@ -202,6 +240,7 @@ def parse(argv):
   p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
   args = p.parse_args(argv)
   args.depths = [int(d) for d in args.depths.split(",") if d]
+  args.layouts = tuple(x for x in args.layouts.split(",") if x)
   default = "mnist,deep,imagenet" if args.devices else "mnist,deep"
   args.networks = [n for n in (args.networks or default).split(",") if n]
   return args
@@ -237,12 +276,13 @@ def main(argv=None):
     name = network + (str(depth) if depth else "")
     out = time_network(network, depth, args)
     print(
-      f"{name:>8}: backprop {out['bp_ms']:8.2f} ms {out['bp_gflop']:8.3f} GFLOP | "
-      + " | ".join(
-        f"{lab} {out[f'{lab}_ms']:8.2f} ms {out[f'{lab}_gflop']:8.3f} GFLOP "
-        f"time x{out[f'{lab}_ratio']:.2f} FLOPs x{out[f'{lab}_flop_ratio']:.2f} "
-        f"efficiency {out[f'{lab}_efficiency']:.2f}"
-        for lab in ("eg", "peg")
+      f"{name:>8}: backprop {out['bp_ms']:8.2f} ms {out['bp_gflop']:8.3f} GFLOP "
+      f"{out['bp_ops']} ops\n"
+      + "\n".join(
+        f"{'':>8}  {lab:<14} {out[f'{lab}_ms']:8.2f} ms {out[f'{lab}_gflop']:8.3f} GFLOP "
+        f"{out[f'{lab}_ops']:6d} ops time x{out[f'{lab}_ratio']:.2f} "
+        f"FLOPs x{out[f'{lab}_flop_ratio']:.2f} efficiency {out[f'{lab}_efficiency']:.2f}"
+        for lab in (k[: -len("_ms")] for k in out if k.endswith("_ms") and k != "bp_ms")
       ),
       flush=True,
     )

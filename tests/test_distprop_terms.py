@@ -178,3 +178,21 @@ def test_class_rows_picks_exactly():
   x = jax.random.normal(jax.random.key(0), (C, 3, 2)) * 1e3
   labels = jnp.array([9, 0, 3, 3, 1])
   np.testing.assert_array_equal(terms.class_rows(x, labels), x[labels])
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_block_mixes_are_the_per_block_draws(jit):
+  """The batched draw (one ``vmap`` over the blocks) gives each block's own draw, bit
+  for bit: the mixtures are the same function of the seed and the step as before."""
+  from lagrangian_jax import networks
+
+  net = networks.build_network("mlp", depth=6, width=8, split="every")
+  opts = opts_with(mix_fraction=0.5)
+  key = jax.random.key(3)
+  draw = lambda k: terms.block_mixes(opts, net, k)  # noqa: E731
+  mixes = (jax.jit(draw) if jit else draw)(key)
+  assert len(mixes) == len(net.state_shapes)
+  for l, (t, partner) in enumerate(mixes, start=1):
+    t0, p0 = terms.mix_draw(key, l, S, C, opts.num_mixed)
+    np.testing.assert_array_equal(t, t0)
+    np.testing.assert_array_equal(partner, p0)

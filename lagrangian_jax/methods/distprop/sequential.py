@@ -45,13 +45,19 @@ class Setup(NamedTuple):
   rows: jax.sharding.NamedSharding | None = None
 
 
-def make(config, net: networks.SplitNetwork, num_train: int) -> base.Method:
-  """DistProp's method (``base.Method``) for ``net`` and ``config.distprop``."""
+def setup_of(config, net: networks.SplitNetwork) -> Setup:
+  """The objective's :class:`Setup` for ``net`` and ``config.distprop`` (one device)."""
   opts = options.parse(config)
   errors.require(
     len(net.state_shapes) > 0, "network.split", "method 'distprop' needs at least one split"
   )
-  setup = Setup(opts, net, terms.sample_labels(net.num_classes, opts.samples_per_class))
+  return Setup(opts, net, terms.sample_labels(net.num_classes, opts.samples_per_class))
+
+
+def make(config, net: networks.SplitNetwork, num_train: int) -> base.Method:
+  """DistProp's method (``base.Method``) for ``net`` and ``config.distprop``."""
+  setup = setup_of(config, net)
+  opts = setup.opts
   sigma_rate = float(config.learning_rates.aux) * opts.sigma_learning_rate_scale
   return base.Method(
     name="distprop",
@@ -170,9 +176,9 @@ def _class_statistics(feats, labels, num_classes: int):
 # ----------------------------------------------------------------------------------
 
 
-def on_data(method: base.Method, mesh) -> base.Method:
-  """``method`` (from :func:`make`) with its synthetic rows split over ``mesh``'s
-  ``data`` axis; itself on one data device (or ``mesh=None``).
+def on_data(config, net: networks.SplitNetwork, method: base.Method, mesh) -> base.Method:
+  """``method`` (from :func:`make` with ``config`` and ``net``) with its synthetic rows
+  split over ``mesh``'s ``data`` axis; itself on one data device (or ``mesh=None``).
 
   The objective is a mean over the batch's rows and over the ``S x C`` sample rows. The
   batch is split over ``data`` by its sharding; the samples are drawn inside the step, so
@@ -193,13 +199,12 @@ def on_data(method: base.Method, mesh) -> base.Method:
     >>> config = deep_mlp_distprop.get_config(); config.network.depth = 2
     >>> net = networks.from_config(config.network, num_classes=10, input_shape=(28, 28, 1))
     >>> method = make(config, net, num_train=100)
-    >>> on_data(method, jax.make_mesh((1, 1), ("data", "stage"))) is method
+    >>> on_data(config, net, method, jax.make_mesh((1, 1), ("data", "stage"))) is method
     True
   """
   if mesh is None or mesh.shape["data"] == 1:
     return method
-  setup = method.objective.args[0]  # make's functools.partial(objective, setup)
-  setup = setup._replace(rows=jax.NamedSharding(mesh, jax.P("data")))
+  setup = setup_of(config, net)._replace(rows=jax.NamedSharding(mesh, jax.P("data")))
   return method._replace(objective=functools.partial(objective, setup))
 
 

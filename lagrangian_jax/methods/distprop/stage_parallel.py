@@ -104,7 +104,7 @@ def for_mesh(config, net: networks.SplitNetwork, sequential: base.Method, mesh) 
   opts = options.parse(config)
   stages = 1 if mesh is None else int(mesh.shape[STAGE])
   if not layout_lib.on_stages(opts, stages):
-    return sequential_lib.on_data(sequential, mesh)
+    return sequential_lib.on_data(config, net, sequential, mesh)
   errors.require(
     mesh is not None,
     "distprop.block_layout",
