@@ -203,9 +203,9 @@ READS = textwrap.dedent("""
 
     reads = []
     get_batch = data_lib.get_batch
-    def recording(split, idx):
+    def recording(split, idx, **kwargs):
       reads.append((split, np.asarray(idx).reshape(-1)))
-      return get_batch(split, idx)
+      return get_batch(split, idx, **kwargs)
     data_lib.get_batch = recording
 
     config = shrunken_config("extraprop", batch_size=50, eval_batch_size=250)
