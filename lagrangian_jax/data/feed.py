@@ -164,8 +164,9 @@ def eval_batches(
   batched. With one device the batches are exactly those of :func:`batches_of`.
 
   A lazy (tfds) split is decoded by grain (``pipeline.GrainEval``: ``options``' workers,
-  in parallel and ahead of the device; threads for a short pass, :class:`EvalOptions`) and its images are uint8, normalised on the device
-  by the evaluators; in-memory splits are sliced here.
+  in parallel and ahead of the device; threads for a short pass, :class:`EvalOptions`),
+  its images uint8, normalised on the device by the evaluators; in-memory splits are
+  sliced here.
   """
   n = len(split.labels) if limit is None else min(limit, len(split.labels))
   size = eval_batch_size(batch_size, mesh)
