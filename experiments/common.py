@@ -12,8 +12,8 @@ is their own (the grid, Table 1's entries, the depth cells) and import the rest 
 * :func:`write_report`, :func:`pyplot`, :func:`save_figure`: ``<name>.json``,
   ``<name>.md`` and the figures;
 * :func:`run_main`: the programs' ``main``, one ``error: ...`` line and exit 1 for an
-  expected failure, exit 75 for a preemption; :func:`parse_flags`: the same for a bad flag (``app.run(main,
-  flags_parser=common.parse_flags)``).
+  expected failure, exit 75 for a preemption; :func:`parse_flags`: the same for a bad
+  flag (``app.run(main, flags_parser=common.parse_flags)``).
 """
 
 from __future__ import annotations
@@ -235,8 +235,8 @@ def run_main(argv: Sequence[str], body: Callable[[], str]) -> None:
 
   An expected failure (:class:`lagrangian_jax.errors.Error`) prints one ``error: ...``
   line and exits 1; a preemption (SIGTERM: the running cell saved its step) prints its
-  line and exits ``preemption.EXIT_STATUS`` (75): rerunning the command resumes. Logging is at WARNING unless ``--verbosity`` says otherwise (orbax
-  logs every save at INFO).
+  line and exits ``preemption.EXIT_STATUS`` (75): rerunning the command resumes. Logging
+  is at WARNING unless ``--verbosity`` says otherwise (orbax logs every save at INFO).
   """
   if len(argv) > 1:
     raise app.UsageError("Too many command-line arguments.")

@@ -30,8 +30,8 @@ and back (``*_to_layout`` / ``*_from_layout``, exact inverses). The two layouts,
   than ``"stacked"``, though the stacked step has a fifth of its ops: the vmapped
   blocks' batched dots cost more than the separate ones on CPU, BUILD.md), ``"stacked"``
   when it applies on several, else ``"slots"``; ``"sequential"``: the sequential code,
-  one stage only. ``"stacked"`` or ``"slots"`` run the stage-parallel code on one stage too (its
-  tests compare it with the sequential run). :func:`layout_for` says which.
+  one stage only. ``"stacked"`` or ``"slots"`` run the stage-parallel code on one stage
+  too (its tests compare it with the sequential run). :func:`layout_for` says which.
 """
 
 from __future__ import annotations
