@@ -53,6 +53,7 @@ from configs import imagenet_distprop  # noqa: E402
 from lagrangian_jax import state as state_lib  # noqa: E402
 from lagrangian_jax.data import base as data_base  # noqa: E402
 from lagrangian_jax.data import feed as feed_lib  # noqa: E402
+from lagrangian_jax.methods.distprop import options as distprop_options  # noqa: E402
 
 METHODS = {  # label -> (which config of the pair, solver override)
   "bp": (0, None),
@@ -243,6 +244,12 @@ def parse(argv):
   args.layouts = tuple(x for x in args.layouts.split(",") if x)
   default = "mnist,deep,imagenet" if args.devices else "mnist,deep"
   args.networks = [n for n in (args.networks or default).split(",") if n]
+  for layout in args.layouts:
+    if layout not in distprop_options.BLOCK_LAYOUTS:
+      p.error(f"--layouts: {layout!r} is not one of {', '.join(distprop_options.BLOCK_LAYOUTS)}")
+  for network in args.networks:
+    if network not in ("mnist", "deep", "imagenet"):
+      p.error(f"--networks: {network!r} is not one of mnist, deep, imagenet")
   return args
 
 

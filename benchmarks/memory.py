@@ -113,6 +113,13 @@ def parse(argv):
   args = p.parse_args(argv)
   args.configs = [c for c in args.configs.split(",") if c]
   args.dtypes = [d for d in args.dtypes.split(",") if d]
+  here = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+  for name in args.configs:
+    if not os.path.isfile(os.path.join(here, f"{name}.py")):
+      p.error(f"--configs: no configs/{name}.py")
+  for dtype in args.dtypes:
+    if dtype not in networks.DTYPES:
+      p.error(f"--dtypes: {dtype!r} is not one of {', '.join(networks.DTYPES)}")
   return args
 
 
