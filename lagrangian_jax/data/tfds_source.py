@@ -92,7 +92,7 @@ def _open_tfds(name: str, split: str, data_dir: str | None):
     scheme = str(data_dir).partition("://")[0]
     raise DataError(
       f"config.data.data_dir={data_dir}: reading {scheme}:// needs {missing} (or TensorFlow); "
-      f'pip install -e ".[gcs]" (or pip install {missing})'
+      + ('pip install -e ".[gcs]"' if missing == "gcsfs" else f"pip install {missing}")
     )
   try:
     import tensorflow_datasets as tfds
