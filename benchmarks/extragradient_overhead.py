@@ -62,7 +62,7 @@ def make_problem(key, network="mnist_cnn", batch=128, sizes=(784, 1024, 512, 10)
         h = jax.nn.relu(h @ layer["w"] + layer["b"])
       return h @ layers[-1]["w"] + layers[-1]["b"]
 
-  params = {"primal": primal, "dual": {"class_rate": jnp.zeros((10,))}}
+  params = {"primal": primal, "dual": {"class_rate": lj.nonnegative(jnp.zeros((10,)))}}
   y = jax.random.randint(keys[-1], (batch,), 0, 10)
 
   def lagrangian(p):

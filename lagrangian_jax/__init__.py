@@ -1,6 +1,7 @@
 """lagrangian_jax: saddle-point solvers and Lagrangian training of neural networks in JAX.
 
-The public API, one screen: formulations, solvers and optimizer aliases. They import no
+The public API, one screen: formulations, problems, solvers and optimizer aliases
+(rate constraints: ``lagrangian_jax.rates``). They import no
 training code; the training system (``train``: the loop; ``state``, ``sharding``,
 ``evaluators``, ``checkpoints``, ``networks``, ``methods``, ``data``) is launched by
 ``python -m experiments.main``.
@@ -16,12 +17,19 @@ from lagrangian_jax.formulations import per_example_rows
 from lagrangian_jax.formulations import quadratic_penalty
 from lagrangian_jax.formulations import soft_shrink
 from lagrangian_jax.formulations import tree_inner
+from lagrangian_jax.multipliers import Nonnegative
+from lagrangian_jax.multipliers import nonnegative
 from lagrangian_jax.optimizers import extra_adagrad
 from lagrangian_jax.optimizers import extra_adam
 from lagrangian_jax.optimizers import extra_sgd
 from lagrangian_jax.optimizers import gda
 from lagrangian_jax.optimizers import past_extra_adagrad
 from lagrangian_jax.optimizers import saddle_point
+from lagrangian_jax.problem import Constraint
+from lagrangian_jax.problem import Problem
+from lagrangian_jax.problem import equality
+from lagrangian_jax.problem import inequality
+from lagrangian_jax.rates import proxy
 from lagrangian_jax.solvers import DescentAscentState
 from lagrangian_jax.solvers import ExtragradientState
 from lagrangian_jax.solvers import MultipliersState

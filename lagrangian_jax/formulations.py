@@ -47,6 +47,7 @@ import jax
 import jax.numpy as jnp
 
 from lagrangian_jax import _trees
+from lagrangian_jax import multipliers as _multipliers
 
 PyTree = Any
 
@@ -92,6 +93,7 @@ def tree_inner(multipliers: PyTree, constraints: PyTree, *, reduction: str = "su
     >>> float(tree_inner(lam, g)), float(tree_inner(lam, g, reduction="batch_mean"))
     (24.0, 6.0)
   """
+  multipliers = _multipliers.values(multipliers)
   _check_same_structure(multipliers, constraints, "multipliers", "constraints")
   terms = [
     _reduce(
@@ -146,6 +148,32 @@ def _sum_squares(tree: PyTree, reduction: str = "sum") -> jax.Array:
   )
 
 
+def _require_multipliers(who: str, constraint: PyTree, multipliers: PyTree, name: str) -> None:
+  """A readable error for a constraint given without its multipliers."""
+  if constraint is not None and multipliers is None:
+    raise ValueError(
+      f"{who}: {name} is given but {name}_multipliers is None; pass one multiplier per "
+      f"{name} constraint (a pytree like {name}, e.g. zeros; lj.Problem makes them)"
+    )
+
+
+def _check_kinds(who: str, equality_multipliers: PyTree, inequality_multipliers: PyTree) -> None:
+  """Equality multipliers are free, inequality ones marked ``lj.nonnegative``."""
+  if equality_multipliers is not None and any(_multipliers.nonnegative_mask(equality_multipliers)):
+    raise TypeError(
+      f"{who}: equality_multipliers contain lj.nonnegative(...) multipliers, which the "
+      "solvers keep >= 0; an equality's multiplier is free: pass them as "
+      "inequality_multipliers (for h(x) <= 0) or without the marker"
+    )
+  if inequality_multipliers is not None and not _multipliers.is_marked(inequality_multipliers):
+    raise TypeError(
+      f"{who}: inequality_multipliers are not marked lj.nonnegative(...), so no solver "
+      "would keep them >= 0 and h(x) <= 0 would be solved as h(x) = 0; keep them in "
+      "params as lj.nonnegative(zeros) (the solvers then project them), or build the "
+      "problem with lj.Problem"
+    )
+
+
 def lagrangian(
   objective: jax.Array,
   equality: PyTree = None,
@@ -162,13 +190,28 @@ def lagrangian(
     equality: pytree of equality constraint values ``g(x)`` (``g = 0`` is feasible).
     equality_multipliers: pytree like ``equality``.
     inequality: pytree of inequality constraint values ``h(x)`` (``h <= 0``).
-    inequality_multipliers: pytree like ``inequality``; the solver keeps them >= 0
-      (see ``descent_ascent(nonnegative=...)``).
+    inequality_multipliers: ``lj.nonnegative(mu)`` with ``mu`` a pytree like
+      ``inequality``, stored so in ``params``: the marker makes every solver keep them
+      >= 0. Unmarked ones raise ``TypeError`` (they would be solved as an equality's).
     reduction: ``"sum"`` or ``"batch_mean"`` (module docstring).
 
   Returns:
     The scalar Lagrangian.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> import lagrangian_jax as lj
+    >>> mu = lj.nonnegative(jnp.asarray(0.5))             # an inequality multiplier
+    >>> float(lj.lagrangian(1.0, inequality=jnp.asarray(-2.0), inequality_multipliers=mu))
+    0.0
+    >>> lj.lagrangian(1.0, inequality=jnp.asarray(-2.0), inequality_multipliers=0.5)
+    Traceback (most recent call last):
+    ...
+    TypeError: lagrangian: inequality_multipliers are not marked lj.nonnegative(...), so no solver would keep them >= 0 and h(x) <= 0 would be solved as h(x) = 0; keep them in params as lj.nonnegative(zeros) (the solvers then project them), or build the problem with lj.Problem
   """
+  _require_multipliers("lagrangian", equality, equality_multipliers, "equality")
+  _require_multipliers("lagrangian", inequality, inequality_multipliers, "inequality")
+  _check_kinds("lagrangian", equality_multipliers, inequality_multipliers)
   value = jnp.asarray(objective)
   if equality is not None:
     value = value + tree_inner(equality_multipliers, equality, reduction=reduction)
@@ -201,12 +244,17 @@ def augmented_lagrangian(
 
   Args:
     objective, equality, equality_multipliers, inequality, inequality_multipliers: as
-      in :func:`lagrangian`.
+      in :func:`lagrangian`, except that unmarked inequality multipliers are accepted:
+      the inequality term's ascent direction ``(max(0, mu + c h) - mu) / c`` is positive
+      at any ``mu < 0``, so it keeps them >= 0 by itself.
     penalty: ``c > 0``.
     reduction: ``"sum"`` or ``"batch_mean"`` (module docstring).
   """
   if isinstance(penalty, (int, float)) and penalty <= 0:
     raise ValueError(f"augmented_lagrangian: penalty must be > 0, got {penalty}")
+  _require_multipliers("augmented_lagrangian", equality, equality_multipliers, "equality")
+  _require_multipliers("augmented_lagrangian", inequality, inequality_multipliers, "inequality")
+  inequality_multipliers = _multipliers.values(inequality_multipliers)
   value = jnp.asarray(objective)
   if equality is not None:
     value = value + tree_inner(equality_multipliers, equality, reduction=reduction)
@@ -241,8 +289,11 @@ def method_of_multipliers_update(
   minimiser ``x`` of :func:`augmented_lagrangian` for the current multipliers.
 
   Returns:
-    ``(new_equality_multipliers, new_inequality_multipliers)`` (``None`` where absent).
+    ``(new_equality_multipliers, new_inequality_multipliers)`` (``None`` where absent;
+    marked ``lj.nonnegative`` if the given inequality multipliers were).
   """
+  marked = isinstance(inequality_multipliers, _multipliers.Nonnegative)
+  inequality_multipliers = _multipliers.values(inequality_multipliers)
   new_eq = new_ineq = None
   if equality is not None:
     _check_same_structure(equality_multipliers, equality, "equality_multipliers", "equality")
@@ -254,6 +305,7 @@ def method_of_multipliers_update(
     new_ineq = jax.tree.map(
       lambda m, h: jnp.maximum(0.0, m + penalty * h), inequality_multipliers, inequality
     )
+    new_ineq = _multipliers.nonnegative(new_ineq) if marked else new_ineq
   return new_eq, new_ineq
 
 

@@ -39,6 +39,7 @@ import optax
 
 from lagrangian_jax import _trees
 from lagrangian_jax import formulations
+from lagrangian_jax import multipliers
 
 PyTree = Any
 
@@ -93,7 +94,17 @@ class DescentAscentState(NamedTuple):
 
 
 def _nonnegative_mask(nonnegative, dual_params: PyTree) -> list[bool]:
-  """One Python bool per dual leaf: is that multiplier projected onto ``>= 0``?"""
+  """One Python bool per dual leaf: is that multiplier projected onto ``>= 0``?
+
+  Leaves inside :class:`~lagrangian_jax.multipliers.Nonnegative` always are (the
+  inequality kind decides); ``nonnegative`` can only add leaves.
+  """
+  marked = multipliers.nonnegative_mask(dual_params)
+  return [m or f for m, f in zip(marked, _flagged(nonnegative, dual_params), strict=True)]
+
+
+def _flagged(nonnegative, dual_params: PyTree) -> list[bool]:
+  """One Python bool per dual leaf: does the ``nonnegative`` argument select it?"""
   leaves_with_path = jax.tree_util.tree_leaves_with_path(dual_params)
   if nonnegative is None or nonnegative is False:
     return [False] * len(leaves_with_path)
@@ -140,9 +151,10 @@ def descent_ascent(
     primal_key: key of the primal subtree in ``params``.
     dual_key: key of the multiplier subtree in ``params``.
     nonnegative: which multipliers are inequality multipliers, kept ``>= 0`` by
-      projection: ``None``/``False`` (none), ``True`` (all), a pytree prefix of bools
-      of the dual subtree, or a callable ``(key_path, leaf) -> bool``. Needs ``params``
-      in ``update``.
+      projection. Those marked ``lj.nonnegative(...)`` in ``params`` (as
+      ``lj.Problem`` makes them) always are; this adds more: ``None``/``False`` (no
+      more), ``True`` (all), a pytree prefix of bools of the dual subtree, or a
+      callable ``(key_path, leaf) -> bool``. Needs ``params`` in ``update``.
 
   Returns:
     A ``GradientTransformationExtraArgs``; unknown keyword arguments of ``update`` are

@@ -186,7 +186,7 @@ def initial_params(prob):
   if eq is not None:
     dual["eq"] = jnp.zeros_like(eq)
   if ineq is not None:
-    dual["ineq"] = jnp.zeros_like(ineq)
+    dual["ineq"] = lj.nonnegative(jnp.zeros_like(ineq))
   return {"primal": x, "dual": dual}
 
 
@@ -232,7 +232,7 @@ def test_extra_adagrad_solves(name):
   params, _ = solve_saddle(prob, lj.extra_adagrad(0.5, nonnegative=is_ineq))
   check_solution(prob, params["primal"])
   if "ineq" in prob:
-    assert float(jnp.min(params["dual"]["ineq"])) >= 0.0
+    assert float(jnp.min(params["dual"]["ineq"].value)) >= 0.0
 
 
 EG_SGD_RATE = {"HS6": 0.01, "HS71": 0.01}  # others .05 (see table)

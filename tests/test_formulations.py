@@ -31,7 +31,7 @@ def test_lagrangian_equality_and_inequality_pytrees():
     {"g": a(1.0, -2.0)},
     {"g": a(0.5, 3.0)},
     {"h": jnp.asarray(1.5)},
-    {"h": jnp.asarray(2.0)},
+    lj.nonnegative({"h": jnp.asarray(2.0)}),
   )
   np.testing.assert_allclose(float(value), -0.5, rtol=0, atol=1e-6)
 
@@ -39,7 +39,7 @@ def test_lagrangian_equality_and_inequality_pytrees():
 def test_lagrangian_gradient_is_constraint_for_multipliers():
   # dL/dlam = g, dL/dmu = h, dL/dx = f'(x) + lam g'(x) + mu h'(x)
   def L(x, lam, mu):
-    return lj.lagrangian(x**2, x - 1.0, lam, 2.0 * x, mu)
+    return lj.lagrangian(x**2, x - 1.0, lam, 2.0 * x, lj.nonnegative(mu))
 
   gx, glam, gmu = jax.grad(L, argnums=(0, 1, 2))(
     jnp.asarray(3.0), jnp.asarray(0.5), jnp.asarray(0.25)
