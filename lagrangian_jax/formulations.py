@@ -292,6 +292,7 @@ def method_of_multipliers_update(
     ``(new_equality_multipliers, new_inequality_multipliers)`` (``None`` where absent;
     marked ``lj.nonnegative`` if the given inequality multipliers were).
   """
+  _check_kinds("method_of_multipliers_update", equality_multipliers, None)
   marked = isinstance(inequality_multipliers, _multipliers.Nonnegative)
   inequality_multipliers = _multipliers.values(inequality_multipliers)
   new_eq = new_ineq = None

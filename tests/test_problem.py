@@ -234,3 +234,11 @@ def test_method_of_multipliers_update_keeps_the_marker():
   )
   assert isinstance(mu, lj.Nonnegative)
   np.testing.assert_array_equal(mu.value, [0.0, 2.0])
+
+
+def test_method_of_multipliers_solver_refuses_inequality_multipliers():
+  """lj.method_of_multipliers updates lam + c g only: a marked multiplier is an error."""
+  params = INACTIVE.init(jnp.zeros(2))
+  tx = lj.method_of_multipliers(optax.sgd(0.1))
+  with pytest.raises(TypeError, match="equality_multipliers contain lj.nonnegative"):
+    lj.solver_step(tx, jax.grad(INACTIVE.augmented_lagrangian), params, tx.init(params))
