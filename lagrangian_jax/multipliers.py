@@ -45,10 +45,13 @@ class Nonnegative:
 def nonnegative(tree: PyTree) -> Nonnegative:
   """Marks ``tree`` as inequality multipliers (idempotent).
 
+  Mark them where they are stored, in ``params``: the solver sees ``params`` (and
+  their gradient), not the Lagrangian's arguments.
+
   Example:
     >>> import jax.numpy as jnp
-    >>> mu = nonnegative(jnp.zeros(2))
-    >>> nonnegative(mu) == mu
+    >>> params = {'primal': jnp.zeros(2), 'dual': nonnegative(jnp.zeros(()))}
+    >>> nonnegative(params['dual']) is params['dual']
     True
   """
   return tree if isinstance(tree, Nonnegative) else Nonnegative(tree)
