@@ -151,9 +151,10 @@ def _sum_squares(tree: PyTree, reduction: str = "sum") -> jax.Array:
 def _require_multipliers(who: str, constraint: PyTree, multipliers: PyTree, name: str) -> None:
   """A readable error for a constraint given without its multipliers."""
   if constraint is not None and multipliers is None:
+    like = f"lj.nonnegative(zeros like {name})" if name == "inequality" else f"zeros like {name}"
     raise ValueError(
       f"{who}: {name} is given but {name}_multipliers is None; pass one multiplier per "
-      f"{name} constraint (a pytree like {name}, e.g. zeros; lj.Problem makes them)"
+      f"{name} constraint, kept in params ({like}; lj.Problem makes them)"
     )
 
 

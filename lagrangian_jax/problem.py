@@ -299,6 +299,6 @@ def _check_multipliers(
       hint = " (indexed: gather the batch's rows with problem.gather)" if c.indexed else ""
       raise ValueError(
         f"Problem.{who}: constraint {name!r} has shape {_shape_text(v)} but its multiplier "
-        f"{_shape_text(m)}: the constraint changed since the multipliers were made; "
+        f"has {_shape_text(m)}: the constraint changed since the multipliers were made; "
         f"remake them with problem.multipliers(x, ...){hint}"
       )
