@@ -6,6 +6,16 @@ training code; the training system (``train``: the loop; ``state``, ``sharding``
 ``python -m experiments.main``.
 """
 
+from lagrangian_jax.dual import NuPIState
+from lagrangian_jax.dual import PenaltyState
+from lagrangian_jax.dual import additive_penalty_update
+from lagrangian_jax.dual import box
+from lagrangian_jax.dual import multiplicative_penalty_update
+from lagrangian_jax.dual import nonnegative_l1_ball
+from lagrangian_jax.dual import nupi
+from lagrangian_jax.dual import penalty_init
+from lagrangian_jax.dual import project
+from lagrangian_jax.dual import scale_by_nupi
 from lagrangian_jax.formulations import augmented_lagrangian
 from lagrangian_jax.formulations import epsilon_insensitive
 from lagrangian_jax.formulations import hard_shrink
