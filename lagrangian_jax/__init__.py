@@ -32,10 +32,12 @@ from lagrangian_jax.optimizers import extra_sgd
 from lagrangian_jax.optimizers import gda
 from lagrangian_jax.optimizers import past_extra_adagrad
 from lagrangian_jax.optimizers import saddle_point
+from lagrangian_jax.solvers import AlternatingState
 from lagrangian_jax.solvers import DescentAscentState
 from lagrangian_jax.solvers import ExtragradientState
 from lagrangian_jax.solvers import MultipliersState
 from lagrangian_jax.solvers import PastExtragradientState
+from lagrangian_jax.solvers import alternating
 from lagrangian_jax.solvers import current_iterate
 from lagrangian_jax.solvers import descent_ascent
 from lagrangian_jax.solvers import extragradient
