@@ -88,7 +88,7 @@ class NuPIState(NamedTuple):
 def _check_nupi(kp, ki, ema_nu, init) -> None:
   if init not in NUPI_INITS:
     raise ValueError(f"nupi: init must be one of {NUPI_INITS}, got {init!r}")
-  if not (isinstance(ema_nu, (int, float)) and -1.0 < ema_nu < 1.0):
+  if isinstance(ema_nu, (int, float)) and not -1.0 < ema_nu < 1.0:  # arrays: inject_hyperparams
     raise ValueError(f"nupi: ema_nu must be a number in (-1, 1), got {ema_nu!r}")
   for name, value in (("kp", kp), ("ki", ki)):
     if isinstance(value, (int, float)) and not (math.isfinite(value) and value >= 0):
