@@ -123,6 +123,12 @@ def scale_by_nupi(
   ``K_P = K_I = 1`` is Popov's optimistic gradient ``2 e_t - e_{t-1}``; ``K_P = 0`` is
   gradient descent.
 
+  Every entry is updated at every step (dense). For per-example (indexed) multipliers
+  of which a mini-batch observes a few rows, an unobserved row (zero error) still moves
+  by ``-K_P (1 - nu) xi_{t-1}`` and its ``xi`` decays; Cooper's sparse path instead
+  leaves unobserved rows and their ``xi`` untouched. Use ``K_P = 0`` there, or update
+  the gathered rows only.
+
   Args:
     kp: proportional gain ``K_P >= 0`` (scalar, or an array broadcasting against every
       leaf).
