@@ -142,10 +142,10 @@ def scale_by_nupi(
   Reference: Sohrabi, Ramirez, Zhang, Lacoste-Julien, Gallego-Posada, "On PI controllers
   for updating Lagrange multipliers in constrained optimization", ICML 2024; Cooper's
   ``nuPI`` (``src/cooper/optim/torch_optimizers/nupi_optimizer.py``, cooper-org/cooper
-  v1.0). Cooper's dense ``SGD`` initialisation stores ``xi_0 = 0`` after the first step
-  (so its second step is ``(K_I + K_P(1-nu)) e_1``), unlike its own docstring and its
-  sparse path, which keep ``xi_0 = (1 - nu) e_0``; we follow the docstring,
-  ``xi_{-1} = e_0`` hence ``xi_0 = e_0``.
+  v1.0). Cooper's docstring gives ``xi_{-1} = e_0`` for its ``SGD`` initialisation,
+  hence ``xi_0 = e_0``, which we follow; its code differs after the first step: the
+  dense path stores ``xi_0 = 0`` (second step ``(K_I + K_P(1-nu)) e_1``), the sparse
+  path ``xi_0 = (1 - nu) e_0`` (equal to ours for ``nu = 0``).
 
   Example:
     >>> import jax.numpy as jnp, lagrangian_jax as lj
