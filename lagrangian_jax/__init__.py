@@ -7,6 +7,16 @@ training code; the training system (``train``: the loop; ``state``, ``sharding``
 ``python -m experiments.main``.
 """
 
+from lagrangian_jax.dual import NuPIState
+from lagrangian_jax.dual import PenaltyState
+from lagrangian_jax.dual import additive_penalty_update
+from lagrangian_jax.dual import box
+from lagrangian_jax.dual import multiplicative_penalty_update
+from lagrangian_jax.dual import nonnegative_l1_ball
+from lagrangian_jax.dual import nupi
+from lagrangian_jax.dual import penalty_init
+from lagrangian_jax.dual import project
+from lagrangian_jax.dual import scale_by_nupi
 from lagrangian_jax.formulations import augmented_lagrangian
 from lagrangian_jax.formulations import epsilon_insensitive
 from lagrangian_jax.formulations import hard_shrink
@@ -30,10 +40,12 @@ from lagrangian_jax.problem import Problem
 from lagrangian_jax.problem import equality
 from lagrangian_jax.problem import inequality
 from lagrangian_jax.rates import proxy
+from lagrangian_jax.solvers import AlternatingState
 from lagrangian_jax.solvers import DescentAscentState
 from lagrangian_jax.solvers import ExtragradientState
 from lagrangian_jax.solvers import MultipliersState
 from lagrangian_jax.solvers import PastExtragradientState
+from lagrangian_jax.solvers import alternating
 from lagrangian_jax.solvers import current_iterate
 from lagrangian_jax.solvers import descent_ascent
 from lagrangian_jax.solvers import extragradient

@@ -44,9 +44,11 @@ from lagrangian_jax import multipliers
 PyTree = Any
 
 __all__ = [
+  "AlternatingState",
   "DescentAscentState",
   "ExtragradientState",
   "PastExtragradientState",
+  "alternating",
   "current_iterate",
   "descent_ascent",
   "extragradient",
@@ -642,3 +644,118 @@ def solver_step(
   updates, state = tx.update(grads, state, params, grad_fn=grads_only)
   new_params = optax.apply_updates(params, updates)
   return (new_params, state, aux) if has_aux else (new_params, state)
+
+
+# ----------------------------------------------------------------------------------
+# Alternating primal-then-dual updates
+# ----------------------------------------------------------------------------------
+
+
+class AlternatingState(NamedTuple):
+  """State of :func:`alternating`.
+
+  Attributes:
+    phase: int32 scalar, for the two-call mode only: 0 when the next ``update`` is the
+      primal step, 1 when it is the dual step (always 0 in one-call mode).
+    inner: the :class:`DescentAscentState` of the two rules.
+  """
+
+  phase: jax.Array
+  inner: DescentAscentState
+
+
+def alternating(
+  primal: optax.GradientTransformation,
+  dual: optax.GradientTransformation,
+  *,
+  primal_key: str = "primal",
+  dual_key: str = "dual",
+  nonnegative: Any = None,
+) -> optax.GradientTransformationExtraArgs:
+  r"""Alternating updates: the primal step first, then the dual step at the new point.
+
+  .. math::
+    x_{t+1} = x_t + T_{\text{primal}}(\nabla_x L(x_t, y_t)), \qquad
+    y_{t+1} = y_t + T_{\text{dual}}(-\nabla_y L(x_{t+1}, y_t))
+
+  (then projected as in :func:`descent_ascent`, whose rules, keys and ``nonnegative=``
+  it takes). For a Lagrangian ``\nabla_y L(x_{t+1}, y_t)`` is the constraint at the
+  *new* primal point, so the multipliers react to the step just taken: Cooper's
+  ``AlternatingPrimalDualOptimizer``. Two gradients per iteration (only the dual part
+  of the second is used; under ``jit`` the primal part of it is dead code).
+
+  Two ways to drive it:
+
+  * one call per iteration (:func:`solver_step`): pass ``grad_fn`` to ``update``; given
+    the gradient at ``(x_t, y_t)`` it steps ``x``, calls ``grad_fn((x_{t+1}, y_t))`` and
+    steps ``y``. The state stays at phase 0.
+  * two calls per iteration (plain optax usage, no ``grad_fn``): successive calls
+    alternate between the primal step (phase 0: the dual update is zero and the dual
+    rule's state does not move) and the dual step (phase 1, given the gradient at
+    ``(x_{t+1}, y_t)``: the primal update is zero and its state does not move).
+
+  Both modes compute the same iterates.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, optax
+    >>> import lagrangian_jax as lj
+    >>> L = lambda p: p['primal'] * p['dual']          # min_x max_y x*y
+    >>> params = {'primal': jnp.array(1.), 'dual': jnp.array(1.)}
+    >>> tx = lj.alternating(optax.sgd(0.1), optax.sgd(0.1))
+    >>> params, state = lj.solver_step(tx, jax.grad(L), params, tx.init(params))
+    >>> jax.tree.map(lambda v: round(float(v), 6), params)  # x = 1 - .1, y = 1 + .1 * .9
+    {'dual': 1.09, 'primal': 0.9}
+  """
+  inner = descent_ascent(
+    primal, dual, primal_key=primal_key, dual_key=dual_key, nonnegative=nonnegative
+  )
+  keys = (primal_key, dual_key)
+
+  def split(tree, what):
+    return _split(tree, keys, "alternating", what)
+
+  def join(x, y, like):
+    out = {primal_key: x, dual_key: y}
+    return out if type(like) is dict else type(like)(out)
+
+  def init_fn(params):
+    return AlternatingState(phase=jnp.zeros([], jnp.int32), inner=inner.init(params))
+
+  def primal_half(grads, state, params, extra_args):
+    """``(u_x, primal state)`` from the gradient at ``(x_t, y_t)``."""
+    updates, new = inner.update(grads, state.inner, params, **extra_args)
+    return split(updates, "updates")[0], new.primal
+
+  def dual_half(grads, state, params, extra_args):
+    """``(u_y, dual state)`` from the gradient at ``(x_{t+1}, y_t)``."""
+    updates, new = inner.update(grads, state.inner, params, **extra_args)
+    return split(updates, "updates")[1], new.dual
+
+  def one_call(updates, state, params, grad_fn, extra_args):
+    if params is None:
+      raise ValueError("alternating: update(..., grad_fn=...) needs params (x_t, y_t)")
+    ux, sx = primal_half(updates, state, params, extra_args)
+    x, y = split(params, "params")
+    moved = join(optax.apply_updates(x, ux), y, params)
+    grads = grad_fn(moved)
+    _check_like(grads, params, "alternating", "gradients from grad_fn")
+    uy, sy = dual_half(grads, state, params, extra_args)
+    inner_state = DescentAscentState(primal=sx, dual=sy)
+    return join(ux, uy, updates), state._replace(inner=inner_state)
+
+  def update_fn(updates, state, params=None, *, grad_fn=None, **extra_args):
+    if grad_fn is not None:
+      return one_call(updates, state, params, grad_fn, extra_args)
+    # Two calls: phase 0 keeps the primal half, phase 1 the dual half; both halves are
+    # computed (one traced program for both phases) and the other one discarded.
+    ux, sx = primal_half(updates, state, params, extra_args)
+    uy, sy = dual_half(updates, state, params, extra_args)
+    primal_phase = state.phase == 0
+    ux = jax.tree.map(lambda u: jnp.where(primal_phase, u, jnp.zeros_like(u)), ux)
+    uy = jax.tree.map(lambda u: jnp.where(primal_phase, jnp.zeros_like(u), u), uy)
+    sx = _tree_select(primal_phase, sx, state.inner.primal)
+    sy = _tree_select(primal_phase, state.inner.dual, sy)
+    inner_state = DescentAscentState(primal=sx, dual=sy)
+    return join(ux, uy, updates), AlternatingState(phase=1 - state.phase, inner=inner_state)
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)

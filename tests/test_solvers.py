@@ -580,6 +580,13 @@ def _all_txs():
     ),
     # without grad_fn (two-call battery) the multiplier step uses g(x_t): stable for c <= .1
     "method_of_multipliers": lambda: lj.method_of_multipliers(optax.sgd(0.2), penalty=0.1),
+    "alternating": lambda: lj.alternating(optax.sgd(0.2), optax.sgd(0.2)),
+    "alternating(sgd, nupi)": lambda: lj.alternating(
+      optax.sgd(0.2), lj.nupi(0.2, kp=1.0, ki=1.0, ema_nu=0.5)
+    ),
+    "descent_ascent(sgd, nupi)": lambda: lj.descent_ascent(
+      optax.sgd(0.15), lj.nupi(0.15, kp=1.0, ki=1.0)
+    ),
   }
 
 
