@@ -266,7 +266,7 @@ def test_alternating_nupi_solves(name):
   assert int(state.phase) == 0  # ends on a full iteration
   check_solution(prob, params["primal"])
   if "ineq" in prob:
-    assert float(jnp.min(params["dual"]["ineq"])) >= 0.0
+    assert float(jnp.min(params["dual"]["ineq"].value)) >= 0.0
 
 
 def test_alternating_one_call_mode_solves_hs35():

@@ -80,7 +80,8 @@ def train(tx, net, data, constrained):
   images, labels = data
   loss = lagrangian if constrained else (lambda p, x, y: cross_entropy(p["primal"], x, y))
   grad_fn = jax.grad(loss)
-  params = {"primal": net, "dual": jnp.zeros((), jnp.float32)}
+  # an inequality's multiplier is marked: the solvers keep it >= 0 (lj.nonnegative)
+  params = {"primal": net, "dual": lj.nonnegative(jnp.zeros((), jnp.float32))}
   state = tx.init(params)
 
   @jax.jit
@@ -110,7 +111,7 @@ def main() -> dict:
   primal = optax.sgd(optax.cosine_decay_schedule(0.5, STEPS))
   free = train(primal, net0, data, constrained=False)
   dual_rule = optax.chain(lj.nupi(0.5, kp=1.0, ki=1.0), lj.project(lj.box(0.0, MU_MAX)))
-  tx = lj.alternating(primal, dual_rule, nonnegative=True)
+  tx = lj.alternating(primal, dual_rule)
   constrained = train(tx, net0, data, constrained=True)
 
   net = constrained["primal"]
@@ -120,7 +121,7 @@ def main() -> dict:
     "budget": BUDGET,
     "constrained_norm": float(weight_norm(net)),
     "violation": float(constraint(net)),
-    "multiplier": float(constrained["dual"]),
+    "multiplier": float(constrained["dual"].value),
     "test_accuracy": accuracy(net, ds.test),
   }
   # The budget binds (unconstrained training passes it) and is met at the end: active
