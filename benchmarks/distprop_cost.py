@@ -22,6 +22,10 @@ Run (the issue's figures; pin it to one core for a single-threaded comparison):
   python benchmarks/distprop_cost.py --devices=8 --depths=16
   python benchmarks/distprop_cost.py --networks=deep --layouts=sequential,stacked
 
+On a shared machine, time CPU work instead of wall time, on one core, one thread:
+  taskset -c 1 env XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1" \
+    python benchmarks/distprop_cost.py --networks=deep --depths=16 --clock=process
+
 ``--layouts`` times DistProp in several ``config.distprop.block_layout`` side by side
 (same process, same rounds). Each variant's op count (:func:`op_count`, the instructions
 the compiled step runs outside fusions) is printed with its FLOPs: on CPU a step of many
@@ -135,9 +139,10 @@ def time_network(network, depth, args):
     runs[label]["ops"] = op_count(compiled)
     _time(runs[label])  # warm up
 
+  clock = CLOCKS[args.clock]
   for r in range(args.rounds):
     for label in list(runs) if r % 2 == 0 else list(reversed(runs)):
-      runs[label]["times"].append(_time(runs[label]))
+      runs[label]["times"].append(_time(runs[label], clock))
   bp = runs["bp"]
   out = {
     "bp_ms": 1e3 * statistics.median(bp["times"]),
@@ -157,14 +162,17 @@ def time_network(network, depth, args):
   return out
 
 
-def _time(run) -> float:
+CLOCKS = {"wall": time.perf_counter, "process": time.process_time}
+
+
+def _time(run, clock=time.perf_counter) -> float:
   state = run["state"]
-  start = time.perf_counter()
+  start = clock()
   for batch in run["batches"]:
     state, metrics = run["step"](state, batch)
   jax.block_until_ready((state, metrics))
   run["state"] = state
-  return (time.perf_counter() - start) / len(run["batches"])
+  return (clock() - start) / len(run["batches"])
 
 
 def fake_imagenet(size: int, n: int) -> data_base.Dataset:
@@ -235,6 +243,14 @@ def parse(argv):
   p.add_argument("--batch_size", type=int, default=128)
   p.add_argument("--rounds", type=int, default=5)
   p.add_argument("--steps", type=int, default=3, help="iterations timed per round")
+  p.add_argument(
+    "--clock",
+    default="wall",
+    choices=tuple(CLOCKS),
+    help="process: this process's CPU time (all its threads), not wall time: on a shared "
+    "machine, pinned to one core and single-threaded (module docstring), other jobs' "
+    "load then stretches neither variant",
+  )
   p.add_argument("--devices", type=int, default=0, help="> 0: per-device FLOPs on D")
   p.add_argument("--imagenet_size", type=int, default=224)
   p.add_argument("--imagenet_batch", type=int, default=256)

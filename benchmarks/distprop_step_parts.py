@@ -61,6 +61,12 @@ def main(argv=None):
   p.add_argument("--batch_size", type=int, default=128)
   p.add_argument("--rounds", type=int, default=5)
   p.add_argument("--steps", type=int, default=5, help="iterations timed per round")
+  p.add_argument(
+    "--solver",
+    default="extragradient",
+    choices=("extragradient", "past_extragradient"),
+    help="the DistProp variants' solver (backprop keeps its own)",
+  )
   args = p.parse_args(argv)
 
   exps, states, batches = {}, {}, {}
@@ -82,6 +88,8 @@ def main(argv=None):
       config = module.get_config()
       config.network.depth, config.batch_size = args.depth, args.batch_size
       config.progress_bar = False
+      if module is deep_mlp_distprop:
+        config.solver = args.solver
       exps[label] = state_lib.build_experiment(
         common.apply_overrides(config, common.parse_settings(sets))
       )
