@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import optax
 
 from lagrangian_jax import errors
+from lagrangian_jax import fresh_rows
 from lagrangian_jax import solvers
 
 __all__ = [
@@ -45,7 +46,18 @@ __all__ = [
   "step_schedule",
 ]
 
-SOLVERS = ("extragradient", "past_extragradient", "gda", "descent", "multipliers")
+# "past_extragradient_fresh_rows": an experiment's solver (lagrangian_jax/fresh_rows.py)
+SOLVERS = (
+  "extragradient",
+  "past_extragradient",
+  "gda",
+  "descent",
+  "multipliers",
+  "past_extragradient_fresh_rows",
+)
+# the primal group of the lifted methods' per-example rows (states; their multipliers
+# are the dual): the rows "past_extragradient_fresh_rows" extrapolates afresh
+ROW_GROUP = "aux"
 STEP_RULES = ("adagrad", "sgd", "adam")
 # the multipliers' step rule: "primal" (the primal's rule, with its hyper-parameters) or
 # one of STEP_RULES (``config.dual_optimizer``, :func:`dual_rule_from_config`)
@@ -203,6 +215,9 @@ def saddle_point(
   ``"descent"`` freezes the multipliers (``T_lambda = 0``: plain minimisation, for
   penalty methods and backprop), ``"extragradient"`` and ``"past_extragradient"`` wrap
   them in :func:`~lagrangian_jax.extragradient` / :func:`~lagrangian_jax.past_extragradient`,
+  ``"past_extragradient_fresh_rows"`` is Popov's for the weights and extragradient for the
+  rows (``lagrangian_jax/fresh_rows.py``; the rows: ``primal_labels``' group
+  :data:`ROW_GROUP` and the multipliers),
   and ``"multipliers"`` is :func:`~lagrangian_jax.method_of_multipliers`: the primal step,
   then ``lambda + c g`` (no dual step rule; ``dual_learning_rate`` is not used).
 
@@ -266,7 +281,21 @@ def saddle_point(
     return solvers.extragradient(inner, accumulate=options.accumulate)
   if solver == "past_extragradient":
     return solvers.past_extragradient(inner, accumulate=options.accumulate)
+  if solver == "past_extragradient_fresh_rows":
+    rows = _row_mask(primal_labels, options)
+    return fresh_rows.past_extragradient_fresh_rows(inner, rows, accumulate=options.accumulate)
   return optax.with_extra_args_support(inner)
+
+
+def _row_mask(primal_labels: Any, options: SaddleOptions) -> dict:
+  """Which params are per-example rows: the primal group :data:`ROW_GROUP` and the dual."""
+  if primal_labels is None or callable(primal_labels):
+    raise ValueError(
+      f"past_extragradient_fresh_rows needs primal_labels (a pytree) naming the rows' group "
+      f"{ROW_GROUP!r}"
+    )
+  primal = jax.tree.map(lambda label: label == ROW_GROUP, primal_labels)
+  return {options.primal_key: primal, options.dual_key: True}
 
 
 def _as_rule(rule: str | StepRule) -> StepRule:
@@ -510,7 +539,8 @@ def _schedules(config, solver: str, steps_per_epoch: float | None):
     "lr_schedule.kind",
     "'step' needs the training set's steps per epoch (from_config(steps_per_epoch=...))",
   )
-  half_steps = 2 if solver in ("extragradient", "past_extragradient") else 1
+  two = ("extragradient", "past_extragradient", "past_extragradient_fresh_rows")
+  half_steps = 2 if solver in two else 1
   if config.accumulate != "both":
     half_steps = 1
   every = max(1, int(round(sched.every_epochs * steps_per_epoch))) * half_steps
