@@ -17,7 +17,10 @@ step:
 
 Rows are stored at ``h_{t+1}`` (their extrapolation in the state is 0), weights at
 ``w_{t+3/2}``; :func:`~lagrangian_jax.current_iterate` reads the iterate as for Popov.
-Two gradients per iteration, as extragradient. The inner step rule sees the weights'
+Two gradients per iteration, as extragradient. ``fresh=False``
+(``config.solver="past_extragradient_plain_rows"``) drops the rows' extrapolation instead:
+``h_{t+1} = h_t + T(g_h(w_{t+1/2}, h_t))``, simultaneous steps for the rows beside Popov's
+for the weights, one gradient per iteration. The inner step rule sees the weights'
 part of the first gradient as 0 and the rows' part of the weights' extrapolation as 0,
 so with ``accumulate="both"`` Adagrad accumulates, per variable, the two gradients that
 variable's own scheme uses (ExtraAdagrad's for the rows, Popov's for the weights).
@@ -60,10 +63,11 @@ def _only(rows: Any, tree: Any, keep_rows: bool) -> Any:
 
 
 def past_extragradient_fresh_rows(
-  inner: optax.GradientTransformation, rows: Any, *, accumulate: str = "both"
+  inner: optax.GradientTransformation, rows: Any, *, accumulate: str = "both", fresh: bool = True
 ) -> optax.GradientTransformationExtraArgs:
-  """Popov's past extragradient for the weights, extragradient for ``rows`` (module
-  docstring); ``update`` needs ``params`` and ``grad_fn`` (:func:`solver_step`)."""
+  """Popov's past extragradient for the weights, extragradient for ``rows`` (``fresh=False``:
+  no extrapolation for them; module docstring); ``update`` needs ``params`` and, when
+  ``fresh``, ``grad_fn`` (:func:`solver_step`)."""
   if accumulate not in solvers.ACCUMULATE:
     raise ValueError(f"accumulate must be one of {solvers.ACCUMULATE}, got {accumulate!r}")
   inner = optax.with_extra_args_support(inner)
@@ -74,15 +78,16 @@ def past_extragradient_fresh_rows(
     )
 
   def update_fn(updates, state, params=None, *, grad_fn=None, **extra_args):
-    if params is None or grad_fn is None:
+    if params is None or (fresh and grad_fn is None):
       raise ValueError("past_extragradient_fresh_rows: update needs params and grad_fn")
     x_t = jax.tree.map(lambda p, e: p - e.astype(p.dtype), params, state.extrapolation)
-    # the rows' fresh extrapolation, from the gradient at (w_{t+1/2}, h_t)
-    fresh, half_state = inner.update(
-      _only(rows, updates, True), state.inner_state, x_t, **extra_args
-    )
-    grads = grad_fn(optax.apply_updates(params, _only(rows, fresh, True)))
-    start = half_state if accumulate == "both" else state.inner_state
+    grads, start = updates, state.inner_state  # fresh=False: g at (w_{t+1/2}, h_t)
+    if fresh:  # the rows' fresh extrapolation, from the gradient at (w_{t+1/2}, h_t)
+      ahead, half_state = inner.update(
+        _only(rows, updates, True), state.inner_state, x_t, **extra_args
+      )
+      grads = grad_fn(optax.apply_updates(params, _only(rows, ahead, True)))
+      start = half_state if accumulate == "both" else state.inner_state
     step, inner_state = inner.update(grads, start, x_t, **extra_args)
     x_next = optax.apply_updates(x_t, step)
     # the weights' Popov extrapolation reuses the gradient of their update

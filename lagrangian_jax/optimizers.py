@@ -46,7 +46,7 @@ __all__ = [
   "step_schedule",
 ]
 
-# "past_extragradient_fresh_rows": an experiment's solver (lagrangian_jax/fresh_rows.py)
+# "past_extragradient_{fresh,plain}_rows": an experiment's solvers (lagrangian_jax/fresh_rows.py)
 SOLVERS = (
   "extragradient",
   "past_extragradient",
@@ -54,6 +54,7 @@ SOLVERS = (
   "descent",
   "multipliers",
   "past_extragradient_fresh_rows",
+  "past_extragradient_plain_rows",
 )
 # the primal group of the lifted methods' per-example rows (states; their multipliers
 # are the dual): the rows "past_extragradient_fresh_rows" extrapolates afresh
@@ -216,6 +217,7 @@ def saddle_point(
   penalty methods and backprop), ``"extragradient"`` and ``"past_extragradient"`` wrap
   them in :func:`~lagrangian_jax.extragradient` / :func:`~lagrangian_jax.past_extragradient`,
   ``"past_extragradient_fresh_rows"`` is Popov's for the weights and extragradient for the
+  rows, ``"past_extragradient_plain_rows"`` Popov's for the weights and plain steps for the
   rows (``lagrangian_jax/fresh_rows.py``; the rows: ``primal_labels``' group
   :data:`ROW_GROUP` and the multipliers),
   and ``"multipliers"`` is :func:`~lagrangian_jax.method_of_multipliers`: the primal step,
@@ -281,9 +283,13 @@ def saddle_point(
     return solvers.extragradient(inner, accumulate=options.accumulate)
   if solver == "past_extragradient":
     return solvers.past_extragradient(inner, accumulate=options.accumulate)
-  if solver == "past_extragradient_fresh_rows":
-    rows = _row_mask(primal_labels, options)
-    return fresh_rows.past_extragradient_fresh_rows(inner, rows, accumulate=options.accumulate)
+  if solver in ("past_extragradient_fresh_rows", "past_extragradient_plain_rows"):
+    return fresh_rows.past_extragradient_fresh_rows(
+      inner,
+      _row_mask(primal_labels, options),
+      accumulate=options.accumulate,
+      fresh=solver == "past_extragradient_fresh_rows",
+    )
   return optax.with_extra_args_support(inner)
 
 
@@ -540,6 +546,7 @@ def _schedules(config, solver: str, steps_per_epoch: float | None):
     "'step' needs the training set's steps per epoch (from_config(steps_per_epoch=...))",
   )
   two = ("extragradient", "past_extragradient", "past_extragradient_fresh_rows")
+  two += ("past_extragradient_plain_rows",)
   half_steps = 2 if solver in two else 1
   if config.accumulate != "both":
     half_steps = 1

@@ -50,6 +50,14 @@ def test_all_rows_is_extragradient_and_no_rows_is_popov():
   )
 
 
+def test_plain_rows_are_simultaneous_steps_on_all_rows_and_popov_on_none():
+  all_rows = {"primal": {"w": True, "h": True}, "dual": True}
+  no_rows = {"primal": {"w": False, "h": False}, "dual": False}
+  plain = lambda rows: fresh_rows.past_extragradient_fresh_rows(_inner(), rows, fresh=False)
+  _same(_run(plain(all_rows))[1], _run(optax.with_extra_args_support(_inner()))[1])
+  _same(_run(plain(no_rows)), _run(lj.past_extragradient(_inner())))
+
+
 def test_rows_are_stored_at_their_iterate_and_weights_extrapolated():
   rows = {"primal": {"w": False, "h": True}, "dual": True}
   params, iterate = _run(fresh_rows.past_extragradient_fresh_rows(_inner(), rows))
