@@ -11,6 +11,9 @@ validation split (300 steps, seed 0) by
 
 validation accuracy 0.942 (c = 0.1), 0.090 (c = 1: the states diverge).
 
+No band on the constraint (``lifted.band = 0``; with one, ``lambda += c g_eps``). The
+multipliers take no step rule (``dual_optimizer`` must stay ``"primal"``).
+
 Run:
   python -m experiments.main --config=configs/augmented_lagrangian.py --workdir=runs/al
 """
@@ -23,4 +26,5 @@ def get_config():
   config.method = "augmented_lagrangian"
   config.learning_rates.aux = 0.5
   config.penalty = 0.1
+  config.lifted.band = 0.0  # no band: g itself
   return config

@@ -25,6 +25,11 @@ def solver(config: ml_collections.ConfigDict) -> None:
   (``solver="multipliers"``) steps ``lambda += c g`` with the same ``c``: that step is the
   exact ascent on the multipliers of ``L_c`` (Hestenes-Powell), so one key holds both by
   construction. DistProp's augmented term has its own ``distprop.augmented_coefficient``.
+
+  ``dual_optimizer`` gives the multipliers their own step rule; its default ``"primal"``
+  is the primal's rule (every config's arithmetic before the key). The penalty's
+  ``"descent"`` has no dual step and the method of multipliers' ``lambda += c g`` refuses
+  any other rule.
   """
   config.method = "distprop"  # any name in lagrangian_jax.methods.METHODS
   config.solver = ""  # '' = the method's default, or one of optimizers.SOLVERS
@@ -32,6 +37,11 @@ def solver(config: ml_collections.ConfigDict) -> None:
   config.accumulate = "both"  # ExtraAdagrad accumulator at both half-steps, or "update"
   config.adagrad_init = 0.1  # Adagrad's initial accumulator
   config.momentum = 0.0  # for optimizer="sgd"
+  # the multipliers' step rule: "primal" (the primal's rule: optimizer, adagrad_init,
+  # momentum) | sgd (plain, no momentum) | adagrad (from dual_adagrad_init) | adam
+  # (optimizers.dual_rule_from_config). The authors' GDA: sgd at 1.39e-4, Adagrad primal
+  config.dual_optimizer = "primal"
+  config.dual_adagrad_init = 0.1  # the dual's Adagrad accumulator (dual_optimizer="adagrad")
   config.grad_clip = 0.0  # > 0: clip the global gradient norm first (0: no clip)
   config.learning_rates = ml_collections.ConfigDict({"weights": 0.01, "aux": 0.01, "dual": 0.01})
   # every rate x factor every every_epochs epochs ("step"; AlexNet: 0.1 every 30)
@@ -67,6 +77,16 @@ def distprop(config: ml_collections.ConfigDict) -> None:
   # how the blocks are laid out: auto (stage-parallel when mesh.stage > 1, else the
   # sequential code) | sequential | stacked | slots (the stage-parallel layouts)
   d.block_layout = "auto"
+
+
+def lifted(config: ml_collections.ConfigDict) -> None:
+  """The lifted methods' options (``config.lifted``: ExtraProp, GDA, the penalty and the
+  augmented Lagrangian, ``methods/lifted.py``)."""
+  d = config.lifted = ml_collections.ConfigDict()
+  # eq. 3's epsilon on g = h - f(h_prev) (0: g itself, today's arithmetic); the authors'
+  # code: 0.44 ExtraProp, 0.966 GDA, 0.10 penalty, soft shrinkage (softshrink)
+  d.band = 0.0
+  d.shrinkage = "soft"  # soft (eq. 3 as written) | hard (g outside the band)
 
 
 def network(config: ml_collections.ConfigDict) -> None:
@@ -146,6 +166,6 @@ def loop(config: ml_collections.ConfigDict) -> None:
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
-  for section in (solver, distprop, network, data, mesh, loop):
+  for section in (solver, distprop, lifted, network, data, mesh, loop):
     section(config)
   return config

@@ -29,6 +29,9 @@ iterate's run (their defects are its defects, seed 0 of the Table 1 row). 0.99 a
 were not tried. The decay is for this budget: a horizon of ~200 steps here, while at the
 MNIST-5k row's 700 steps ``configs/extraprop.py`` meets its target without one.
 
+The multipliers' rule and the band are ``configs/extraprop.py``'s (the primal's rule, no
+band); neither was tried on this data set.
+
 Run:
   python -m experiments.main --config=configs/fashion_mnist_extraprop.py --workdir=runs/fmnist_ep
 """

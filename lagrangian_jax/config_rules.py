@@ -214,6 +214,8 @@ def _optimizer_rules() -> dict[str, Rule]:
     "accumulate": one_of(solvers.ACCUMULATE),
     "adagrad_init": _NON_NEGATIVE,
     "momentum": _FRACTION,
+    "dual_optimizer": one_of(optimizers.DUAL_RULES),  # multipliers: optimizers.from_config
+    "dual_adagrad_init": _NON_NEGATIVE,
     "grad_clip": _NON_NEGATIVE,
     "learning_rates.weights": _NON_NEGATIVE,
     "learning_rates.aux": _NON_NEGATIVE,
@@ -227,8 +229,8 @@ def _optimizer_rules() -> dict[str, Rule]:
 
 
 def _method_rules() -> dict[str, Rule]:
-  """DistProp's section (methods/distprop/options.py) and the baselines' (configs/dfa.py,
-  dtp.py, oam.py)."""
+  """DistProp's section (methods/distprop/options.py), the lifted methods'
+  (methods/lifted.py) and the baselines' (configs/dfa.py, dtp.py, oam.py)."""
   from lagrangian_jax.methods import dfa
   from lagrangian_jax.methods import dtp
   from lagrangian_jax.methods.distprop import options as dp
@@ -250,6 +252,8 @@ def _method_rules() -> dict[str, Rule]:
     "distprop.mix_fraction": number(0, 1),
     "distprop.mix_targets": one_of(dp.MIX_TARGETS),
     "distprop.block_layout": one_of(dp.BLOCK_LAYOUTS),
+    "lifted.band": _NON_NEGATIVE,  # eq. 3's epsilon on the lifted constraints
+    "lifted.shrinkage": one_of(dp.SHRINKAGES),  # the same two shrinkages as DistProp's
     "dfa.feedback_scale": _POSITIVE,
     "dfa.output_init": one_of(dfa.OUTPUT_INITS),
     "dtp.noise": _POSITIVE,

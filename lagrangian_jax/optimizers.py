@@ -6,8 +6,10 @@ or ``adam``) applied to ``params = {'primal': ..., 'dual': ...}`` (keys configur
 The primal learning rate may be one number (or schedule) or a mapping from group
 names to rates, with ``primal_labels`` naming each primal leaf's group, as in
 ``optax.multi_transform``: weights, states or prototypes, and scales can then move at
-their own rates. Each default (Adagrad's initial accumulator and epsilon, Adam's betas)
-is set once, in this module's constants.
+their own rates. The multipliers may take their own step rule (``dual_step_rule``: plain
+SGD, say, beside an Adagrad primal, as the authors' GDA did); by default they take the
+primal's. Each default (Adagrad's initial accumulator and epsilon, Adam's betas) is set
+once, in this module's constants.
 
 :func:`from_config` builds the optimizer of a training config (``config.solver``,
 ``config.optimizer``, ``config.learning_rates``...) and is the one place those keys are
@@ -24,9 +26,11 @@ import jax.numpy as jnp
 import optax
 
 from lagrangian_jax import errors
+from lagrangian_jax import fresh_rows
 from lagrangian_jax import solvers
 
 __all__ = [
+  "DUAL_RULES",
   "SOLVERS",
   "STEP_RULES",
   "SaddleOptions",
@@ -42,8 +46,23 @@ __all__ = [
   "step_schedule",
 ]
 
-SOLVERS = ("extragradient", "past_extragradient", "gda", "descent", "multipliers")
+# "past_extragradient_{fresh,plain}_rows": an experiment's solvers (lagrangian_jax/fresh_rows.py)
+SOLVERS = (
+  "extragradient",
+  "past_extragradient",
+  "gda",
+  "descent",
+  "multipliers",
+  "past_extragradient_fresh_rows",
+  "past_extragradient_plain_rows",
+)
+# the primal group of the lifted methods' per-example rows (states; their multipliers
+# are the dual): the rows "past_extragradient_fresh_rows" extrapolates afresh
+ROW_GROUP = "aux"
 STEP_RULES = ("adagrad", "sgd", "adam")
+# the multipliers' step rule: "primal" (the primal's rule, with its hyper-parameters) or
+# one of STEP_RULES (``config.dual_optimizer``, :func:`dual_rule_from_config`)
+DUAL_RULES = ("primal", *STEP_RULES)
 
 # The defaults, each written once.
 ADAGRAD_INITIAL_ACCUMULATOR = 0.1
@@ -184,16 +203,23 @@ def saddle_point(
   *,
   primal_labels: Any = None,
   options: SaddleOptions = SaddleOptions(),
+  dual_step_rule: str | StepRule | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""A saddle-point optimizer: ``solver`` around ``step_rule`` steps, primal and dual.
 
   .. math::
     u_x = T_x(\nabla_x L), \qquad u_\lambda = T_\lambda(-\nabla_\lambda L)
 
+  with ``T_x = step_rule`` and ``T_lambda = dual_step_rule`` (the same rule by default)
+
   inside the solver: ``"gda"`` applies them as they are (simultaneous descent-ascent),
   ``"descent"`` freezes the multipliers (``T_lambda = 0``: plain minimisation, for
   penalty methods and backprop), ``"extragradient"`` and ``"past_extragradient"`` wrap
   them in :func:`~lagrangian_jax.extragradient` / :func:`~lagrangian_jax.past_extragradient`,
+  ``"past_extragradient_fresh_rows"`` is Popov's for the weights and extragradient for the
+  rows, ``"past_extragradient_plain_rows"`` Popov's for the weights and plain steps for the
+  rows (``lagrangian_jax/fresh_rows.py``; the rows: ``primal_labels``' group
+  :data:`ROW_GROUP` and the multipliers),
   and ``"multipliers"`` is :func:`~lagrangian_jax.method_of_multipliers`: the primal step,
   then ``lambda + c g`` (no dual step rule; ``dual_learning_rate`` is not used).
 
@@ -207,6 +233,10 @@ def saddle_point(
       params, or a callable ``primal -> labels`` (``optax.multi_transform``).
     options: clipping, the extragradients' accumulator, the method of multipliers' ``c``,
       inequality multipliers and the params' keys (:class:`SaddleOptions`).
+    dual_step_rule: ``T_lambda``, a name of :data:`STEP_RULES` or a :class:`StepRule`
+      (``None``: ``step_rule``, today's default). ``"descent"`` never steps the
+      multipliers and ignores it; ``"multipliers"`` steps them by ``lambda + c g`` and
+      refuses one (``ValueError``).
 
   Returns:
     A ``GradientTransformationExtraArgs`` that accepts ``grad_fn`` (one call per
@@ -231,12 +261,15 @@ def saddle_point(
         "dual_learning_rate is needed when primal_learning_rate is a mapping of group rates"
       )
     dual_learning_rate = primal_learning_rate
-  rule = StepRule(step_rule) if isinstance(step_rule, str) else step_rule
+  rule = _as_rule(step_rule)
   primal = _per_group(rule, primal_learning_rate, primal_labels, "primal_learning_rate")
   if solver == "multipliers":
+    if dual_step_rule is not None:
+      raise ValueError("the method of multipliers steps lambda += c g: it takes no dual_step_rule")
     return _multipliers(primal, options)
   check_learning_rate(dual_learning_rate, "dual_learning_rate")
-  dual = optax.set_to_zero() if solver == "descent" else rule(dual_learning_rate)
+  dual_rule = rule if dual_step_rule is None else _as_rule(dual_step_rule)
+  dual = optax.set_to_zero() if solver == "descent" else dual_rule(dual_learning_rate)
   inner = solvers.descent_ascent(
     primal,
     dual,
@@ -250,7 +283,30 @@ def saddle_point(
     return solvers.extragradient(inner, accumulate=options.accumulate)
   if solver == "past_extragradient":
     return solvers.past_extragradient(inner, accumulate=options.accumulate)
+  if solver in ("past_extragradient_fresh_rows", "past_extragradient_plain_rows"):
+    return fresh_rows.past_extragradient_fresh_rows(
+      inner,
+      _row_mask(primal_labels, options),
+      accumulate=options.accumulate,
+      fresh=solver == "past_extragradient_fresh_rows",
+    )
   return optax.with_extra_args_support(inner)
+
+
+def _row_mask(primal_labels: Any, options: SaddleOptions) -> dict:
+  """Which params are per-example rows: the primal group :data:`ROW_GROUP` and the dual."""
+  if primal_labels is None or callable(primal_labels):
+    raise ValueError(
+      f"past_extragradient_fresh_rows needs primal_labels (a pytree) naming the rows' group "
+      f"{ROW_GROUP!r}"
+    )
+  primal = jax.tree.map(lambda label: label == ROW_GROUP, primal_labels)
+  return {options.primal_key: primal, options.dual_key: True}
+
+
+def _as_rule(rule: str | StepRule) -> StepRule:
+  """A name of :data:`STEP_RULES` with its defaults, or the :class:`StepRule` itself."""
+  return StepRule(rule) if isinstance(rule, str) else rule
 
 
 def _multipliers(
@@ -280,6 +336,7 @@ def gda(
   nonnegative: Any = None,
   primal_key: str = "primal",
   dual_key: str = "dual",
+  dual_step_rule: str | StepRule | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Simultaneous gradient descent-ascent (Arrow-Hurwicz-Uzawa), SGD steps.
 
@@ -287,7 +344,8 @@ def gda(
     x_{k+1} = x_k - \alpha \nabla_x L, \qquad
     \lambda_{k+1} = \lambda_k + \beta \nabla_\lambda L
 
-  Keyword arguments: see :func:`saddle_point`, :class:`StepRule` and :class:`SaddleOptions`.
+  Keyword arguments: see :func:`saddle_point`, :class:`StepRule` and :class:`SaddleOptions`;
+  ``dual_step_rule`` (every alias here has it) gives the multipliers their own rule.
 
   Example:
     >>> import jax, jax.numpy as jnp
@@ -298,6 +356,15 @@ def gda(
     ...                  tx.init(params), params)
     >>> jax.tree.map(lambda v: round(float(v), 6), u)
     {'dual': 0.1, 'primal': -0.1}
+
+  The authors' GDA (Adagrad primal from a zero accumulator, plain SGD dual):
+
+    >>> from lagrangian_jax.optimizers import StepRule
+    >>> tx = lj.saddle_point('gda', StepRule('adagrad', initial_accumulator_value=0.0),
+    ...                      0.1, 1.39e-4, dual_step_rule='sgd')
+    >>> u, _ = tx.update(jax.tree.map(jnp.ones_like, params), tx.init(params), params)
+    >>> jax.tree.map(lambda v: round(float(v), 6), u)
+    {'dual': 0.000139, 'primal': -0.1}
   """
   return saddle_point(
     "gda",
@@ -305,6 +372,7 @@ def gda(
     primal_learning_rate,
     dual_learning_rate,
     primal_labels=primal_labels,
+    dual_step_rule=dual_step_rule,
     options=SaddleOptions(nonnegative=nonnegative, primal_key=primal_key, dual_key=dual_key),
   )
 
@@ -318,6 +386,7 @@ def extra_sgd(
   nonnegative: Any = None,
   primal_key: str = "primal",
   dual_key: str = "dual",
+  dual_step_rule: str | StepRule | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   """Extragradient with plain SGD steps (the paper's eq. 2).
 
@@ -331,6 +400,7 @@ def extra_sgd(
     primal_learning_rate,
     dual_learning_rate,
     primal_labels=primal_labels,
+    dual_step_rule=dual_step_rule,
     options=SaddleOptions(nonnegative=nonnegative, primal_key=primal_key, dual_key=dual_key),
   )
 
@@ -346,6 +416,7 @@ def extra_adagrad(
   nonnegative: Any = None,
   primal_key: str = "primal",
   dual_key: str = "dual",
+  dual_step_rule: str | StepRule | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""ExtraAdagrad (the paper's Section 3.1): extragradient whose steps are Adagrad steps.
 
@@ -370,6 +441,7 @@ def extra_adagrad(
     primal_learning_rate,
     dual_learning_rate,
     primal_labels=primal_labels,
+    dual_step_rule=dual_step_rule,
     options=SaddleOptions(
       accumulate=accumulate, nonnegative=nonnegative, primal_key=primal_key, dual_key=dual_key
     ),
@@ -388,6 +460,7 @@ def extra_adam(
   nonnegative: Any = None,
   primal_key: str = "primal",
   dual_key: str = "dual",
+  dual_step_rule: str | StepRule | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   """Extra-Adam (Gidel et al. 2019, Alg. 4): moments advance at both half-steps.
 
@@ -401,6 +474,7 @@ def extra_adam(
     primal_learning_rate,
     dual_learning_rate,
     primal_labels=primal_labels,
+    dual_step_rule=dual_step_rule,
     options=SaddleOptions(
       accumulate=accumulate, nonnegative=nonnegative, primal_key=primal_key, dual_key=dual_key
     ),
@@ -418,6 +492,7 @@ def past_extra_adagrad(
   nonnegative: Any = None,
   primal_key: str = "primal",
   dual_key: str = "dual",
+  dual_step_rule: str | StepRule | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   """Extrapolation from the past with Adagrad steps: one gradient per iteration.
 
@@ -431,6 +506,7 @@ def past_extra_adagrad(
     primal_learning_rate,
     dual_learning_rate,
     primal_labels=primal_labels,
+    dual_step_rule=dual_step_rule,
     options=SaddleOptions(
       accumulate=accumulate, nonnegative=nonnegative, primal_key=primal_key, dual_key=dual_key
     ),
@@ -469,11 +545,45 @@ def _schedules(config, solver: str, steps_per_epoch: float | None):
     "lr_schedule.kind",
     "'step' needs the training set's steps per epoch (from_config(steps_per_epoch=...))",
   )
-  half_steps = 2 if solver in ("extragradient", "past_extragradient") else 1
+  two = ("extragradient", "past_extragradient", "past_extragradient_fresh_rows")
+  two += ("past_extragradient_plain_rows",)
+  half_steps = 2 if solver in two else 1
   if config.accumulate != "both":
     half_steps = 1
   every = max(1, int(round(sched.every_epochs * steps_per_epoch))) * half_steps
   return lambda rate: step_schedule(rate, every, sched.factor)
+
+
+def dual_rule_from_config(config, solver: str) -> StepRule | None:
+  """The multipliers' step rule of a config: ``None`` (the primal's) or a :class:`StepRule`.
+
+  ``config.dual_optimizer`` (:data:`DUAL_RULES`; a config without the key: ``"primal"``):
+  ``"primal"`` is the primal's rule with its hyper-parameters, the default and the only
+  arithmetic before the key existed; ``"sgd"`` is plain SGD (no momentum:
+  ``config.momentum`` is the primal's), ``"adagrad"`` starts its accumulator at
+  ``config.dual_adagrad_init``, ``"adam"`` takes this module's defaults. The method of
+  multipliers has no dual step to choose: ``solver="multipliers"`` needs ``"primal"``.
+
+  Example:
+    >>> from configs import base
+    >>> config = base.get_config()
+    >>> dual_rule_from_config(config, "gda") is None
+    True
+    >>> config.dual_optimizer, config.dual_adagrad_init = "adagrad", 0.0
+    >>> dual_rule_from_config(config, "gda").initial_accumulator_value
+    0.0
+  """
+  name = config.get("dual_optimizer", "primal")
+  if name == "primal":
+    return None
+  errors.require(
+    solver != "multipliers",
+    "dual_optimizer",
+    f"must be 'primal' for solver 'multipliers' (lambda += c g takes no step rule), got {name!r}",
+  )
+  return StepRule(
+    name, initial_accumulator_value=config.get("dual_adagrad_init", ADAGRAD_INITIAL_ACCUMULATOR)
+  )
 
 
 def from_config(
@@ -493,7 +603,8 @@ def from_config(
   ``config.momentum``, ``config.accumulate``, ``config.grad_clip``, for the method
   of multipliers ``config.penalty`` and ``config.multiplier_every``, and
   ``config.lr_schedule`` (``kind``: ``constant`` or ``step``, with ``every_epochs`` and
-  ``factor``; ``steps_per_epoch`` converts epochs to iterations). The primal groups
+  ``factor``; ``steps_per_epoch`` converts epochs to iterations), and the multipliers'
+  own rule ``config.dual_optimizer`` (:func:`dual_rule_from_config`). The primal groups
   are ``weights``, ``aux`` and any ``group_rates`` a method adds (DistProp's ``sigma``);
   only the groups that ``primal_labels`` uses get a transformation. ``clip_weights``:
   how many times each entry counts in ``grad_clip``'s norm (:func:`clip_by_global_norm`).
@@ -516,6 +627,7 @@ def from_config(
     {k: scheduled(v) for k, v in rates.items() if k in used},
     scheduled(lr.dual),
     primal_labels=primal_labels,
+    dual_step_rule=dual_rule_from_config(config, solver),
     options=SaddleOptions(
       accumulate=config.accumulate,
       clip_norm=config.grad_clip,

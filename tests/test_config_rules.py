@@ -73,6 +73,10 @@ def test_each_rule_refuses_its_bad_value_naming_the_key(key):
     ("evaluators", "accuracy,defects,confusion"),
     ("mesh.stage", 0),
     ("momentum", 1.0),
+    ("dual_optimizer", "SGD"),  # issue 23: the multipliers' rule, case counts
+    ("dual_optimizer", "adagrad0"),
+    ("lifted.band", -0.44),  # the authors' band has the other sign convention of g only
+    ("lifted.shrinkage", "softshrink"),
   ],
 )
 def test_probes_are_refused(key, value):

@@ -170,3 +170,73 @@ def test_distprop_loss_scores_samples_against_their_class_over_the_logits_axis()
   wrong = -np.mean(np.asarray(jax.nn.log_softmax(logits, axis=1))[:, own, own])
   assert float(aux["loss"]) == pytest.approx(want, rel=1e-5)
   assert abs(want - wrong) > 1e-3
+
+
+# ------------------------------------------- eq. 3's band on the lifted constraints
+
+
+# g = h - f(x) of one example's 4 state entries, and eq. 3 of it with the band eps = 1
+# (soft: g -+ 1 outside the band; hard: g itself outside it), by hand
+_OFFSETS = np.array([[-2.0, -0.5, 0.25, 1.5]], np.float32)
+_BAND = 1.0
+_BANDED = {"soft": [[-1.0, 0.0, 0.0, 0.5]], "hard": [[-2.0, 0.0, 0.0, 1.5]]}
+_SLOPE = {"soft": [[1.0, 0.0, 0.0, 1.0]], "hard": [[1.0, 0.0, 0.0, 1.0]]}  # d g_eps / d g
+
+
+def _lifted_at_offsets(
+  method: str, band: float, shrinkage: str, lams, c: float = 0.5, offsets=_OFFSETS
+):
+  """``method``'s objective on one example whose state is ``f(x) + offsets``, the
+  multipliers ``lams``: its value, aux (the raw defect) and gradient in the state row."""
+  from configs import base as base_config
+
+  config = base_config.get_config()
+  config.method, config.penalty = method, c
+  config.network.split_activation = "deferred"
+  config.lifted.band, config.lifted.shrinkage = band, shrinkage
+  net = networks.build_network(
+    "mlp", input_shape=(3,), depth=2, width=4, split=[1], split_activation="deferred"
+  )
+  m = methods.make_method(config, net, 1)
+  x = jnp.asarray([[0.3, -0.7, 1.1]], jnp.float32)
+  batch = base.Batch(x, jnp.asarray([2]), jnp.asarray([0]))
+  params = m.init_rows(m.init(jax.random.key(1), None)[0], {}, x, batch.labels)
+  f = params["primal"]["aux"]["states"][0]
+  params["primal"]["aux"]["states"] = (f + offsets,)
+  if "multipliers" in params["dual"]:
+    params["dual"]["multipliers"] = (jnp.asarray(lams, jnp.float32),)
+  (value, aux), grads = jax.value_and_grad(m.objective, has_aux=True)(params, {}, batch)
+  return value, aux, grads["primal"]["aux"]["states"][0]
+
+
+@pytest.mark.parametrize("shrinkage", ["soft", "hard"])
+@pytest.mark.parametrize("method", ["gda", "extraprop", "augmented_lagrangian", "penalty"])
+def test_the_lifted_band_is_eq3_on_g_in_value_and_gradient(method, shrinkage):
+  lams = np.array([[0.5, -1.0, 2.0, 3.0]], np.float32)
+  c = 0.5
+  value, aux, grad = _lifted_at_offsets(method, _BAND, shrinkage, lams, c)
+  value0, aux0, grad0 = _lifted_at_offsets(method, 0.0, shrinkage, lams, c)
+  g, g_eps, slope = _OFFSETS, np.array(_BANDED[shrinkage]), np.array(_SLOPE[shrinkage])
+  lam = 0.0 if method == "penalty" else lams
+  quad = 0.0 if method in ("gda", "extraprop") else c
+  # the loss and its gradient in the state are the same with and without the band:
+  # the difference is the constraint terms, <lam, g_eps> + c/2 |g_eps|^2 against g's
+  term = lambda v: np.sum(lam * v) + 0.5 * quad * np.sum(v**2)
+  np.testing.assert_allclose(float(value - value0), term(g_eps) - term(g), rtol=1e-5, atol=1e-6)
+  # d/dh of the terms: (lam + c g_eps) g_eps'(g) with the band, lam + c g without
+  expected = (lam + quad * g_eps) * slope - (lam + quad * g)
+  np.testing.assert_allclose(np.asarray(grad - grad0), expected, rtol=1e-5, atol=1e-6)
+  # the defect stays the raw mean |g|, band or not
+  np.testing.assert_allclose(np.asarray(aux["defect"]), np.mean(np.abs(g)), rtol=1e-5)
+  np.testing.assert_array_equal(np.asarray(aux["defect"]), np.asarray(aux0["defect"]))
+
+
+@pytest.mark.parametrize("shrinkage", ["soft", "hard"])
+def test_a_zero_band_is_g_itself_where_every_row_starts(shrinkage):
+  # at g = 0 (states at the forward pass), d<lam, g>/dh = lam; soft shrinkage by 0 has
+  # the value of g but a zero gradient there: a zero band must not shrink at all
+  lams = np.array([[0.5, -1.0, 2.0, 3.0]], np.float32)
+  zero = np.zeros_like(_OFFSETS)
+  _, _, grad = _lifted_at_offsets("extraprop", 0.0, shrinkage, lams, offsets=zero)
+  _, _, loss_grad = _lifted_at_offsets("penalty", 0.0, shrinkage, lams, c=0.0, offsets=zero)
+  np.testing.assert_allclose(np.asarray(grad - loss_grad), lams, rtol=1e-6)

@@ -27,6 +27,16 @@ per-example multipliers, a table like the states):
   * ``penalty``: ``mean_i [l_i + (c/2) sum_l |g_l^(i)|^2]``, no multipliers
     ("Regularized" in the paper).
 
+Eq. 3 (``config.lifted.band = eps > 0``): every formulation reads the epsilon-insensitive
+constraint ``g_eps = shrink_eps(g)`` (``formulations.epsilon_insensitive``, soft or hard
+as ``config.lifted.shrinkage``) in place of ``g``, the band ``|g| <= eps`` being feasible:
+``<lambda, g_eps>`` in the Lagrangians, ``|g_eps|^2`` in the augmented and penalty terms,
+and ``lambda += c g_eps`` in the method of multipliers (its ``g`` is the gradient of the
+objective in ``lambda``). The defect this module reports (``defects``, the objective's
+``"defect"``) stays the raw ``mean |g|``, the band not subtracted, so that rows with and
+without a band measure the same thing. ``eps = 0`` uses ``g`` itself: not
+``shrink_0(g)``, whose soft gradient vanishes at ``g = 0`` where every row starts.
+
 Reductions are means over the batch (``reduction="batch_mean"``, documented in
 ``formulations``), and the state and multiplier rows are ``formulations.per_example_rows``:
 a row's gradient is that of its own example's term, whatever the batch size. A step
@@ -59,6 +69,8 @@ class _Lifted(NamedTuple):
   formulation: str
   penalty: float  # c of the penalty / augmented term (config.penalty)
   reparam: Callable  # h = reparam(free state): relu for split_activation="relu"
+  band: float = 0.0  # eq. 3's epsilon on g (config.lifted.band); 0: g itself
+  shrinkage: str = "soft"  # config.lifted.shrinkage
 
   @property
   def num_splits(self) -> int:
@@ -78,7 +90,9 @@ def _checked_options(config, net, num_train, name: str, formulation: str) -> _Li
   if formulation == "augmented":  # its rule (config_rules) asks for >= 0 only
     errors.require(penalty > 0, "penalty", f"must be > 0 for {name}, got {penalty}")
   reparam = jax.nn.relu if config.network.split_activation == "relu" else (lambda h: h)
-  return _Lifted(net, num_train, formulation, penalty, reparam)
+  lifted = config.get("lifted") or {}  # a config written before the section: no band
+  band, shrinkage = float(lifted.get("band", 0.0)), lifted.get("shrinkage", "soft")
+  return _Lifted(net, num_train, formulation, penalty, reparam, band, shrinkage)
 
 
 def _assemble(p: _Lifted, weights, states, multipliers):
@@ -121,8 +135,31 @@ def _constraints(p: _Lifted, params, batch):
   return g, h
 
 
+def banded(g, band: float, shrinkage: str = "soft"):
+  r"""Eq. 3 on the lifted constraints: ``epsilon_insensitive(g, band, shrinkage)``, or
+  ``g`` itself for ``band = 0`` (the arithmetic without a band, bit for bit).
+
+  .. math::
+    g_\epsilon = \operatorname{sign}(g)\max(|g| - \epsilon, 0) \ \text{(soft)},\qquad
+    g\,[|g| > \epsilon] \ \text{(hard)}
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> g = (jnp.array([[-1.0, 0.25, 0.75]]),)
+    >>> [x.tolist() for x in banded(g, 0.5)]
+    [[[-0.5, 0.0, 0.25]]]
+    >>> [x.tolist() for x in banded(g, 0.5, "hard")], banded(g, 0.0) is g
+    ([[[-1.0, 0.0, 0.75]]], True)
+  """
+  if band == 0:
+    return g
+  return formulations.epsilon_insensitive(g, band, shrinkage)
+
+
 def _formulation_value(p: _Lifted, params, loss, g):
-  """The formulation's objective from the loss and the constraints (module docstring)."""
+  """The formulation's objective from the loss and the constraints (module docstring);
+  ``g`` is the raw constraint, banded here."""
+  g = banded(g, p.band, p.shrinkage)
   if p.formulation == "penalty":
     return formulations.quadratic_penalty(loss, g, penalty=p.penalty, reduction="batch_mean")
   lams = formulations.per_example_rows(params["dual"]["multipliers"])
