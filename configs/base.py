@@ -77,6 +77,10 @@ def distprop(config: ml_collections.ConfigDict) -> None:
   # how the blocks are laid out: auto (stage-parallel when mesh.stage > 1, else the
   # sequential code) | sequential | stacked | slots (the stage-parallel layouts)
   d.block_layout = "auto"
+  # the sequential code's gradient: by_block (each block's term in turn: one block's
+  # activations in memory at a time; the same gradient) | whole (jax.value_and_grad of
+  # the sum: every block's activations at once)
+  d.gradient = "by_block"
 
 
 def lifted(config: ml_collections.ConfigDict) -> None:

@@ -28,10 +28,10 @@ def make_train_step(
     params = rows_lib.gather(state.params, tables.params, batch.indices)
     opt_state = rows_lib.gather(state.opt_state, tables.opt_state, batch.indices)
 
+    value_and_grad = method.value_and_grad or jax.value_and_grad(method.objective, has_aux=True)
+
     def grad_fn(p):
-      (value, metrics), grads = jax.value_and_grad(method.objective, has_aux=True)(
-        p, state.constants, batch
-      )
+      (value, metrics), grads = value_and_grad(p, state.constants, batch)
       return grads, {"objective": value, **metrics}
 
     # metrics are taken at the iterate x_t (the first gradient evaluation)

@@ -105,6 +105,9 @@ class Method(NamedTuple):
       the sparse row updates read it). Default: every leaf replicated.
     applies_dropout: whether the objective applies the network's dropout layers (a
       network with dropout is refused for a method that would ignore them).
+    value_and_grad: optional ``value_and_grad(params, constants, batch) -> ((value,
+      metrics), grads)``, the same as ``jax.value_and_grad(objective, has_aux=True)``
+      computed another way (DistProp's block by block); the step uses it when given.
   """
 
   name: str
@@ -121,6 +124,7 @@ class Method(NamedTuple):
     params, constants
   )
   applies_dropout: bool = False
+  value_and_grad: Callable[..., Any] | None = None
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:

@@ -27,6 +27,9 @@ MIX_TARGETS = ("own", "mixed")
 # several; "sequential": one stage only; "stacked" / "slots": the stage-parallel code
 # in that layout (on one stage too), see ``layout.py``
 BLOCK_LAYOUTS = ("auto", "sequential", "stacked", "slots")
+# the sequential code's gradient: "by_block" (each block's term differentiated in turn,
+# one block's activations live at a time) | "whole" (jax.value_and_grad of the sum)
+GRADIENTS = ("by_block", "whole")
 
 
 class Options(NamedTuple):
@@ -48,6 +51,7 @@ class Options(NamedTuple):
   mix_fraction: float  # q: share of each class's samples moved towards another class
   mix_targets: str  # own | mixed
   block_layout: str  # auto | sequential | stacked | slots
+  gradient: str = "by_block"  # by_block | whole: the sequential code's gradient
 
   @property
   def num_mixed(self) -> int:
@@ -86,4 +90,5 @@ def parse(config) -> Options:
     mix_fraction=mix_fraction,
     mix_targets=mix_targets,
     block_layout=opts.block_layout,
+    gradient=opts.get("gradient", "by_block"),
   )

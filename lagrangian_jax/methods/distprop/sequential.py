@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lagrangian_jax import errors
+from lagrangian_jax import formulations
 from lagrangian_jax import networks
 from lagrangian_jax.methods import base
 from lagrangian_jax.methods.distprop import options
@@ -69,6 +70,7 @@ def make(config, net: networks.SplitNetwork, num_train: int) -> base.Method:
     defects=functools.partial(defects, setup),
     primal_labels=primal_labels,
     group_rates={"sigma": sigma_rate},
+    value_and_grad=_value_and_grad_of(setup),
   )
 
 
@@ -205,7 +207,9 @@ def on_data(config, net: networks.SplitNetwork, method: base.Method, mesh) -> ba
   if mesh is None or mesh.shape["data"] == 1:
     return method
   setup = setup_of(config, net)._replace(rows=jax.NamedSharding(mesh, jax.P("data")))
-  return method._replace(objective=functools.partial(objective, setup))
+  return method._replace(
+    objective=functools.partial(objective, setup), value_and_grad=_value_and_grad_of(setup)
+  )
 
 
 def spread(setup: Setup, x, lead: int = 1):
@@ -331,3 +335,117 @@ def primal_labels(primal):
   """Learning-rate groups: ``weights``, ``aux`` (the means) and ``sigma`` (``rho``)."""
   protos = tuple({"mu": "aux", "rho": "sigma"} for _ in primal["aux"]["prototypes"])
   return {"weights": "weights", "aux": {"prototypes": protos}}
+
+
+# ----------------------------------------------------------------------------------
+# The gradient block by block
+# ----------------------------------------------------------------------------------
+
+
+def _block_terms(setup: Setup, constants, batch, noise, mix, l: int):
+  """Block ``l``'s term of the Lagrangian as a function of the leaves it reads, with
+  those leaves: ``(term, args)``; ``term(*args) -> (value, (g or None, loss or None))``."""
+  opts, k = setup.opts, len(setup.net.state_shapes)
+
+  def segment(w_l, h):  # only entry l of the weights is read (networks.apply_segment)
+    return _apply(setup, (None,) * l + (w_l,), constants, batch.step, l, h)
+
+  if l == 0:
+
+    def term(w, proto, lam):
+      h0 = segment(w, batch.images)
+      g = terms.first_constraint(opts, h0, proto, batch.labels)
+      rows = terms.first_rows(opts, lam, batch.labels)
+      return terms.lagrangian(opts, jnp.zeros((), jnp.float32), (g,), (rows,)), (g, None)
+
+    return term
+
+  mix_l = None if mix is None else mix[l - 1]
+
+  def inputs(proto_in):
+    return spread(setup, terms.block_input(opts, proto_in, noise[l - 1], mix_l))
+
+  if l == k:
+
+    def term(w, proto_in):
+      logits = segment(w, inputs(proto_in))
+      loss = terms.last_loss(opts, logits, setup.sample_labels, mix_l)
+      return loss, (None, loss)
+
+    return term
+
+  def term(w, proto_in, proto, lam):
+    g = terms.block_constraint(
+      opts, segment(w, inputs(proto_in)), proto, setup.sample_labels, mix_l
+    )
+    rows = terms.block_rows(opts, lam, setup.sample_labels, mix_l)
+    return terms.lagrangian(opts, jnp.zeros((), jnp.float32), (g,), (rows,)), (g, None)
+
+  return term
+
+
+def _after(before, args):
+  """``args``, made to depend on every leaf of ``before`` (a data dependency XLA must
+  respect; an optimisation barrier on parameters is dropped by XLA:CPU): ``a + 0 * t``
+  with ``t`` a sum of one entry of each leaf, the same values unless ``before`` holds a
+  NaN or an infinity (then the step is lost anyway)."""
+  t = sum(jnp.ravel(x)[0].astype(jnp.float32) for x in jax.tree.leaves(before))
+  return jax.tree.map(lambda a: a + (0.0 * t).astype(a.dtype), args)
+
+
+def _value_and_grad_of(setup: Setup):
+  """The method's ``value_and_grad`` (``distprop.gradient``): by block, or None (the
+  step then differentiates the objective whole)."""
+  if setup.opts.gradient != "by_block" or setup.opts.real_inputs == "forward":
+    return None
+  return functools.partial(value_and_grad, setup)
+
+
+def value_and_grad(setup: Setup, params, constants, batch):
+  r"""``((value, metrics), grads)`` of :func:`objective`, one block at a time.
+
+  The Lagrangian is a sum of the blocks' terms, each reading its own weights, the
+  Gaussians on either side and its multipliers; so its gradient is the sum of the
+  terms' gradients, taken here term by term in block order. An optimisation barrier
+  ties block ``l``'s gradient to block ``l + 1``'s arguments, so XLA finishes block
+  ``l``'s forward and backward before block ``l + 1`` starts: the step then holds one
+  block's activations at a time, not every block's (``jax.value_and_grad`` of the
+  whole sum keeps them all: at depth 16 the deep MLP's step needed ~30 MB of
+  temporaries, at depth 64 four times that, far past the CPU's caches).
+  The same function and gradient as ``jax.value_and_grad(objective)`` (the two terms
+  that meet at each split's Gaussians are added in another order: on the deep MLP at
+  depth 16 every leaf of the gradient came out bit for bit the same). Not for
+  ``real_inputs="forward"`` (``distprop.gradient``: the method then differentiates the
+  objective whole).
+  """
+  opts, k = setup.opts, len(setup.net.state_shapes)
+  if opts.real_inputs == "forward":  # the real chain's terms are not split by block
+    raise ValueError("value_and_grad: real_inputs='forward' is differentiated whole")
+  w = params["primal"]["weights"]
+  protos = params["primal"]["aux"]["prototypes"]
+  lams = params["dual"]["multipliers"]
+  noise = terms.noise_of(opts, setup.net, constants, batch.step)
+  noise, mix = _spread_draws(setup, noise, terms.mix_of(opts, setup.net, constants, batch.step))
+  args_of = [(w[0], protos[0], lams[0])]
+  args_of += [(w[l], protos[l - 1], protos[l], lams[l]) for l in range(1, k)]
+  args_of += [(w[k], protos[k - 1])]
+  done = []  # per block: (value, defect or loss, gradients by argument)
+  for l, args in enumerate(args_of):
+    if done:  # block l - 1's gradient before block l's arguments (module docstring)
+      args = _after(done[-1][2], args)
+    term = _block_terms(setup, constants, batch, noise, mix, l)
+    argnums = tuple(range(len(args)))
+    (v, (g, loss)), grads = jax.value_and_grad(term, argnums, has_aux=True)(*args)
+    done.append((v, formulations.mean_abs_defect(g) if l < k else loss, grads))
+  value = sum(v for v, _, _ in done)
+  gw = tuple(grads[0] for _, _, grads in done)
+  gp = [done[0][2][1]] + [grads[2] for _, _, grads in done[1:k]]
+  for l in range(1, k + 1):  # split l - 1's Gaussians are also block l's inputs
+    gp[l - 1] = jax.tree.map(jnp.add, gp[l - 1], done[l][2][1])
+  gl = (done[0][2][2],) + tuple(grads[3] for _, _, grads in done[1:k])
+  grads = {
+    "primal": {"weights": gw, "aux": {"prototypes": tuple(gp)}},
+    "dual": {"multipliers": gl},
+  }
+  metrics = {"loss": done[k][1], "defect": jnp.stack([d for _, d, _ in done[:k]])}
+  return (value, metrics), grads
