@@ -17,7 +17,7 @@ from lagrangian_jax.methods import base
 from lagrangian_jax.methods.distprop import sequential
 
 
-def _deep(depth=3):
+def _deep(depth=2):
   config = deep_mlp_distprop.get_config()
   config.network.depth, config.network.width = depth, 16
   return config
@@ -38,6 +38,7 @@ CASES = {
   "augmented_per_example": functools.partial(_mlp_default, multipliers="example"),
   "hard_fixed_noise": functools.partial(_mlp_default, shrinkage="hard"),
 }
+SLOW = {"augmented_per_example", "deep_mixtures_per_step", "hard_fixed_noise"}  # quick: one
 
 
 def _setup_and_args(config, batch_size=8, step=5):
@@ -60,7 +61,9 @@ def _setup_and_args(config, batch_size=8, step=5):
   return sequential.setup_of(config, net), method, params, constants, batch
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize(
+  "case", [pytest.param(c, marks=[pytest.mark.slow] if c in SLOW else []) for c in sorted(CASES)]
+)
 def test_by_block_equals_the_whole_gradient(case):
   setup, method, params, constants, batch = _setup_and_args(CASES[case]())
   assert method.value_and_grad is not None  # the default is by block
@@ -91,6 +94,7 @@ def test_whole_gradient_key_and_real_inputs_differentiate_the_objective():
     sequential.value_and_grad(setup, params, constants, batch)
 
 
+@pytest.mark.slow
 def test_by_block_holds_fewer_temporaries():
   """The point of it: XLA's temporaries of the gradient, whole vs by block (a deep MLP
   of 8 blocks of width 64: every block's activations at once vs about one block's)."""
