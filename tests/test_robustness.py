@@ -3,6 +3,8 @@
 import json
 import math
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ import pytest
 from experiments import robustness
 from experiments import sweep
 from lagrangian_jax import errors
+from tests.conftest import ROOT
 from tests.conftest import shrunken_config
 
 SPACE = "learning_rates.weights=log:1e-3:1e-1 distprop.margin=0.0:1.0"
@@ -138,3 +141,23 @@ def test_search_resumes_after_interruption_and_writes_the_report(tmp_path, monke
   assert rep["kept"] >= 1 and os.path.getsize(tmp_path / "robustness.png") > 10_000
   assert json.load(open(tmp_path / "robustness.json"))["kept"] == rep["kept"]
   assert "| `learning_rates.weights` | log | 0.001:0.1 |" in open(tmp_path / "robustness.md").read()
+
+
+def test_command_lines_give_one_error_line(tmp_path):
+  def error_lines(module, *args):
+    proc = subprocess.run(
+      [sys.executable, "-m", module, "--config=configs/smoke.py", f"--workdir={tmp_path}", *args],
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+      timeout=300,
+    )
+    assert proc.returncode == 1, proc.stderr
+    return [l for l in proc.stderr.splitlines() if l.startswith("error: ")]
+
+  assert error_lines("experiments.sweep") == ["error: --grid or --space: give one of them"]
+  assert error_lines("experiments.robustness", "--space=distprop.margin=cat:0.1") == [
+    "error: --space: distprop.margin=cat:0.1: cat: needs two or more distinct values, cat:V1,V2,..."
+  ]
+  with pytest.raises(errors.ConfigError, match=f"^--workdir: {tmp_path} has no search.json"):
+    robustness.load_search(str(tmp_path))
