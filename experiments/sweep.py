@@ -337,7 +337,8 @@ def ask(
 ) -> dict:
   """Trial ``index``'s overrides: asked of a study rebuilt from ``history`` (the rows of
   trials ``0 .. index-1``) with the sampler seeded by ``(seed, index)``. The point depends
-  on those alone, so a resumed search asks what an uninterrupted one would.
+  on those alone (not on the order of the space's items), so a resumed search asks what an
+  uninterrupted one would.
 
   >>> space = parse_space("a=log:1e-3:1 b=cat:x,y")
   >>> first = ask(space, [], 0, seed=3)
@@ -345,17 +346,20 @@ def ask(
   (True, True, True)
   """
   optuna = _optuna()
-  dists = {k: distribution(r) for k, r in space.items()}
+  # sorted: the sampler draws keys in this order, and a space is the same whatever the
+  # order its items were given in (search.json compares them as such)
+  dists = {k: distribution(space[k]) for k in sorted(space)}
   trial_seed = int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
   study = optuna.create_study(
     direction="maximize", sampler=make_sampler(sampler, trial_seed, startup_trials)
   )
   for row in history:
-    params = {k: row["overrides"][k] for k in space}
+    params = {k: row["overrides"][k] for k in dists}
     study.add_trial(
       optuna.trial.create_trial(params=params, distributions=dists, value=search_value(row))
     )
-  return dict(study.ask(dists).params)
+  params = study.ask(dists).params
+  return {k: params[k] for k in space}
 
 
 def _check_space(config, space: dict[str, Range], datasets: dict) -> None:

@@ -65,6 +65,9 @@ def test_tpe_asks_near_the_good_region_and_depends_only_on_seed_index_history():
   assert np.median([_distance(x) for x in tpe]) < 0.5 < np.median([_distance(x) for x in drawn])
   assert tpe == [sweep.ask(space, history, i, sampler="tpe")["x"] for i in range(30, 46)]
   assert sweep.ask(space, history, 30, seed=1) != sweep.ask(space, history, 30, seed=0)
+  # the order the items are given in does not change the points
+  ab, ba = sweep.parse_space("a=0:1 b=log:1e-3:1"), sweep.parse_space("b=log:1e-3:1 a=0:1")
+  assert [sweep.ask(ab, [], i) for i in range(3)] == [sweep.ask(ba, [], i) for i in range(3)]
 
 
 def test_kept_ranges_and_shares_by_hand():
