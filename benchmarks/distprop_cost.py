@@ -26,6 +26,9 @@ On a shared machine, time CPU work instead of wall time, on one core, one thread
   taskset -c 1 env XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1" \
     python benchmarks/distprop_cost.py --networks=deep --depths=16 --clock=process
 
+``--gradients=by_block,whole`` times DistProp's gradient block by block (the default)
+against ``jax.value_and_grad`` of the whole objective (``config.distprop.gradient``).
+
 ``--layouts`` times DistProp in several ``config.distprop.block_layout`` side by side
 (same process, same rounds). Each variant's op count (:func:`op_count`, the instructions
 the compiled step runs outside fusions) is printed with its FLOPs: on CPU a step of many
@@ -98,20 +101,24 @@ def compile_step(config, dataset=None, steps: int = 1):
   return compiled, exp.initial_state, batches
 
 
-def variant_configs(network, depth, batch_size, layouts=("auto",)):
+def variant_configs(network, depth, batch_size, layouts=("auto",), gradients=("by_block",)):
   """``{label: config}`` of the variants on one network: backprop, and each DistProp
   solver in each ``config.distprop.block_layout`` of ``layouts`` (label ``eg`` for
-  ``"auto"``, else ``eg_<layout>``)."""
+  ``"auto"``, else ``eg_<layout>``) and each ``config.distprop.gradient`` of
+  ``gradients`` (``_<gradient>`` appended but for ``"by_block"``)."""
   out = {}
   for label, (which, solver) in METHODS.items():
     for layout in layouts if which else ("auto",):
-      config = configs_of(network, depth)[which]
-      config.batch_size = batch_size
-      if solver:
-        config.solver = solver
-      if which:
-        config.distprop.block_layout = layout
-      out[label if layout == "auto" else f"{label}_{layout}"] = config
+      for gradient in gradients if which else ("by_block",):
+        config = configs_of(network, depth)[which]
+        config.batch_size = batch_size
+        if solver:
+          config.solver = solver
+        if which:
+          config.distprop.block_layout = layout
+          config.distprop.gradient = gradient
+        name = label if layout == "auto" else f"{label}_{layout}"
+        out[name if gradient == "by_block" else f"{name}_{gradient}"] = config
   return out
 
 
@@ -131,7 +138,7 @@ def op_count(compiled) -> int:
 def time_network(network, depth, args):
   """The three variants of one network: ms per iteration (median), FLOPs and ratios."""
   runs = {}
-  variants = variant_configs(network, depth, args.batch_size, args.layouts)
+  variants = variant_configs(network, depth, args.batch_size, args.layouts, args.gradients)
   for label, config in variants.items():
     compiled, state, batches = compile_step(config, steps=args.steps)
     runs[label] = {"step": compiled, "state": state, "batches": batches, "times": []}
@@ -240,6 +247,12 @@ def parse(argv):
     help="comma-separated config.distprop.block_layout values timed side by side "
     "(auto, sequential, stacked, slots); labels eg_<layout> but for auto",
   )
+  p.add_argument(
+    "--gradients",
+    default="by_block",
+    help="comma-separated config.distprop.gradient values timed side by side (by_block, "
+    "whole); labels eg, eg_whole, ...",
+  )
   p.add_argument("--batch_size", type=int, default=128)
   p.add_argument("--rounds", type=int, default=5)
   p.add_argument("--steps", type=int, default=3, help="iterations timed per round")
@@ -258,6 +271,10 @@ def parse(argv):
   args = p.parse_args(argv)
   args.depths = [int(d) for d in args.depths.split(",") if d]
   args.layouts = tuple(x for x in args.layouts.split(",") if x)
+  args.gradients = tuple(x for x in args.gradients.split(",") if x)
+  for gradient in args.gradients:
+    if gradient not in distprop_options.GRADIENTS:
+      p.error(f"--gradients: {gradient!r} is not one of {', '.join(distprop_options.GRADIENTS)}")
   default = "mnist,deep,imagenet" if args.devices else "mnist,deep"
   args.networks = [n for n in (args.networks or default).split(",") if n]
   for layout in args.layouts:
