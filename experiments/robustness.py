@@ -34,9 +34,8 @@ converted here): weights' rate ``e^-6 .. e^-1``, the states' (``aux``) ``e^-6.30
 adds 32 to the samples (this library's default, so that the default lies in the space);
 every other key stays at the config's value (``configs/distprop.py``: clip 30, augmented
 coefficient 3). The paper gives no space for ExtraProp (Fig. 4 is DistProp's only):
-ExtraProp's is the same three rates and batch sizes; its constraint has no band key on
-this branch (issue 23 item 1 adds one; the authors' ``tabular_margin`` range was
-``e^-4 .. 1``).
+ExtraProp's is the same three rates and batch sizes and eq. 3's band on its constraint,
+``lifted.band``, over the authors' ``tabular_margin`` range ``e^-4 .. 1``.
 
 Run (the study; 100 trials at Table 1's 700 steps):
   python -m experiments.robustness --config=configs/distprop.py \\
@@ -71,7 +70,7 @@ _RATES = (
 )
 SPACES = {
   "distprop": _RATES + " distprop.margin=log:0.01832:1.0 distprop.samples_per_class=cat:1,2,4,8,32",
-  "extraprop": _RATES,
+  "extraprop": _RATES + " lifted.band=log:0.01832:1.0",
 }
 
 
