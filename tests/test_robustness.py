@@ -101,6 +101,7 @@ def test_default_spaces_parse_and_name_their_method():
     robustness.default_space("gda")
 
 
+@pytest.mark.slow  # 4 trials of real training: the slow phase (the quick one stays < 6 min)
 def test_search_resumes_after_interruption_and_writes_the_report(tmp_path, monkeypatch):
   """4 TPE trials (2 at random, then the model) of 3 steps, interrupted in the third.
 
