@@ -145,6 +145,7 @@ def make(config, net: networks.SplitNetwork, sequential: base.Method, mesh) -> b
     network_weights=functools.partial(layout_lib.weights_from_layout, layout),
     # a boundary prototype is held twice: its copy must not count in grad_clip's norm
     norm_weights=functools.partial(layout_lib.norm_weights, layout),
+    value_and_grad=None,  # the sequential code's block-by-block gradient: not this layout
   )
 
 
