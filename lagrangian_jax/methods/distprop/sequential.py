@@ -343,8 +343,9 @@ def primal_labels(primal):
 
 
 def _block_terms(setup: Setup, constants, batch, noise, mix, l: int):
-  """Block ``l``'s term of the Lagrangian as a function of the leaves it reads, with
-  those leaves: ``(term, args)``; ``term(*args) -> (value, (g or None, loss or None))``."""
+  """Block ``l``'s term of the Lagrangian as a function of the leaves it reads (block 0:
+  ``(w, mu_0, lambda_0)``, inner: ``(w, Gaussians before, Gaussians after, lambda_l)``,
+  last: ``(w, Gaussians before)``): ``term(*args) -> (value, (g or None, loss or None))``."""
   opts, k = setup.opts, len(setup.net.state_shapes)
 
   def segment(w_l, h):  # only entry l of the weights is read (networks.apply_segment)
@@ -406,12 +407,12 @@ def value_and_grad(setup: Setup, params, constants, batch):
 
   The Lagrangian is a sum of the blocks' terms, each reading its own weights, the
   Gaussians on either side and its multipliers; so its gradient is the sum of the
-  terms' gradients, taken here term by term in block order. An optimisation barrier
-  ties block ``l``'s gradient to block ``l + 1``'s arguments, so XLA finishes block
-  ``l``'s forward and backward before block ``l + 1`` starts: the step then holds one
-  block's activations at a time, not every block's (``jax.value_and_grad`` of the
-  whole sum keeps them all: at depth 16 the deep MLP's step needed ~30 MB of
-  temporaries, at depth 64 four times that, far past the CPU's caches).
+  terms' gradients, taken here term by term in block order. A data dependency
+  (:func:`_after`) ties block ``l + 1``'s arguments to block ``l``'s gradient, so XLA
+  finishes block ``l``'s forward and backward before block ``l + 1`` starts: the step
+  holds one block's activations at a time, not every block's (``jax.value_and_grad`` of
+  the whole sum keeps them all: the deep MLP's step needed 30 MB of temporaries at depth
+  16, its gradient alone 60 MB at depth 32, past a CPU's caches; by block 13 and 22).
   The same function and gradient as ``jax.value_and_grad(objective)`` (the two terms
   that meet at each split's Gaussians are added in another order: on the deep MLP at
   depth 16 every leaf of the gradient came out bit for bit the same). Not for
@@ -431,7 +432,7 @@ def value_and_grad(setup: Setup, params, constants, batch):
   args_of += [(w[k], protos[k - 1])]
   done = []  # per block: (value, defect or loss, gradients by argument)
   for l, args in enumerate(args_of):
-    if done:  # block l - 1's gradient before block l's arguments (module docstring)
+    if done:  # block l - 1's gradient before block l's arguments (see the docstring)
       args = _after(done[-1][2], args)
     term = _block_terms(setup, constants, batch, noise, mix, l)
     argnums = tuple(range(len(args)))
