@@ -66,6 +66,8 @@ ENTRIES = {
   "distprop": ("distprop", {}),
   "extraprop_past": ("extraprop", {"solver": "past_extragradient"}),
   "distprop_past": ("distprop", {"solver": "past_extragradient"}),
+  # Algorithm 1 as the paper writes it: the plain Lagrangian, no augmented term
+  "distprop_plain": ("distprop", {"distprop.augmented_coefficient": 0.0}),
   # evaluation at an exponential moving average of the iterate (the swing remedy)
   "distprop_ema": ("distprop", {"average_decay": 0.99}),
 }
