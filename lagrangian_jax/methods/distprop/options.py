@@ -30,6 +30,10 @@ BLOCK_LAYOUTS = ("auto", "sequential", "stacked", "slots")
 # the sequential code's gradient: "by_block" (each block's term differentiated in turn,
 # one block's activations live at a time) | "whole" (jax.value_and_grad of the sum)
 GRADIENTS = ("by_block", "whole")
+# the draws' generator: "hash" (``lagrangian_jax.threefry``: the hash fused, both of its
+# words used) | "jax" (``jax.random``) | "auto" (hash for per-step draws, where their
+# cost recurs; jax.random for a fixed snapshot, drawn once)
+NOISE_RNGS = ("auto", "hash", "jax")
 
 
 class Options(NamedTuple):
@@ -52,6 +56,7 @@ class Options(NamedTuple):
   mix_targets: str  # own | mixed
   block_layout: str  # auto | sequential | stacked | slots
   gradient: str = "by_block"  # by_block | whole: the sequential code's gradient
+  noise_rng: str = "jax"  # hash | jax: the draws' generator (parse resolves "auto")
 
   @property
   def num_mixed(self) -> int:
@@ -91,4 +96,12 @@ def parse(config) -> Options:
     mix_targets=mix_targets,
     block_layout=opts.block_layout,
     gradient=opts.get("gradient", "by_block"),
+    noise_rng=resolve_noise_rng(opts.get("noise_rng", "auto"), opts.noise),
   )
+
+
+def resolve_noise_rng(noise_rng: str, noise: str) -> str:
+  """``"auto"``: the hash for per-step draws, ``jax.random`` for a fixed snapshot."""
+  if noise_rng != "auto":
+    return noise_rng
+  return "hash" if noise == "per_step" else "jax"

@@ -342,10 +342,11 @@ def primal_labels(primal):
 # ----------------------------------------------------------------------------------
 
 
-def _block_terms(setup: Setup, constants, batch, noise, mix, l: int):
+def _block_terms(setup: Setup, constants, batch, eps, mix, l: int):
   """Block ``l``'s term of the Lagrangian as a function of the leaves it reads (block 0:
   ``(w, mu_0, lambda_0)``, inner: ``(w, Gaussians before, Gaussians after, lambda_l)``,
-  last: ``(w, Gaussians before)``): ``term(*args) -> (value, (g or None, loss or None))``."""
+  last: ``(w, Gaussians before)``): ``term(*args) -> (value, (g or None, loss or None))``.
+  ``eps``: split ``l - 1``'s noise (None for block 0)."""
   opts, k = setup.opts, len(setup.net.state_shapes)
 
   def segment(w_l, h):  # only entry l of the weights is read (networks.apply_segment)
@@ -364,7 +365,7 @@ def _block_terms(setup: Setup, constants, batch, noise, mix, l: int):
   mix_l = None if mix is None else mix[l - 1]
 
   def inputs(proto_in):
-    return spread(setup, terms.block_input(opts, proto_in, noise[l - 1], mix_l))
+    return spread(setup, terms.block_input(opts, proto_in, eps, mix_l))
 
   if l == k:
 
@@ -402,6 +403,18 @@ def _value_and_grad_of(setup: Setup):
   return functools.partial(value_and_grad, setup)
 
 
+def _block_noise(setup: Setup, constants, step, l: int, before):
+  """Block ``l``'s input noise ``eps_{l-1}``: the snapshot's, or drawn after ``before``
+  (block ``l - 1``'s gradient): drawn up front, every split's noise would be live at once
+  (10 MB at depth 64, with its intermediates 31 MB of the step's 42 MB of temporaries)."""
+  opts = setup.opts
+  if opts.noise == "fixed":
+    return constants["noise"][l - 1]
+  key = jax.random.key_data(terms.step_key(constants, step))
+  key = jax.random.wrap_key_data(_after(before, key))
+  return terms.split_noise(opts, setup.net, key, l - 1)
+
+
 def value_and_grad(setup: Setup, params, constants, batch):
   r"""``((value, metrics), grads)`` of :func:`objective`, one block at a time.
 
@@ -413,7 +426,9 @@ def value_and_grad(setup: Setup, params, constants, batch):
   holds one block's activations at a time, not every block's (``jax.value_and_grad`` of
   the whole sum keeps them all: the deep MLP's step needed 30 MB of temporaries at depth
   16, its gradient alone 60 MB at depth 32, past a CPU's caches; by block 13 and 22).
-  The same function and gradient as ``jax.value_and_grad(objective)`` (the two terms
+  Per-step noise is drawn the same way, split ``l - 1``'s after block ``l - 1``'s
+  gradient (:func:`_block_noise`; drawn up front, the past-extragradient step at depth 64
+  held 42 MB of temporaries, by block 11). The same function and gradient as ``jax.value_and_grad(objective)`` (the two terms
   that meet at each split's Gaussians are added in another order: on the deep MLP at
   depth 16 every leaf of the gradient came out bit for bit the same). Not for
   ``real_inputs="forward"`` (``distprop.gradient``: the method then differentiates the
@@ -425,16 +440,17 @@ def value_and_grad(setup: Setup, params, constants, batch):
   w = params["primal"]["weights"]
   protos = params["primal"]["aux"]["prototypes"]
   lams = params["dual"]["multipliers"]
-  noise = terms.noise_of(opts, setup.net, constants, batch.step)
-  noise, mix = _spread_draws(setup, noise, terms.mix_of(opts, setup.net, constants, batch.step))
+  _, mix = _spread_draws(setup, (), terms.mix_of(opts, setup.net, constants, batch.step))
   args_of = [(w[0], protos[0], lams[0])]
   args_of += [(w[l], protos[l - 1], protos[l], lams[l]) for l in range(1, k)]
   args_of += [(w[k], protos[k - 1])]
   done = []  # per block: (value, defect or loss, gradients by argument)
   for l, args in enumerate(args_of):
+    eps = None
     if done:  # block l - 1's gradient before block l's arguments (see the docstring)
       args = _after(done[-1][2], args)
-    term = _block_terms(setup, constants, batch, noise, mix, l)
+      eps = spread(setup, _block_noise(setup, constants, batch.step, l, done[-1][2]), 2)
+    term = _block_terms(setup, constants, batch, eps, mix, l)
     argnums = tuple(range(len(args)))
     (v, (g, loss)), grads = jax.value_and_grad(term, argnums, has_aux=True)(*args)
     done.append((v, formulations.mean_abs_defect(g) if l < k else loss, grads))

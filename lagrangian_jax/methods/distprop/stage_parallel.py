@@ -236,13 +236,18 @@ def _step_keys(ctx: Stages, constants, step):
 def _eps(ctx: Stages, keys, split, shape=None):
   """Split ``split``'s per-step noise (stacked splits share the first one's shape)."""
   shape = ctx.net.state_shapes[0] if shape is None else shape
-  return terms.noise_draw(keys[0], split, ctx.opts.samples_per_class, ctx.net.num_classes, shape)
+  opts = ctx.opts
+  return terms.noise_draw(
+    keys[0], split, opts.samples_per_class, ctx.net.num_classes, shape, opts.noise_rng
+  )
 
 
 def _mix(ctx: Stages, keys, block):
   """Block ``block``'s per-step mixture."""
   opts = ctx.opts
-  return terms.mix_draw(keys[1], block, opts.samples_per_class, ctx.net.num_classes, opts.num_mixed)
+  return terms.mix_draw(
+    keys[1], block, opts.samples_per_class, ctx.net.num_classes, opts.num_mixed, opts.noise_rng
+  )
 
 
 # ----------------------------------------------------------------------------------

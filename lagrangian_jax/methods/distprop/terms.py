@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import optax
 
 from lagrangian_jax import formulations
+from lagrangian_jax import threefry
 from lagrangian_jax.methods import base
 from lagrangian_jax.methods.distprop.options import Options
 
@@ -126,22 +127,35 @@ def block_input(opts: Options, proto, eps, mix):
 # ----------------------------------------------------------------------------------
 
 
-def noise_draw(key, split, samples: int, num_classes: int, shape) -> jax.Array:
-  """Split ``split``'s ``eps``, ``(S, C, *shape)``: a pure function of ``(key, split)``."""
-  return jax.random.normal(
-    jax.random.fold_in(key, split), (samples, num_classes) + tuple(shape), jnp.float32
-  )
+def noise_draw(key, split, samples: int, num_classes: int, shape, rng: str = "jax"):
+  """Split ``split``'s ``eps``, ``(S, C, *shape)``: a pure function of ``(key, split)``,
+  from ``jax.random`` or (``rng="hash"``, ``config.distprop.noise_rng``) the fused
+  Threefry hash of :mod:`lagrangian_jax.threefry` with the split as its stream."""
+  shape = (samples, num_classes) + tuple(shape)
+  if rng == "hash":
+    eps = threefry.normal(key, split, shape)
+  else:
+    eps = jax.random.normal(jax.random.fold_in(key, split), shape, jnp.float32)
+  return eps
 
 
-def mix_draw(key, block, samples: int, num_classes: int, num_mixed: int):
+def mix_draw(key, block, samples: int, num_classes: int, num_mixed: int, rng: str = "jax"):
   """Block ``block``'s ``(t, partner)``, each ``(S, C)``: rows ``s < num_mixed``
   interpolate towards class ``partner`` by ``t ~ U(0, 1/2)``, the others have ``t = 0``
   (the class Gaussian). A pure function of ``(key, block)``: every stage of a
-  stage-parallel run draws its own blocks' alike."""
-  k_t, k_b = jax.random.split(jax.random.fold_in(key, block))
-  t = jax.random.uniform(k_t, (samples, num_classes), jnp.float32, 0.0, 0.5)
+  stage-parallel run draws its own blocks' alike. ``rng`` as :func:`noise_draw`'s (the
+  hash's partner: one of the ``C - 1`` others by its word modulo ``C - 1``, a bias
+  under ``C / 2**32``)."""
+  others = max(num_classes, 2) - 1
+  if rng == "hash":
+    words = threefry.bits(key, block, (2, samples, num_classes))
+    t = threefry.to_uniform(words[0], 0.0, 0.5)
+    shift = 1 + (words[1] % jnp.uint32(others)).astype(jnp.int32)
+  else:
+    k_t, k_b = jax.random.split(jax.random.fold_in(key, block))
+    t = jax.random.uniform(k_t, (samples, num_classes), jnp.float32, 0.0, 0.5)
+    shift = jax.random.randint(k_b, (samples, num_classes), 1, others + 1)
   t = jnp.where(jnp.arange(samples)[:, None] < num_mixed, t, 0.0)
-  shift = jax.random.randint(k_b, (samples, num_classes), 1, max(num_classes, 2))
   return t, (jnp.arange(num_classes)[None] + shift) % num_classes
 
 
@@ -156,12 +170,15 @@ def mixture_key(key):
   return jax.random.fold_in(key, MIX_SALT)
 
 
+def split_noise(opts: Options, net, key, split: int) -> jax.Array:
+  """``eps_split`` from the draws' key (:func:`noise_draw` with the options' sizes)."""
+  shape = net.state_shapes[split]
+  return noise_draw(key, split, opts.samples_per_class, net.num_classes, shape, opts.noise_rng)
+
+
 def split_noises(opts: Options, net, key) -> tuple:
   """``eps_l`` of every split ``l = 0..K-1`` from one key."""
-  return tuple(
-    noise_draw(key, l, opts.samples_per_class, net.num_classes, shape)
-    for l, shape in enumerate(net.state_shapes)
-  )
+  return tuple(split_noise(opts, net, key, l) for l in range(len(net.state_shapes)))
 
 
 def block_mixes(opts: Options, net, key) -> tuple:
@@ -171,7 +188,9 @@ def block_mixes(opts: Options, net, key) -> tuple:
   per block: at depth 64, per block, the draws cost 14x the batched one.)"""
   k = len(net.state_shapes)
   t, partner = jax.vmap(
-    lambda l: mix_draw(key, l, opts.samples_per_class, net.num_classes, opts.num_mixed)
+    lambda l: mix_draw(
+      key, l, opts.samples_per_class, net.num_classes, opts.num_mixed, opts.noise_rng
+    )
   )(jnp.arange(1, k + 1))
   return tuple((t[l], partner[l]) for l in range(k))
 
