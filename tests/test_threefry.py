@@ -83,3 +83,14 @@ def test_bad_key_is_one_line():
     TypeError, match=r"threefry: a threefry key or uint32 \(2,\) data, got int32\(3,\)"
   ):
     threefry.normal(jnp.zeros(3, jnp.int32), 0, (2,))
+
+
+def test_hash_mixtures_pick_another_class():
+  from lagrangian_jax.methods.distprop import terms
+
+  t, partner = terms.mix_draw(jax.random.key(0), 2, 8, 10, num_mixed=5, rng="hash")
+  assert t.shape == partner.shape == (8, 10)
+  assert float(t[:5].min()) >= 0.0 and float(t[:5].max()) < 0.5 and float(t[:5].max()) > 0.0
+  assert not np.asarray(t[5:]).any()  # rows past num_mixed stay on their Gaussian
+  assert not (np.asarray(partner) == np.arange(10)[None]).any()
+  assert set(np.asarray(partner).ravel()) == set(range(10))
