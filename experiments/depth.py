@@ -49,7 +49,9 @@ checkpoints. A DistProp cell asks the training loop for its split diagnostics
 *validation* digits: the defect of the real forward activations against that of the
 synthetic samples, their nearest-prototype accuracy and Fisher ratio, and how often a block
 changes the real chain's nearest prototype. Writes ``DIR/depth.json``, ``DIR/depth.md``,
-``DIR/depth_accuracy.png`` and ``DIR/depth_defect.png``; the last line is
+``DIR/depth_accuracy.png``, ``DIR/depth_defect.png`` and ``DIR/depth_real_chain.png`` (the
+real chain's nearest-prototype accuracy by split: where DistProp's accuracy is made); the
+last line is
 ``DEPTH dir=... steps=... seeds=... <method>@<depth>=<mean test accuracy> ...``. Expected
 failures print one ``error: ...`` line and exit 1; a diverged cell is a result.
 """
@@ -307,12 +309,53 @@ def _plot_defects(report: dict, path: str) -> str:
   return common.save_figure(fig, path)
 
 
+def _best_ok(report: dict, method: str) -> float | None:
+  """``method``'s best mean test accuracy over the depths (None without an ok cell)."""
+  accs = [
+    c["test_accuracy"]["mean"]
+    for c in report["cells"].get(method, {}).values()
+    if c["status"] == "ok"
+  ]
+  return max(accs) if accs else None
+
+
+def _plot_real_chain(report: dict, path: str) -> str:
+  """Where DistProp's accuracy is made: the real chain's nearest-prototype accuracy at
+  each split (± std over seeds), one line per depth, its test accuracy (the last block on
+  the real chain) dashed in the same colour, backprop's best over depths dotted."""
+  plt = common.pyplot()
+  fig, ax = plt.subplots(figsize=(7, 4.5))
+  for i, d in reversed(list(enumerate(report["depths"]))):
+    cell = report["cells"].get("distprop", {}).get(str(d), {})
+    diag = cell.get("diagnostics")
+    if not diag:
+      continue
+    per_seed = np.asarray(diag["real_prototype_accuracy"]["per_seed"], np.float64)
+    mean, std = per_seed.mean(0), per_seed.std(0)
+    splits = np.arange(len(mean))
+    color = plt.get_cmap("viridis")(i / max(len(report["depths"]) - 1, 1))
+    ax.plot(splits, mean, color=color, label=f"depth {d}")
+    ax.fill_between(splits, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
+    ax.axhline(cell["test_accuracy"]["mean"], color=color, linestyle="--", linewidth=0.8)
+  best = _best_ok(report, "backprop")
+  if best is not None:
+    ax.axhline(best, color="black", linestyle=":", label=f"backprop's best ({best:.3f})")
+  ax.set_xlabel("split (block l's output)")
+  ax.set_ylabel("nearest-prototype accuracy of the real chain")
+  ax.set_title("DistProp: where accuracy is made (validation digits; dashed: test acc.)")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  return common.save_figure(fig, path)
+
+
 def plot(report: dict, workdir: str) -> list[str]:
-  """``depth_accuracy.png`` (test accuracy vs depth, ± std band) and ``depth_defect.png``
-  (DistProp's per-split defect of real activations, one line per depth; dotted: samples)."""
+  """``depth_accuracy.png`` (test accuracy vs depth, ± std band), ``depth_defect.png``
+  (DistProp's per-split defect of real activations, one line per depth; dotted: samples)
+  and ``depth_real_chain.png`` (the real chain's nearest-prototype accuracy by split)."""
   return [
     _plot_accuracy(report, os.path.join(workdir, "depth_accuracy.png")),
     _plot_defects(report, os.path.join(workdir, "depth_defect.png")),
+    _plot_real_chain(report, os.path.join(workdir, "depth_real_chain.png")),
   ]
 
 
