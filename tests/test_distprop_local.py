@@ -175,3 +175,15 @@ def test_real_chain_plot_is_written(tmp_path):
   assert depth_exp._best_ok(report, "dfa") is None
   path = depth_exp._plot_real_chain(report, str(tmp_path / "depth_real_chain.png"))
   assert os.path.getsize(path) > 0
+
+
+def test_stage_parallel_refuses_local_saying_why():
+  from lagrangian_jax import state as state_lib
+  from tests.test_stage_parallel import deep
+
+  config = deep(layout="stacked")
+  config.distprop.real_inputs = "local"
+  with pytest.raises(
+    errors.ConfigError, match="config.distprop.real_inputs: .*'local'.*sequential"
+  ):
+    state_lib.build_experiment(config)
