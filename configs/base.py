@@ -71,7 +71,7 @@ def distprop(config: ml_collections.ConfigDict) -> None:
   # (a detached forward pass, no backward through blocks; configs/deep_mlp_distprop.py)
   d.real_inputs = "none"
   # real_inputs="local" (methods/distprop/terms.py, local_loss): each block's local loss
-  # weight, its prototype logits' temperature, warm-up W (off for W steps, on at 2 W)
+  # weight, its prototype logits' temperature, the steps its weight ramps up over from 0
   d.local_weight = 1.0
   d.local_temperature = 1.0
   d.local_warmup = 0

@@ -68,8 +68,8 @@ def test_local_loss_value_and_gradient_by_hand():
 
 def test_local_ramp():
   assert sequential.local_ramp(_opts(), 0) == 1.0
-  ramp = [float(sequential.local_ramp(_opts(local_warmup=4), s)) for s in (0, 3, 4, 5, 7, 20)]
-  assert ramp == [0.0, 0.0, 0.25, 0.5, 1.0, 1.0]
+  ramp = [float(sequential.local_ramp(_opts(local_warmup=4), s)) for s in (0, 1, 3, 9)]
+  assert ramp == [0.25, 0.5, 1.0, 1.0]
 
 
 def test_no_gradient_crosses_a_split():

@@ -88,9 +88,9 @@ often a block changes the real chain's nearest class). Two remedies, both off by
     detached real activation of split ``l - 1``, with the posterior of the split's
     Gaussians, ``softmax_c(-|z_c|^2 / 2 - sum log sigma_c) / T`` (``terms.local_loss``,
     ``T = local_temperature``), weighted ``local_weight``; the last block classifies the
-    real chain. No gradient crosses a split. ``local_warmup = W`` keeps the real terms off
-    for ``W`` steps and ramps them up to full weight at step ``2 W``, so that the chain
-    the first Adagrad steps blow up (above) does not fill the accumulators. The constraints keep each block a map of Gaussians; the local
+    real chain. No gradient crosses a split. ``local_warmup`` ramps the real terms up from
+    0 over its steps, so that the chain the first Adagrad steps blow up (above) does not
+    fill the accumulators. The constraints keep each block a map of Gaussians; the local
     loss makes the real activations separable by them.
 
 Where each piece lives (one definition each):

@@ -315,16 +315,14 @@ def local_losses(setup: Setup, params, constants, batch, h0):
 
 
 def local_ramp(opts: options.Options, step):
-  """The real terms' factor at iteration ``step`` (``W = local_warmup``): 0 for the first
-  ``W`` steps, then up linearly to 1 at step ``2 W``, ``clip((step + 1) / W - 1, 0, 1)``
-  (1 without warm-up). Adagrad's first steps move every weight by about its rate; the
-  real chain compounds those moves over the blocks and blows up for a while (package
-  docstring), and its gradients then would fill Adagrad's accumulators for good; the
-  blocks first settle on the samples alone."""
+  """The real terms' factor at iteration ``step``: ``min(1, (step + 1) / local_warmup)``
+  (1 without warm-up). Early steps of Adagrad move every weight by about its rate; the
+  real chain compounds those moves over the blocks, and its gradients while it is blown
+  up would fill Adagrad's accumulators; the ramp lets the blocks settle on the samples
+  first."""
   if opts.local_warmup <= 0:
     return 1.0
-  ramp = (jnp.asarray(step, jnp.float32) + 1.0) / opts.local_warmup - 1.0
-  return jnp.clip(ramp, 0.0, 1.0)
+  return jnp.minimum(1.0, (jnp.asarray(step, jnp.float32) + 1.0) / opts.local_warmup)
 
 
 def _real_terms(setup: Setup, params, constants, batch, h0):
