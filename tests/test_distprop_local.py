@@ -70,6 +70,10 @@ def test_local_ramp():
   assert sequential.local_ramp(_opts(), 0) == 1.0
   ramp = [float(sequential.local_ramp(_opts(local_warmup=4), s)) for s in (0, 1, 3, 9)]
   assert ramp == [0.25, 0.5, 1.0, 1.0]
+  late = _opts(local_warmup=4, local_start=2)
+  assert [float(sequential.local_ramp(late, s)) for s in (0, 1, 2, 5, 9)] == [0, 0, 0.25, 1, 1]
+  step = _opts(local_start=2)
+  assert [float(sequential.local_ramp(step, s)) for s in (0, 1, 2)] == [0.0, 0.0, 1.0]
 
 
 def test_no_gradient_crosses_a_split():
@@ -108,6 +112,7 @@ def method_net(config):
     ("distprop.local_weight", -1.0),
     ("distprop.local_temperature", 0.0),
     ("distprop.local_warmup", -1),
+    ("distprop.local_start", -3),
   ],
 )
 def test_bad_local_keys_name_themselves(key, value):

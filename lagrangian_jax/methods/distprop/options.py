@@ -55,6 +55,7 @@ class Options(NamedTuple):
   local_weight: float = 1.0  # real_inputs="local": the weight of the blocks' local losses
   local_temperature: float = 1.0  # real_inputs="local": the prototype logits' temperature
   local_warmup: int = 0  # real_inputs="local": steps over which the weight ramps up from 0
+  local_start: int = 0  # real_inputs="local": steps with the real terms off, before the ramp
 
   @property
   def num_mixed(self) -> int:
@@ -97,4 +98,5 @@ def parse(config) -> Options:
     local_weight=float(opts.get("local_weight", 1.0)),
     local_temperature=float(opts.get("local_temperature", 1.0)),
     local_warmup=int(opts.get("local_warmup", 0)),
+    local_start=int(opts.get("local_start", 0)),
   )

@@ -315,14 +315,19 @@ def local_losses(setup: Setup, params, constants, batch, h0):
 
 
 def local_ramp(opts: options.Options, step):
-  """The real terms' factor at iteration ``step``: ``min(1, (step + 1) / local_warmup)``
-  (1 without warm-up). Early steps of Adagrad move every weight by about its rate; the
-  real chain compounds those moves over the blocks, and its gradients while it is blown
-  up would fill Adagrad's accumulators; the ramp lets the blocks settle on the samples
-  first."""
-  if opts.local_warmup <= 0:
+  """The real terms' factor at iteration ``step`` (``S = local_start``, ``W =
+  local_warmup``): 0 for the first ``S`` steps, then up linearly to 1 over ``W`` steps,
+  ``clip((step + 1 - S) / W, 0, 1)`` (a step at ``S`` when ``W = 0``; 1 when both are 0).
+  Adagrad's first steps move every weight by about its rate; the real chain compounds
+  those moves over the blocks and blows up for a while (package docstring), and its
+  gradients then fill Adagrad's accumulators (at depth 64 the objective passes the
+  divergence threshold); the blocks first settle on the samples alone."""
+  if opts.local_warmup <= 0 and opts.local_start <= 0:
     return 1.0
-  return jnp.minimum(1.0, (jnp.asarray(step, jnp.float32) + 1.0) / opts.local_warmup)
+  done = jnp.asarray(step, jnp.float32) + 1.0 - opts.local_start
+  if opts.local_warmup <= 0:
+    return (done > 0).astype(jnp.float32)
+  return jnp.clip(done / opts.local_warmup, 0.0, 1.0)
 
 
 def _real_terms(setup: Setup, params, constants, batch, h0):
