@@ -309,20 +309,17 @@ def _plot_defects(report: dict, path: str) -> str:
   return common.save_figure(fig, path)
 
 
-def _best_ok(report: dict, method: str) -> float | None:
-  """``method``'s best mean test accuracy over the depths (None without an ok cell)."""
-  accs = [
-    c["test_accuracy"]["mean"]
-    for c in report["cells"].get(method, {}).values()
-    if c["status"] == "ok"
-  ]
+def _best_ok(report: dict, method: str, key: str = "test_accuracy") -> float | None:
+  """``method``'s best mean ``key`` over the depths (None without an ok cell)."""
+  accs = [c[key]["mean"] for c in report["cells"].get(method, {}).values() if c["status"] == "ok"]
   return max(accs) if accs else None
 
 
 def _plot_real_chain(report: dict, path: str) -> str:
   """Where DistProp's accuracy is made: the real chain's nearest-prototype accuracy at
-  each split (± std over seeds), one line per depth, its test accuracy (the last block on
-  the real chain) dashed in the same colour, backprop's best over depths dotted."""
+  each split (± std over seeds), one line per depth, its accuracy (the last block on the
+  real chain) dashed in the same colour, backprop's best over depths dotted; all on the
+  validation digits (the diagnostics' examples)."""
   plt = common.pyplot()
   fig, ax = plt.subplots(figsize=(7, 4.5))
   for i, d in reversed(list(enumerate(report["depths"]))):
@@ -336,13 +333,13 @@ def _plot_real_chain(report: dict, path: str) -> str:
     color = plt.get_cmap("viridis")(i / max(len(report["depths"]) - 1, 1))
     ax.plot(splits, mean, color=color, label=f"depth {d}")
     ax.fill_between(splits, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
-    ax.axhline(cell["test_accuracy"]["mean"], color=color, linestyle="--", linewidth=0.8)
-  best = _best_ok(report, "backprop")
+    ax.axhline(cell["validation_accuracy"]["mean"], color=color, linestyle="--", linewidth=0.8)
+  best = _best_ok(report, "backprop", "validation_accuracy")
   if best is not None:
     ax.axhline(best, color="black", linestyle=":", label=f"backprop's best ({best:.3f})")
   ax.set_xlabel("split (block l's output)")
   ax.set_ylabel("nearest-prototype accuracy of the real chain")
-  ax.set_title("DistProp: where accuracy is made (validation digits; dashed: test acc.)")
+  ax.set_title("DistProp: where accuracy is made (validation; dashed: the network's)")
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8)
   return common.save_figure(fig, path)
