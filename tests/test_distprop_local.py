@@ -164,19 +164,30 @@ def test_real_chain_plot_is_written(tmp_path):
     diag = {
       "real_prototype_accuracy": {"mean": np.mean(per_seed, 0).tolist(), "per_seed": per_seed}
     }
-    return {"status": "ok", "test_accuracy": {"mean": acc, "std": 0.0}, "diagnostics": diag}
+    accuracy = {"mean": acc, "std": 0.0}
+    return {
+      "status": "ok",
+      "test_accuracy": accuracy,
+      "validation_accuracy": accuracy,
+      "diagnostics": diag,
+    }
 
   report = {
     "depths": [2, 4],
     "cells": {
       "distprop": {"2": cell(0.85, 2), "4": cell(0.9, 4)},
       "backprop": {
-        "2": {"status": "ok", "test_accuracy": {"mean": 0.93}},
+        "2": {
+          "status": "ok",
+          "test_accuracy": {"mean": 0.93},
+          "validation_accuracy": {"mean": 0.94},
+        },
         "4": {"status": "diverged"},
       },
     },
   }
   assert depth_exp._best_ok(report, "backprop") == 0.93
+  assert depth_exp._best_ok(report, "backprop", "validation_accuracy") == 0.94
   assert depth_exp._best_ok(report, "dfa") is None
   path = depth_exp._plot_real_chain(report, str(tmp_path / "depth_real_chain.png"))
   assert os.path.getsize(path) > 0
