@@ -139,21 +139,14 @@ def test_local_objective_adds_the_real_terms_and_none_is_unchanged():
 def test_local_trains_end_to_end(tmp_path):
   from lagrangian_jax import train
 
-  config = _deep_config(
-    3,
-    **{
-      "distprop.real_inputs": "local",
-      "distprop.local_warmup": 2,
-      "num_steps": 4,
-      "eval_every": 4,
-      "checkpoint_every": 4,
-    },
-  )
+  overrides = {"distprop.real_inputs": "local", "distprop.local_warmup": 2}
+  overrides.update({"network.width": 16, "num_steps": 2, "eval_every": 2, "checkpoint_every": 2})
+  config = _deep_config(2, **overrides)
   config.evaluators = f"{config.evaluators},split_diagnostics"
   summary = train.train_and_evaluate(config, str(tmp_path / "run"))
   acc = summary["seeds"]["test_accuracy"][0]
   assert 0.0 <= acc <= 1.0 and np.isfinite(summary["seeds"]["test_loss"][0])
-  assert len(summary["split_diagnostics"]["real_prototype_accuracy"]["mean"]) == 3
+  assert len(summary["split_diagnostics"]["real_prototype_accuracy"]["mean"]) == 2
 
 
 def test_real_chain_plot_is_written(tmp_path):
