@@ -77,7 +77,11 @@ block needs (the margin alone loses 3 points). The winner, 3 seeds,
 depth 16 0.857 ± 0.009 test (0.871 validation) against this config's 0.830 (0.849); the
 real chain's nearest-prototype accuracy is 0.883 at split 0 and 0.877 at split 15
 (``depth_real_chain.png``): the local losses make every split as good as the first, not
-better, so depth still buys nothing. DEPTH64_LINE
+better, so depth still buys nothing. With ``distprop.local_start=100`` added (the real
+terms off for 100 steps, then the ramp): 0.841 ± 0.004 (0.861), 3 seeds. At depth 64
+(``--depths=64``, seed 0) ``local, W=100, m=1`` diverges at step 50 (the blown-up chain:
+objective 8e11), and ``local, S=100, W=100, m=1`` stays at chance (0.098 validation at
+step 300, the last block's real loss log 10: stopped). DEPTH64_M01
 It stays off here: the stage-parallel code refuses it (a sequential pass of the batch
 through every block) and it takes the whole-objective gradient, not the block-by-block
 one.
