@@ -81,7 +81,9 @@ better, so depth still buys nothing. With ``distprop.local_start=100`` added (th
 terms off for 100 steps, then the ramp): 0.841 ± 0.004 (0.861), 3 seeds. At depth 64
 (``--depths=64``, seed 0) ``local, W=100, m=1`` diverges at step 50 (the blown-up chain:
 objective 8e11), and ``local, S=100, W=100, m=1`` stays at chance (0.098 validation at
-step 300, the last block's real loss log 10: stopped). DEPTH64_M01
+step 300, the last block's real loss log 10: stopped); at this config's margin,
+``local, S=100, W=100`` gives 0.844 (0.850) against this config's 0.823 (0.843, 3 seeds;
+real chain 0.872 at split 0, 0.858 at split 63).
 It stays off here: the stage-parallel code refuses it (a sequential pass of the batch
 through every block) and it takes the whole-objective gradient, not the block-by-block
 one.
