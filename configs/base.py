@@ -70,6 +70,13 @@ def distprop(config: ml_collections.ConfigDict) -> None:
   # none | forward: blocks after the first also learn on the real batch's activations
   # (a detached forward pass, no backward through blocks; configs/deep_mlp_distprop.py)
   d.real_inputs = "none"
+  # real_inputs="local" (methods/distprop/terms.py, local_loss): each block's local loss
+  # weight, its prototype logits' temperature, the steps its weight ramps up over from 0,
+  # the steps before that ramp starts (the real terms off)
+  d.local_weight = 1.0
+  d.local_temperature = 1.0
+  d.local_warmup = 0
+  d.local_start = 0
   # share of each class's samples moved t ~ U(0, 1/2) of the way to another class's
   # Gaussian, with the same mixture as target (0: off; configs/deep_mlp_distprop.py)
   d.mix_fraction = 0.0

@@ -40,6 +40,53 @@ it), so that both start from the same weights; it changes DistProp little. Test 
   depth         4              16             32             64             100
   he_normal     0.832 (0.845)  0.830 (0.849)  0.825 (0.845)  0.823 (0.843)  0.821 (0.840)
   lecun_normal  0.832 (0.848)  0.833 (0.847)  0.827 (0.845)  0.824 (0.840)  0.820 (0.838)
+
+Issue 24 (depth buys nothing: only block 0 sees data). Depth 16, 700 steps, seed 0,
+validation accuracy (test in parentheses), this config plus ``--set=KEYS``; command
+``python -m experiments.depth --depths=16 --seeds=1 --steps=700 --methods=distprop
+--workdir=DIR --set=KEYS`` (``local`` is ``distprop.real_inputs=local``, ``m`` is
+``distprop.margin``, ``W`` ``distprop.local_warmup``, ``S`` ``distprop.local_start``):
+
+  KEYS                                                     validation (test)
+  (none: this config)                                      0.852 (0.840)
+  distprop.real_inputs=forward                             0.158 (0.151)
+  forward, grad_clip=1                                     0.09 at step 200 (stopped)
+  local                                                    0.850 (0.848)
+  local, local_weight=0.1                                  0.844 (0.835)
+  local, local_temperature=128 (mean, not sum, of z^2)     0.844 (0.839)
+  local, W=100                                             0.858 (0.855)
+  local, W=100, local_weight=10                            0.32 at step 400 (stopped)
+  local, W=100, m=1                                        0.882 (0.869)
+  local, W=100, m=3                                        0.49 at step 500 (stopped)
+  local, W=100, m=1, mix_fraction=0                        0.880 (0.859)
+  local, W=100, m=1, learning_rates.weights=0.01           0.840 (0.821)
+  local, S=50, W=50, m=1                                   0.866 (0.846)
+  local, S=100, W=100, m=1                                 0.860 (0.847)
+  m=1 alone (no local)                                     0.824 (0.822)
+  blocks of 4 layers (network.split=(4, 8, 12))            0.632 (0.629)
+  blocks of 4 layers, local, W=100                         0.822 (0.812)
+
+``forward`` fails because Adagrad's first steps move every weight by about its rate
+(a fifth of a He weight's RMS): harmless to the synthetic terms, but the real chain
+compounds 16 such moves and blows up (defect 1.2 -> 1700 at step 1), and its squared
+gradients freeze the deep blocks' accumulators (package docstring). ``local`` (each
+block's real output classified by its split's Gaussians, ``terms.local_loss``) learns;
+with the margin at 1 the band leaves the real activations room to keep what the next
+block needs (the margin alone loses 3 points). The winner, 3 seeds,
+``--set=distprop.real_inputs=local,distprop.local_warmup=100,distprop.margin=1.0``:
+depth 16 0.857 ± 0.009 test (0.871 validation) against this config's 0.830 (0.849); the
+real chain's nearest-prototype accuracy is 0.883 at split 0 and 0.877 at split 15
+(``depth_real_chain.png``): the local losses make every split as good as the first, not
+better, so depth still buys nothing. With ``distprop.local_start=100`` added (the real
+terms off for 100 steps, then the ramp): 0.841 ± 0.004 (0.861), 3 seeds. At depth 64
+(``--depths=64``, seed 0) ``local, W=100, m=1`` diverges at step 50 (the blown-up chain:
+objective 8e11), and ``local, S=100, W=100, m=1`` stays at chance (0.098 validation at
+step 300, the last block's real loss log 10: stopped); at this config's margin,
+``local, S=100, W=100`` gives 0.844 (0.850) against this config's 0.823 (0.843, 3 seeds;
+real chain 0.872 at split 0, 0.858 at split 63).
+It stays off here: the stage-parallel code refuses it (a sequential pass of the batch
+through every block) and it takes the whole-objective gradient, not the block-by-block
+one.
 """
 
 from configs import base

@@ -21,7 +21,7 @@ MULTIPLIERS = ("class", "example", "l1")
 PROTOTYPE_INITS = ("data", "sphere")
 SHRINKAGES = ("soft", "hard")
 NOISES = ("fixed", "per_step")
-REAL_INPUTS = ("none", "forward")
+REAL_INPUTS = ("none", "forward", "local")
 MIX_TARGETS = ("own", "mixed")
 # "auto": the sequential code on one stage, the stage layout picked by the network on
 # several; "sequential": one stage only; "stacked" / "slots": the stage-parallel code
@@ -51,12 +51,16 @@ class Options(NamedTuple):
   samples_per_class: int  # S
   augmented_coefficient: float  # c of c/2 |g|^2 (0: the plain Lagrangian)
   sigma_learning_rate_scale: float  # sigma's rate = aux rate x this
-  real_inputs: str  # none | forward
+  real_inputs: str  # none | forward | local
   mix_fraction: float  # q: share of each class's samples moved towards another class
   mix_targets: str  # own | mixed
   block_layout: str  # auto | sequential | stacked | slots
   gradient: str = "by_block"  # by_block | whole: the sequential code's gradient
   noise_rng: str = "jax"  # hash | jax: the draws' generator (parse resolves "auto")
+  local_weight: float = 1.0  # real_inputs="local": the weight of the blocks' local losses
+  local_temperature: float = 1.0  # real_inputs="local": the prototype logits' temperature
+  local_warmup: int = 0  # real_inputs="local": steps over which the weight ramps up from 0
+  local_start: int = 0  # real_inputs="local": steps with the real terms off, before the ramp
 
   @property
   def num_mixed(self) -> int:
@@ -97,6 +101,10 @@ def parse(config) -> Options:
     block_layout=opts.block_layout,
     gradient=opts.get("gradient", "by_block"),
     noise_rng=resolve_noise_rng(opts.get("noise_rng", "auto"), opts.noise),
+    local_weight=float(opts.get("local_weight", 1.0)),
+    local_temperature=float(opts.get("local_temperature", 1.0)),
+    local_warmup=int(opts.get("local_warmup", 0)),
+    local_start=int(opts.get("local_start", 0)),
   )
 
 

@@ -271,21 +271,81 @@ def constraints(setup: Setup, params, constants, batch):
   return g, s, h0
 
 
-def real_chain(setup: Setup, params, constants, batch, h0):
-  """``real_inputs="forward"``: block ``l >= 1`` also maps the real activation of split
-  ``l - 1`` into its label's band, and the last block classifies it. Each block's input
-  is detached (``stop_gradient``): a forward pass of the batch, no backward through
-  blocks. Returns the constraints of splits ``1..L-1`` and the real logits."""
+def real_activations(setup: Setup, params, constants, batch, h0):
+  """The real chain from ``h0`` (block 0's output on the batch): ``([h_1 .. h_{K-1}],
+  logits)``, ``h_l = f_l(stop_gradient(h_{l-1}))``. Each block's input is detached: a
+  forward pass of the batch, no backward through blocks (no gradient crosses a split)."""
   k = len(setup.net.state_shapes)
-  protos = params["primal"]["aux"]["prototypes"]
-  h, g = h0, []
+  h, hs = h0, []
   for l in range(1, k + 1):
     h = _apply(
       setup, params["primal"]["weights"], constants, batch.step, l, jax.lax.stop_gradient(h)
     )
     if l < k:
-      g.append(terms.block_constraint(setup.opts, h, protos[l], batch.labels, None))
-  return g, h
+      hs.append(h)
+  return hs, h
+
+
+def real_chain(setup: Setup, params, constants, batch, h0):
+  """``real_inputs="forward"``: block ``l >= 1`` also maps the real activation of split
+  ``l - 1`` into its label's band, and the last block classifies it
+  (:func:`real_activations`). Returns the constraints of splits ``1..L-1`` and the real
+  logits."""
+  protos = params["primal"]["aux"]["prototypes"]
+  hs, logits = real_activations(setup, params, constants, batch, h0)
+  g = [
+    terms.block_constraint(setup.opts, h, protos[l], batch.labels, None)
+    for l, h in enumerate(hs, 1)
+  ]
+  return g, logits
+
+
+def local_losses(setup: Setup, params, constants, batch, h0):
+  """``real_inputs="local"``: ``(per-split local losses (K,), the last block's loss on the
+  real chain)``. Split ``l``'s loss (``terms.local_loss``) classifies the real activation
+  ``h_l`` by split ``l``'s Gaussians: block 0's on the batch, block ``l``'s on the
+  detached ``h_{l-1}`` (:func:`real_activations`), so it reaches block ``l``'s weights and
+  split ``l``'s Gaussians only."""
+  protos = params["primal"]["aux"]["prototypes"]
+  hs, logits = real_activations(setup, params, constants, batch, h0)
+  local = [
+    terms.local_loss(setup.opts, h, protos[l], batch.labels) for l, h in enumerate([h0] + hs)
+  ]
+  return jnp.stack(local), terms.last_loss(setup.opts, logits, batch.labels, None)
+
+
+def local_ramp(opts: options.Options, step):
+  """The real terms' factor at iteration ``step`` (``S = local_start``, ``W =
+  local_warmup``): 0 for the first ``S`` steps, then up linearly to 1 over ``W`` steps,
+  ``clip((step + 1 - S) / W, 0, 1)`` (a step at ``S`` when ``W = 0``; 1 when both are 0).
+  Adagrad's first steps move every weight by about its rate; the real chain compounds
+  those moves over the blocks and blows up for a while (package docstring), and its
+  gradients then fill Adagrad's accumulators (at depth 64 the objective passes the
+  divergence threshold); the blocks first settle on the samples alone."""
+  if opts.local_warmup <= 0 and opts.local_start <= 0:
+    return 1.0
+  done = jnp.asarray(step, jnp.float32) + 1.0 - opts.local_start
+  if opts.local_warmup <= 0:
+    return (done > 0).astype(jnp.float32)
+  return jnp.clip(done / opts.local_warmup, 0.0, 1.0)
+
+
+def _real_terms(setup: Setup, params, constants, batch, h0):
+  """``(value, constraints, multiplier rows, metrics)`` that ``real_inputs`` adds."""
+  opts, k = setup.opts, len(setup.net.state_shapes)
+  lams = params["dual"]["multipliers"]
+  if opts.real_inputs == "local":
+    local, real_loss = local_losses(setup, params, constants, batch, h0)
+    value = local_ramp(opts, batch.step) * (real_loss + opts.local_weight * jnp.sum(local))
+    return value, (), (), {"real_loss": real_loss, "local_loss": jnp.mean(local)}
+  g_real, real_logits = real_chain(setup, params, constants, batch, h0)
+  real_loss = terms.last_loss(opts, real_logits, batch.labels, None)
+  # the real rows share their class's multiplier with the synthetic rows
+  rows = tuple(terms.block_rows(opts, lams[l], batch.labels, None) for l in range(1, k))
+  metrics = {"real_loss": real_loss}
+  if g_real:
+    metrics["real_defect"] = jnp.mean(base.split_defects(g_real))
+  return real_loss, tuple(g_real), rows, metrics
 
 
 def objective(setup: Setup, params, constants, batch):
@@ -301,16 +361,11 @@ def objective(setup: Setup, params, constants, batch):
     for l in range(1, k)
   )
   all_g, value, metrics = tuple(g), loss, {}
-  if opts.real_inputs == "forward":
-    g_real, real_logits = real_chain(setup, params, constants, batch, h0)
-    real_loss = terms.last_loss(opts, real_logits, batch.labels, None)
-    value = loss + real_loss
-    # the real rows share their class's multiplier with the synthetic rows
-    all_g += tuple(g_real)
-    rows += tuple(terms.block_rows(opts, lams[l], batch.labels, None) for l in range(1, k))
-    metrics = {"real_loss": real_loss}
-    if g_real:
-      metrics["real_defect"] = jnp.mean(base.split_defects(g_real))
+  if opts.real_inputs != "none":
+    real_value, g_real, real_rows, metrics = _real_terms(setup, params, constants, batch, h0)
+    value = loss + real_value
+    all_g += g_real
+    rows += real_rows
   value = terms.lagrangian(opts, value, all_g, rows)
   return value, {"loss": loss, "defect": base.split_defects(g), **metrics}
 
@@ -398,7 +453,7 @@ def _after(before, args):
 def _value_and_grad_of(setup: Setup):
   """The method's ``value_and_grad`` (``distprop.gradient``): by block, or None (the
   step then differentiates the objective whole)."""
-  if setup.opts.gradient != "by_block" or setup.opts.real_inputs == "forward":
+  if setup.opts.gradient != "by_block" or setup.opts.real_inputs != "none":
     return None
   return functools.partial(value_and_grad, setup)
 
@@ -435,8 +490,8 @@ def value_and_grad(setup: Setup, params, constants, batch):
   objective whole).
   """
   opts, k = setup.opts, len(setup.net.state_shapes)
-  if opts.real_inputs == "forward":  # the real chain's terms are not split by block
-    raise ValueError("value_and_grad: real_inputs='forward' is differentiated whole")
+  if opts.real_inputs != "none":  # the real chain's terms are not split by block
+    raise ValueError("value_and_grad: real_inputs other than 'none' is differentiated whole")
   w = params["primal"]["weights"]
   protos = params["primal"]["aux"]["prototypes"]
   lams = params["dual"]["multipliers"]

@@ -46,8 +46,8 @@ sequential DistProp iteration (``sequential.py``) up to float32 rounding (tested
 ``"slots"`` (``layout.py``).
 
 Not supported here (a ``ConfigError`` names the key): per-example multipliers
-(``distprop.multipliers`` other than ``"class"``) and ``distprop.real_inputs =
-"forward"`` (a sequential forward pass through every block). ``grad_clip`` (the MNIST
+(``distprop.multipliers`` other than ``"class"``) and ``distprop.real_inputs``
+``"forward"`` or ``"local"`` (a sequential forward pass through every block). ``grad_clip`` (the MNIST
 default's) clips by the sequential parameters' norm: ``layout.norm_weights`` counts each
 boundary prototype once, not its copy.
 
@@ -130,7 +130,8 @@ def make(config, net: networks.SplitNetwork, sequential: base.Method, mesh) -> b
   errors.require(
     opts.real_inputs == "none",
     "distprop.real_inputs",
-    "stage-parallel DistProp cannot run 'forward' (a sequential pass through every block)",
+    f"stage-parallel DistProp cannot run {opts.real_inputs!r}: its real chain is a "
+    "sequential forward pass of the batch through every block (stage l waits for l - 1)",
   )
   layout = layout_lib.make_layout(net, int(mesh.shape[STAGE]), opts.block_layout)
   data = row_shards(opts.samples_per_class, int(mesh.shape[DATA]))

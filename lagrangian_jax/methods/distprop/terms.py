@@ -300,6 +300,34 @@ def last_loss(opts: Options, logits, labels, mix):
   return jnp.mean(optax.softmax_cross_entropy(logits.astype(jnp.float32), targets))
 
 
+def prototype_logits(opts: Options, h, proto):
+  r"""Each row's log-likelihood under every class's Gaussian of the split, up to a
+  constant: :math:`\ell_c(h) = -\tfrac12 \sum_j z_{cj}^2 - \sum_j \log\sigma_{cj}`,
+  ``z_c = (h - mu[c]) / sigma[c]``; ``(R, C)``. Its softmax is the posterior class of
+  ``h`` under the split's Gaussians (equal priors): the prototypes as a classifier.
+
+  >>> proto = {"mu": jnp.array([[0.0], [2.0]]), "rho": jnp.full((2, 1), 0.5413)}
+  >>> opts = Options("class", "sphere", 1.0, 1.0, 0, "soft", "fixed", 0.1, 0.0, 1, 0.0,
+  ...                1.0, "local", 0.0, "own", "auto")  # sigma = softplus(0.5413) = 1
+  >>> [round(float(v), 3) for v in prototype_logits(opts, jnp.array([[1.5]]), proto)[0]]
+  [-1.125, -0.125]
+  """
+  mu, sigma = proto["mu"], scale(proto, opts.sigma_floor)
+  c = mu.shape[0]
+  h2, mu2, sigma2 = h.reshape(h.shape[0], 1, -1), mu.reshape(1, c, -1), sigma.reshape(1, c, -1)
+  z = z_score(h2.astype(jnp.float32), mu2, sigma2)
+  return -0.5 * jnp.sum(z * z, -1) - jnp.sum(jnp.log(sigma2), -1)
+
+
+def local_loss(opts: Options, h, proto, labels):
+  r"""``real_inputs="local"``: a block's local loss on the real rows it maps,
+  :math:`\frac1B\sum_i -\log \mathrm{softmax}(\ell(h_i))_{y_i}` with the split's
+  Gaussians as the classifier (:func:`prototype_logits`): it pulls ``h_i`` into its
+  class's Gaussian and away from the others (decoupled greedy learning's auxiliary
+  loss, with no auxiliary parameters)."""
+  return base.cross_entropy(prototype_logits(opts, h, proto) / opts.local_temperature, labels)
+
+
 def lagrangian(opts: Options, value, constraints, rows):
   """Eq. 1's Lagrangian ``value + <rows, g>`` of the constraints, or the augmented one
   (``+ c/2 |g|^2``, ``augmented_coefficient = c > 0``), with ``reduction="batch_mean"``:
