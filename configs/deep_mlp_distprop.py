@@ -87,6 +87,11 @@ real chain 0.872 at split 0, 0.858 at split 63).
 It stays off here: the stage-parallel code refuses it (a sequential pass of the batch
 through every block) and it takes the whole-objective gradient, not the block-by-block
 one.
+
+Every figure above drew its per-step noise with ``jax.random`` (before
+``distprop.noise_rng``): ``--set=distprop.noise_rng=jax`` reproduces them; the default
+(``auto``: the fused hash of ``lagrangian_jax/threefry.py``) draws another stream of the
+same distribution, not yet rerun at these depths.
 """
 
 from configs import base
