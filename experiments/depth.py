@@ -27,6 +27,10 @@ He init and Adam's rate chosen per depth on validation among 1e-3, 3e-4 and 1e-4
 R=3e-4 gives 0.821 (0.828) at depth 64, R=1e-4 0.691 (0.710) at depth 100; with
 lecun_normal R=3e-4 stays at chance at 64 and 100.
 
+DistProp's rows drew their per-step noise with ``jax.random`` (add
+``distprop.noise_rng=jax`` to ``--set`` to reproduce them; the default now draws another
+stream of the same distribution from ``lagrangian_jax/threefry.py``, not yet rerun here).
+
 DistProp's blocks train the same whatever the depth; what limits it is its first block
 (one Dense layer, the only one that sees data: the real chain's nearest-prototype
 accuracy is 0.859 at split 0 and 0.839 at split 99 on the validation digits with
