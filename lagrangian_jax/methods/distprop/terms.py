@@ -133,10 +133,8 @@ def noise_draw(key, split, samples: int, num_classes: int, shape, rng: str = "ja
   Threefry hash of :mod:`lagrangian_jax.threefry` with the split as its stream."""
   shape = (samples, num_classes) + tuple(shape)
   if rng == "hash":
-    eps = threefry.normal(key, split, shape)
-  else:
-    eps = jax.random.normal(jax.random.fold_in(key, split), shape, jnp.float32)
-  return eps
+    return threefry.normal(key, split, shape)
+  return jax.random.normal(jax.random.fold_in(key, split), shape, jnp.float32)
 
 
 def mix_draw(key, block, samples: int, num_classes: int, num_mixed: int, rng: str = "jax"):
