@@ -458,16 +458,15 @@ def _value_and_grad_of(setup: Setup):
   return functools.partial(value_and_grad, setup)
 
 
-def _block_noise(setup: Setup, constants, step, l: int, before):
-  """Block ``l``'s input noise ``eps_{l-1}``: the snapshot's, or drawn after ``before``
-  (block ``l - 1``'s gradient): drawn up front, every split's noise would be live at once
-  (10 MB at depth 64, with its intermediates 31 MB of the step's 42 MB of temporaries)."""
-  opts = setup.opts
-  if opts.noise == "fixed":
+def _block_noise(setup: Setup, constants, key, l: int, before):
+  """Block ``l``'s input noise ``eps_{l-1}``: the snapshot's (``key`` None), or drawn from
+  the step's key data ``key`` after ``before`` (block ``l - 1``'s gradient): drawn up
+  front, every split's noise would be live at once (10 MB at depth 64, with its
+  intermediates 31 MB of the step's 42 MB of temporaries)."""
+  if key is None:
     return constants["noise"][l - 1]
-  key = jax.random.key_data(terms.step_key(constants, step))
   key = jax.random.wrap_key_data(_after(before, key))
-  return terms.split_noise(opts, setup.net, key, l - 1)
+  return terms.split_noise(setup.opts, setup.net, key, l - 1)
 
 
 def value_and_grad(setup: Setup, params, constants, batch):
@@ -483,11 +482,11 @@ def value_and_grad(setup: Setup, params, constants, batch):
   16, its gradient alone 60 MB at depth 32, past a CPU's caches; by block 13 and 22).
   Per-step noise is drawn the same way, split ``l - 1``'s after block ``l - 1``'s
   gradient (:func:`_block_noise`; drawn up front, the past-extragradient step at depth 64
-  held 42 MB of temporaries, by block 11). The same function and gradient as ``jax.value_and_grad(objective)`` (the two terms
-  that meet at each split's Gaussians are added in another order: on the deep MLP at
-  depth 16 every leaf of the gradient came out bit for bit the same). Not for
-  ``real_inputs="forward"`` (``distprop.gradient``: the method then differentiates the
-  objective whole).
+  held 42 MB of temporaries, by block 11). The same function and gradient as
+  ``jax.value_and_grad(objective)`` (the two terms that meet at each split's Gaussians
+  are added in another order: on the deep MLP at depth 16 every leaf of the gradient
+  came out bit for bit the same). Not for ``real_inputs`` other than ``"none"``
+  (``distprop.gradient``: the method then differentiates the objective whole).
   """
   opts, k = setup.opts, len(setup.net.state_shapes)
   if opts.real_inputs != "none":  # the real chain's terms are not split by block
@@ -496,6 +495,9 @@ def value_and_grad(setup: Setup, params, constants, batch):
   protos = params["primal"]["aux"]["prototypes"]
   lams = params["dual"]["multipliers"]
   _, mix = _spread_draws(setup, (), terms.mix_of(opts, setup.net, constants, batch.step))
+  step_key = None  # the step's noise key, derived once (fixed noise: none)
+  if opts.noise == "per_step":
+    step_key = jax.random.key_data(terms.step_key(constants, batch.step))
   args_of = [(w[0], protos[0], lams[0])]
   args_of += [(w[l], protos[l - 1], protos[l], lams[l]) for l in range(1, k)]
   args_of += [(w[k], protos[k - 1])]
@@ -504,7 +506,7 @@ def value_and_grad(setup: Setup, params, constants, batch):
     eps = None
     if done:  # block l - 1's gradient before block l's arguments (see the docstring)
       args = _after(done[-1][2], args)
-      eps = spread(setup, _block_noise(setup, constants, batch.step, l, done[-1][2]), 2)
+      eps = spread(setup, _block_noise(setup, constants, step_key, l, done[-1][2]), 2)
     term = _block_terms(setup, constants, batch, eps, mix, l)
     argnums = tuple(range(len(args)))
     (v, (g, loss)), grads = jax.value_and_grad(term, argnums, has_aux=True)(*args)
