@@ -349,7 +349,8 @@ def _plot_real_chain(report: dict, path: str) -> str:
   ax.set_ylabel("nearest-prototype accuracy of the real chain")
   ax.set_title("DistProp: where accuracy is made (validation; dashed: the network's)")
   ax.grid(alpha=0.3)
-  ax.legend(fontsize=8)
+  if ax.get_legend_handles_labels()[0]:  # no DistProp cell and no backprop: no legend
+    ax.legend(fontsize=8)
   return common.save_figure(fig, path)
 
 
