@@ -92,6 +92,11 @@ def distprop(config: ml_collections.ConfigDict) -> None:
   # lagrangian_jax/threefry.py, 1.5x faster on CPU; fixed: jax.random, drawn once) |
   # hash | jax (jax.random.normal: per-step figures before the hash)
   d.noise_rng = "auto"
+  # how many normals per iteration: auto (per_step: pooled; fixed: per_split) |
+  # per_split (each split its own draw) | pooled (one draw of the largest split's size,
+  # each split a random rotation and sign flip of it: its entries still i.i.d. normal;
+  # terms.pooled_draw)
+  d.noise_draws = "auto"
 
 
 def lifted(config: ml_collections.ConfigDict) -> None:

@@ -258,6 +258,7 @@ def _method_rules() -> dict[str, Rule]:
     "distprop.block_layout": one_of(dp.BLOCK_LAYOUTS),
     "distprop.gradient": one_of(dp.GRADIENTS),
     "distprop.noise_rng": one_of(dp.NOISE_RNGS),
+    "distprop.noise_draws": one_of(dp.NOISE_DRAWS),
     "lifted.band": _NON_NEGATIVE,  # eq. 3's epsilon on the lifted constraints
     "lifted.shrinkage": one_of(dp.SHRINKAGES),  # the same two shrinkages as DistProp's
     "dfa.feedback_scale": _POSITIVE,

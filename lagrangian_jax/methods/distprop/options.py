@@ -34,6 +34,7 @@ GRADIENTS = ("by_block", "whole")
 # words used) | "jax" (``jax.random``) | "auto" (hash for per-step draws, where their
 # cost recurs; jax.random for a fixed snapshot, drawn once)
 NOISE_RNGS = ("auto", "hash", "jax")
+NOISE_DRAWS = ("auto", "per_split", "pooled")
 
 
 class Options(NamedTuple):
@@ -57,6 +58,7 @@ class Options(NamedTuple):
   block_layout: str  # auto | sequential | stacked | slots
   gradient: str = "by_block"  # by_block | whole: the sequential code's gradient
   noise_rng: str = "jax"  # hash | jax: the draws' generator (parse resolves "auto")
+  noise_draws: str = "per_split"  # per_split | pooled (parse resolves "auto")
   local_weight: float = 1.0  # real_inputs="local": the weight of the blocks' local losses
   local_temperature: float = 1.0  # real_inputs="local": the prototype logits' temperature
   local_warmup: int = 0  # real_inputs="local": steps over which the weight ramps up from 0
@@ -101,6 +103,7 @@ def parse(config) -> Options:
     block_layout=opts.block_layout,
     gradient=opts.get("gradient", "by_block"),
     noise_rng=resolve_noise_rng(opts.get("noise_rng", "auto"), opts.noise),
+    noise_draws=resolve_noise_draws(opts.get("noise_draws", "auto"), opts.noise),
     local_weight=float(opts.get("local_weight", 1.0)),
     local_temperature=float(opts.get("local_temperature", 1.0)),
     local_warmup=int(opts.get("local_warmup", 0)),
@@ -113,3 +116,11 @@ def resolve_noise_rng(noise_rng: str, noise: str) -> str:
   if noise_rng != "auto":
     return noise_rng
   return "hash" if noise == "per_step" else "jax"
+
+
+def resolve_noise_draws(noise_draws: str, noise: str) -> str:
+  """``"auto"``: one pool per iteration for per-step draws (``terms.pooled_draw``), a draw
+  per split for a fixed snapshot (drawn once: nothing to save)."""
+  if noise_draws != "auto":
+    return noise_draws
+  return "pooled" if noise == "per_step" else "per_split"

@@ -458,15 +458,16 @@ def _value_and_grad_of(setup: Setup):
   return functools.partial(value_and_grad, setup)
 
 
-def _block_noise(setup: Setup, constants, key, l: int, before):
+def _block_noise(setup: Setup, constants, key, pool, l: int, before):
   """Block ``l``'s input noise ``eps_{l-1}``: the snapshot's (``key`` None), or drawn from
-  the step's key data ``key`` after ``before`` (block ``l - 1``'s gradient): drawn up
-  front, every split's noise would be live at once (10 MB at depth 64, with its
-  intermediates 31 MB of the step's 42 MB of temporaries)."""
+  the step's key data ``key`` (and its ``pool``, :func:`terms.noise_pool`) after
+  ``before`` (block ``l - 1``'s gradient): drawn up front, every split's noise would be
+  live at once (10 MB at depth 64, with its intermediates 31 MB of the step's 42 MB of
+  temporaries)."""
   if key is None:
     return constants["noise"][l - 1]
   key = jax.random.wrap_key_data(_after(before, key))
-  return terms.split_noise(setup.opts, setup.net, key, l - 1)
+  return terms.split_noise(setup.opts, setup.net, key, l - 1, pool)
 
 
 def value_and_grad(setup: Setup, params, constants, batch):
@@ -495,9 +496,11 @@ def value_and_grad(setup: Setup, params, constants, batch):
   protos = params["primal"]["aux"]["prototypes"]
   lams = params["dual"]["multipliers"]
   _, mix = _spread_draws(setup, (), terms.mix_of(opts, setup.net, constants, batch.step))
-  step_key = None  # the step's noise key, derived once (fixed noise: none)
+  step_key = pool = None  # the step's noise key, derived once, its pool (fixed noise: none)
   if opts.noise == "per_step":
     step_key = jax.random.key_data(terms.step_key(constants, batch.step))
+    pool = terms.noise_pool(opts, setup.net, jax.random.wrap_key_data(step_key))
+    pool = None if pool is None else spread(setup, pool, 2)
   args_of = [(w[0], protos[0], lams[0])]
   args_of += [(w[l], protos[l - 1], protos[l], lams[l]) for l in range(1, k)]
   args_of += [(w[k], protos[k - 1])]
@@ -506,7 +509,7 @@ def value_and_grad(setup: Setup, params, constants, batch):
     eps = None
     if done:  # block l - 1's gradient before block l's arguments (see the docstring)
       args = _after(done[-1][2], args)
-      eps = spread(setup, _block_noise(setup, constants, step_key, l, done[-1][2]), 2)
+      eps = spread(setup, _block_noise(setup, constants, step_key, pool, l, done[-1][2]), 2)
     term = _block_terms(setup, constants, batch, eps, mix, l)
     argnums = tuple(range(len(args)))
     (v, (g, loss)), grads = jax.value_and_grad(term, argnums, has_aux=True)(*args)

@@ -226,18 +226,21 @@ def _last_term(ctx: Stages, w, p_in, eps, mix):
 
 
 def _step_keys(ctx: Stages, constants, step):
-  """``noise="per_step"``: the noise and mixture keys of iteration ``step``; None for
-  fixed draws (constants)."""
+  """``noise="per_step"``: the noise and mixture keys of iteration ``step`` and its noise
+  pool (``terms.noise_pool``: None for draws per split); None for fixed draws
+  (constants)."""
   if ctx.opts.noise != "per_step":
     return None
   key = terms.step_key(constants, step)
-  return key, terms.mixture_key(key)
+  return key, terms.mixture_key(key), terms.noise_pool(ctx.opts, ctx.net, key)
 
 
 def _eps(ctx: Stages, keys, split, shape=None):
   """Split ``split``'s per-step noise (stacked splits share the first one's shape)."""
   shape = ctx.net.state_shapes[0] if shape is None else shape
   opts = ctx.opts
+  if keys[2] is not None:  # noise_draws="pooled": every stage draws the step's pool
+    return terms.pooled_draw(keys[2], keys[0], split, shape, opts.noise_rng)
   return terms.noise_draw(
     keys[0], split, opts.samples_per_class, ctx.net.num_classes, shape, opts.noise_rng
   )
