@@ -152,13 +152,16 @@ def _words(key, stream, shape, rng: str):
 
 
 def pool_draw(key, samples: int, num_classes: int, size: int, rng: str = "jax"):
-  """The step's pool of ``(S, C, size)`` normals (:func:`pooled_draw`)."""
-  return noise_draw(key, POOL_STREAM, samples, num_classes, (size,), rng)
+  """The step's pool of ``(S, C, size)`` normals, written twice along its last axis
+  (``(S, C, 2 size)``: a rotation of it is one slice, :func:`pooled_draw`)."""
+  pool = noise_draw(key, POOL_STREAM, samples, num_classes, (size,), rng)
+  return jnp.concatenate([pool, pool], -1)
 
 
-def pooled_draw(pool, key, split, shape, rng: str = "jax"):
-  r"""Split ``split``'s ``eps``, ``(S, C, *shape)``, made from the step's ``pool``
-  (``distprop.noise_draws="pooled"``): each row's features rotated by one offset ``o``
+def pooled_draw(ring, key, split, shape, rng: str = "jax"):
+  r"""Split ``split``'s ``eps``, ``(S, C, *shape)``, made from the step's pool ``ring``
+  (:func:`pool_draw`'s, ``distprop.noise_draws="pooled"``): each row's features rotated
+  by one offset ``o``
   uniform on ``0..P-1`` and every entry's sign flipped by its own fair bit ``b``:
 
   .. math:: \epsilon_l[s, c, j] = (-1)^{b_l[s, c, j]}\, \mathrm{pool}[s, c, (o_l + j) \bmod P]
@@ -174,21 +177,19 @@ def pooled_draw(pool, key, split, shape, rng: str = "jax"):
 
   >>> import jax, jax.numpy as jnp
   >>> key = jax.random.key(0)
-  >>> pool = pool_draw(key, 2, 3, 5)
-  >>> eps = pooled_draw(pool, key, 1, (4,))
+  >>> ring = pool_draw(key, 2, 3, 5)
+  >>> eps = pooled_draw(ring, key, 1, (4,))
   >>> eps.shape
   (2, 3, 4)
-  >>> bool(jnp.all(jnp.isin(jnp.abs(eps), jnp.abs(pool))))
+  >>> bool(jnp.all(jnp.isin(jnp.abs(eps), jnp.abs(ring))))
   True
   """
-  samples, num_classes, size = pool.shape
+  samples, num_classes, size = ring.shape[0], ring.shape[1], ring.shape[2] // 2
   n = math.prod(shape)
   if n > size:
     raise ValueError(f"pooled_draw: split shape {tuple(shape)} has more than the pool's {size}")
   offset = _words(key, split + ROTATION_STREAMS, (1,), rng)[0] % np.uint32(size)
-  window = jax.lax.dynamic_slice_in_dim(
-    jnp.concatenate([pool, pool], -1), offset.astype(jnp.int32), n, axis=-1
-  )
+  window = jax.lax.dynamic_slice_in_dim(ring, offset.astype(jnp.int32), n, axis=-1)
   words = _words(key, split, (samples, num_classes, -(-n // 32)), rng)
   signs = (words[..., None] >> jnp.arange(32, dtype=jnp.uint32)) << np.uint32(31)
   signs = signs.reshape(samples, num_classes, -1)[..., :n]
@@ -231,7 +232,8 @@ def mixture_key(key):
 
 def noise_pool(opts: Options, net, key):
   """The draws' pool (``distprop.noise_draws="pooled"``: :func:`pooled_draw`), one
-  ``(S, C, P)`` draw with ``P`` the largest split's size; None for draws per split."""
+  ``(S, C, P)`` draw with ``P`` the largest split's size, written twice
+  (:func:`pool_draw`); None for draws per split."""
   if opts.noise_draws != "pooled":
     return None
   size = max(math.prod(s) for s in net.state_shapes)
