@@ -489,8 +489,9 @@ def method_of_multipliers(
     >>> params = {'primal': jnp.array(0.), 'dual': jnp.array(0.)}
     >>> tx = lj.method_of_multipliers(optax.sgd(0.2), penalty=1.0)
     >>> state = tx.init(params)
+    >>> step = jax.jit(lambda p, s: lj.solver_step(tx, jax.grad(L), p, s))
     >>> for _ in range(200):
-    ...   params, state = lj.solver_step(tx, jax.grad(L), params, state)
+    ...   params, state = step(params, state)
     >>> round(float(params['primal']), 4), round(float(params['dual']), 4)
     (1.0, -2.0)
   """

@@ -116,6 +116,7 @@ def test_remedy_variants_have_finite_gradients(overrides):
     assert not np.allclose(w[1]["Dense_0"]["kernel"], w_plain[1]["Dense_0"]["kernel"])
 
 
+@pytest.mark.slow  # tens of seconds: the quick phase stays under its six minutes
 def test_mixing_changes_the_objective_and_zero_is_the_plain_one():
   plain_config = _deep_config(2, **{"distprop.mix_fraction": 0.0})
   _, _, plain, params, constants, batch = _method(plain_config)

@@ -136,6 +136,7 @@ def test_local_objective_adds_the_real_terms_and_none_is_unchanged():
   assert local_method.value_and_grad is None  # differentiated whole
 
 
+@pytest.mark.slow  # tens of seconds: the quick phase stays under its six minutes
 def test_local_trains_end_to_end(tmp_path):
   from lagrangian_jax import train
 

@@ -54,6 +54,7 @@ def _batches(config, steps=3):
   return [jax.device_get(tuple(feed.batch(s))) for s in range(steps)]
 
 
+@pytest.mark.slow  # tens of seconds: the quick phase stays under its six minutes
 def test_grain_batches_are_the_memory_batches_and_do_not_depend_on_workers(fake_imagenet):
   memory = _batches(_grain_config(fake_imagenet))
   plain = _batches(_grain_config(fake_imagenet, **{"data.pipeline": "grain"}))

@@ -140,6 +140,7 @@ def test_mesh_shape_names_the_key(mesh, message):
   assert sharding.mesh_shape(fixed, 8) == (4, 2)
 
 
+@pytest.mark.slow  # tens of seconds: the quick phase stays under its six minutes
 def test_layout_round_trip_is_exact():
   config = deep()
   net = networks.from_config(config.network, num_classes=10, input_shape=(28, 28, 1))

@@ -9,6 +9,11 @@ the extrapolation and the update (``config.distprop.noise``):
     the blocks after a split only ever see those ``S x C`` inputs.
   * ``"per_step"``: ``eps_k`` drawn for every iteration ``k``, as Algorithm 1 has it: a
     pure function of the seed and the step (the same at both half-steps, and on resume).
+    By default (``distprop.noise_draws="pooled"``) one pool of the largest split's size
+    is drawn per iteration and each split reads it rotated and sign-flipped
+    (``terms.pooled_draw``): every split's entries are i.i.d. normal and every term's
+    expectation is that of independent draws, at a sixty-fourth of the normals at depth
+    64 (``"per_split"``: an independent draw per split).
 
 Constraints (Algorithm 1's dataset projection ``g_0`` and its synthetic-state
 constraints for later splits), made epsilon-insensitive with the margin ``m`` (eq. 3):
