@@ -161,8 +161,8 @@ def pool_draw(key, samples: int, num_classes: int, size: int, rng: str = "jax"):
 def pooled_draw(ring, key, split, shape, rng: str = "jax"):
   r"""Split ``split``'s ``eps``, ``(S, C, *shape)``, made from the step's pool ``ring``
   (:func:`pool_draw`'s, ``distprop.noise_draws="pooled"``): each row's features rotated
-  by one offset ``o``
-  uniform on ``0..P-1`` and every entry's sign flipped by its own fair bit ``b``:
+  by one offset ``o`` uniform on ``0..P-1`` and every entry's sign flipped by its own
+  fair bit ``b``:
 
   .. math:: \epsilon_l[s, c, j] = (-1)^{b_l[s, c, j]}\, \mathrm{pool}[s, c, (o_l + j) \bmod P]
 
