@@ -9,8 +9,8 @@ Measured (2 shared CPU cores, about 50 min each), mean test accuracy over seeds 
 (validation in parentheses); "he" is the default (``docs/depth/``, rerun at stop 31 on
 the current code: DistProp's pooled per-step noise, ``terms.pooled_draw``), "he, 11-29"
 the same command on the code of 2026-11-29 (DistProp's noise a ``jax.random`` draw per
-split; backprop and DFA moved by rounding since: the input normalised on the device, JAX
-0.10), lecun_normal before the key existed (bit-identical parameters):
+split; backprop and DFA moved since, presumably by rounding: the input normalised on the
+device, JAX 0.10; not bisected), lecun_normal before the key existed (bit-identical parameters):
 
   depth                  4              16             32             64             100
   backprop  he           0.934 (0.941)  0.920 (0.929)  0.926 (0.919)  0.514 (0.521)  0.227 (0.251)
