@@ -498,8 +498,8 @@ def value_and_grad(setup: Setup, params, constants, batch):
   _, mix = _spread_draws(setup, (), terms.mix_of(opts, setup.net, constants, batch.step))
   step_key = pool = None  # the step's noise key, derived once, its pool (fixed noise: none)
   if opts.noise == "per_step":
-    step_key = jax.random.key_data(terms.step_key(constants, batch.step))
-    pool = terms.noise_pool(opts, setup.net, jax.random.wrap_key_data(step_key))
+    key = terms.step_key(constants, batch.step)
+    step_key, pool = jax.random.key_data(key), terms.noise_pool(opts, setup.net, key)
     pool = None if pool is None else spread(setup, pool, 2)
   args_of = [(w[0], protos[0], lams[0])]
   args_of += [(w[l], protos[l - 1], protos[l], lams[l]) for l in range(1, k)]
