@@ -37,6 +37,7 @@ def test_dual_sgd_is_one_plain_step_of_the_dual_rate_and_the_primal_keeps_adagra
   config = shrunken_config("gda")
   config.optimizer, config.adagrad_init, config.momentum = "adagrad", 0.0, 0.5
   config.learning_rates.dual = DUAL_RATE
+  config.dual_optimizer = "primal"  # configs/gda.py's own rule is sgd
   base_grads, base_updates = _toy(config)
   config.dual_optimizer = "sgd"
   grads, updates = _toy(config)
