@@ -16,7 +16,7 @@ weights 0.03 with aux 0.5 / 2.0 and dual 0.05 / 0.5: 0.954 / 0.960 and 0.090 (du
 At Table 1's budget (700 steps) aux 2.0 falls after step 300 while its defect grows, so the
 state rate was chosen again there, on seeds 0-2 (validation, mean of the three seeds):
 
-  python -m experiments.sweep --config=configs/extraprop.py --workdir=runs/sweep_ep700_aux \
+  python -m experiments.sweep --config=configs/extraprop.py --workdir=runs/sweep_ep700_aux \\
     --grid="learning_rates.aux=0.5" --config.num_seeds=3 --config.num_steps=700
 
 aux 0.5: 0.958 (0.968 / 0.942 / 0.964), defect 0.249 -> 0.190 from step 300 to 700;
@@ -32,7 +32,7 @@ In every run above the multipliers step by the primal's rule (``dual_optimizer =
 (``lifted.band = 0``). The authors' code shrank ExtraProp's constraint by 0.44 (eq. 3's
 band on the lifted problem); with and without it at the 700-step budget (seed 0):
 
-  python -m experiments.sweep --config=configs/extraprop.py --workdir=runs/sweep_ep_band \
+  python -m experiments.sweep --config=configs/extraprop.py --workdir=runs/sweep_ep_band \\
     --grid="lifted.band=0.0,0.44" --config.num_steps=700
 
 validation accuracy 0.968 without the band (final defect 0.196), 0.948 with it (0.256), so

@@ -4,8 +4,8 @@ The multipliers step by plain SGD (``dual_optimizer = "sgd"``, as the authors' G
 primal by Adagrad from an accumulator of ``adagrad_init = 0.1``, no band on the constraint.
 The dual rate was chosen on the validation split (700 steps, seed 0) by
 
-  python -m experiments.sweep --config=configs/gda.py --workdir=runs/sweep_gda_dualsgd \
-    --grid="dual_optimizer=sgd learning_rates.dual=0.0001,0.000139,0.0003,0.001" \
+  python -m experiments.sweep --config=configs/gda.py --workdir=runs/sweep_gda_dualsgd \\
+    --grid="dual_optimizer=sgd learning_rates.dual=0.0001,0.000139,0.0003,0.001" \\
     --config.num_steps=700
 
 validation accuracy 0.664 / 0.682 / 0.726 / **0.786** at dual 1e-4 / 1.39e-4 (the authors')
@@ -22,8 +22,8 @@ seed's defect growing over the last 300 steps (0.05 -> 0.08-0.13).
 Before (issue 23), the multipliers stepped by the primal's rule, Adagrad from 0.1, and the
 sweep (300 steps, seed 0)
 
-  python -m experiments.sweep --config=configs/gda.py --workdir=runs/sweep_gda \
-    --grid="learning_rates.weights=0.003,0.01,0.03 learning_rates.aux=0.05,0.5 \
+  python -m experiments.sweep --config=configs/gda.py --workdir=runs/sweep_gda \\
+    --grid="learning_rates.weights=0.003,0.01,0.03 learning_rates.aux=0.05,0.5 \\
     learning_rates.dual=0.001,0.005,0.01,0.05" --config.num_steps=300
 
 ran 6 points: weights/aux/dual 0.03/0.5/0.005 0.086, 0.03/0.5/0.05 0.124,
@@ -34,9 +34,9 @@ first epoch). That config's Table 1 row: 0.334 +- 0.219 (peak 0.59 at step 400).
 The authors' regime (primal Adagrad from a zero accumulator at 3.3e-3 / 4.5e-2, dual SGD,
 band 0.966), same budget:
 
-  python -m experiments.sweep --config=configs/gda.py --workdir=runs/sweep_gda_authors \
-    --grid="dual_optimizer=sgd adagrad_init=0.0 learning_rates.weights=0.0033 \
-    learning_rates.aux=0.045 learning_rates.dual=0.0001,0.000139,0.0003,0.001 \
+  python -m experiments.sweep --config=configs/gda.py --workdir=runs/sweep_gda_authors \\
+    --grid="dual_optimizer=sgd adagrad_init=0.0 learning_rates.weights=0.0033 \\
+    learning_rates.aux=0.045 learning_rates.dual=0.0001,0.000139,0.0003,0.001 \\
     lifted.band=0.0,0.966" --config.num_steps=700
 
 (5 of its 8 points run, then stopped): without the band every dual rate tried diverged

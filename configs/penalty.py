@@ -12,7 +12,7 @@ validation accuracy 0.908 (c = 0.01), 0.876 (0.1), 0.102 (1), 0.276 (10).
 No band on the constraint (``lifted.band = 0``). The authors' code shrank it by 0.10; with
 and without it at the 700-step budget (seed 0):
 
-  python -m experiments.sweep --config=configs/penalty.py --workdir=runs/sweep_penalty_band \
+  python -m experiments.sweep --config=configs/penalty.py --workdir=runs/sweep_penalty_band \\
     --grid="lifted.band=0.0,0.1" --config.num_steps=700
 
 validation accuracy 0.942 without the band, 0.938 with it (one seed: no difference this
