@@ -172,8 +172,8 @@ def pooled_draw(ring, key, split, shape, rng: str = "jax"):
   (block ``l`` the input samples of split ``l - 1``), so every term's expectation, the
   Lagrangian's, and its gradient's are those of independent draws; only the gradient's
   variance across blocks can differ. The cost per split is its sign bits (one word per 32
-  entries) and a copy, not ``prod(shape)`` normals: at the deep MLP's depth 64 the
-  step's 2.6 M normals become 41 K.
+  entries of the pool's width) and a copy, not ``prod(shape)`` normals: at the deep MLP's
+  depth 64 the step's 2.6 M normals become 41 K.
 
   >>> import jax, jax.numpy as jnp
   >>> key = jax.random.key(0)
@@ -189,14 +189,16 @@ def pooled_draw(ring, key, split, shape, rng: str = "jax"):
   if n > size:
     raise ValueError(f"pooled_draw: split shape {tuple(shape)} has more than the pool's {size}")
   offset = _words(key, split + ROTATION_STREAMS, (1,), rng)[0] % np.uint32(size)
-  window = jax.lax.dynamic_slice_in_dim(ring, offset.astype(jnp.int32), n, axis=-1)
-  words = _words(key, split, (samples, num_classes, -(-n // 32)), rng)
+  # the whole pool's width, sliced to the split's last: a split narrower than the pool
+  # in the signs' shapes made XLA:CPU's compile take minutes (AVX-512 hosts, the hash)
+  window = jax.lax.dynamic_slice_in_dim(ring, offset.astype(jnp.int32), size, axis=-1)
+  words = _words(key, split, (samples, num_classes, -(-size // 32)), rng)
   signs = (words[..., None] >> jnp.arange(32, dtype=jnp.uint32)) << np.uint32(31)
-  signs = signs.reshape(samples, num_classes, -1)[..., :n]
+  signs = signs.reshape(samples, num_classes, -1)[..., :size]
   eps = jax.lax.bitcast_convert_type(
     jax.lax.bitcast_convert_type(window, jnp.uint32) ^ signs, jnp.float32
   )
-  return eps.reshape((samples, num_classes) + tuple(shape))
+  return eps[..., :n].reshape((samples, num_classes) + tuple(shape))
 
 
 def mix_draw(key, block, samples: int, num_classes: int, num_mixed: int, rng: str = "jax"):
