@@ -189,8 +189,8 @@ def pooled_draw(ring, key, split, shape, rng: str = "jax"):
   if n > size:
     raise ValueError(f"pooled_draw: split shape {tuple(shape)} has more than the pool's {size}")
   offset = _words(key, split + ROTATION_STREAMS, (1,), rng)[0] % np.uint32(size)
-  # the whole pool's width, sliced to the split's last: a split narrower than the pool
-  # in the signs' shapes made XLA:CPU's compile take minutes (AVX-512 hosts, the hash)
+  # at the pool's whole width, then the split's first n entries: with n in the signs'
+  # shapes, XLA:CPU took minutes to compile a narrower split (AVX-512 hosts, the hash)
   window = jax.lax.dynamic_slice_in_dim(ring, offset.astype(jnp.int32), size, axis=-1)
   words = _words(key, split, (samples, num_classes, -(-size // 32)), rng)
   signs = (words[..., None] >> jnp.arange(32, dtype=jnp.uint32)) << np.uint32(31)
