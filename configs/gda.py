@@ -10,8 +10,8 @@ The dual rate was chosen on the validation split (700 steps, seed 0) by
 
 validation accuracy 0.664 / 0.682 / 0.726 / **0.786** at dual 1e-4 / 1.39e-4 (the authors')
 / 3e-4 / 1e-3, every run still rising at step 700 (dual 1e-3: 0.204, 0.370, 0.526, 0.630,
-0.720, 0.752, 0.786 at steps 100 .. 700) with its mean defect creeping up, 0.05 at step 400 to 0.08
-(1e-4 .. 3e-4) and 0.09 (1e-3) at 700; dual 3e-3 diverged (``--grid="dual_optimizer=sgd
+0.720, 0.752, 0.786 at steps 100 .. 700) with its mean defect creeping up, 0.05 at step
+400 to 0.08 (1e-4 .. 3e-4) and 0.09 (1e-3) at 700; dual 3e-3 diverged (``--grid="dual_optimizer=sgd
 learning_rates.dual=0.003"``: 0.124, defect 826); 1e-2 was not run. With eq. 3's band on
 the constraint (``--grid="lifted.band=0.1,0.966"``, same budget): 0.726 at 0.1 and 0.592
 at 0.966, which never binds here either (the objective equals the loss at every logged
