@@ -65,6 +65,16 @@ validation accuracy (test in parentheses), this config plus ``--set=KEYS``; comm
   m=1 alone (no local)                                     0.824 (0.822)
   blocks of 4 layers (network.split=(4, 8, 12))            0.632 (0.629)
   blocks of 4 layers, local, W=100                         0.822 (0.812)
+  blocks of 4 layers, local, W=100, m=1 (stop 33)          0.660 (0.639)
+  local, W=100, m=1, augmented_coefficient=0 (stop 33)     0.642 (0.643)
+  local, W=100, m=1, local_weight=3 (stop 33)              0.868 (0.855)
+  local, W=100, m=2 (stop 33)                              0.750 (0.675)
+  local, W=100, m=100: no constraint binds (stop 33)       0.470 (0.477)
+
+(The stop-33 rows ran ``python -m experiments.main --config=configs/deep_mlp_distprop.py
+--workdir=DIR --config.num_steps=700`` with the keys as ``--config.distprop.KEY=...``;
+that launch of ``local, W=100, m=1`` gives 0.878 (0.865) where the depth cell gave 0.882
+(0.869).)
 
 ``forward`` fails because Adagrad's first steps move every weight by about its rate
 (a fifth of a He weight's RMS): harmless to the synthetic terms, but the real chain
@@ -84,6 +94,13 @@ objective 8e11), and ``local, S=100, W=100, m=1`` stays at chance (0.098 validat
 step 300, the last block's real loss log 10: stopped); at this config's margin,
 ``local, S=100, W=100`` gives 0.844 (0.850) against this config's 0.823 (0.843, 3 seeds;
 real chain 0.872 at split 0, 0.858 at split 63).
+What caps it (``docs/depth/README.md``, "What limits depth"): probes of the real activations
+(``python -m experiments.split_probes``, seed 0, validation, MLP probe) read 0.896 at split 0
+of this config and 0.912 with ``local``, against 0.950 from the pixels and 0.944 at
+backprop's first layer; no later split reads more, and without the constraints
+(``local``, ``m=100``: 0.477 test) split 0 keeps 0.932 but every later block loses some
+(0.682 at split 15). One Gaussian per class as every block's target discards what the
+later blocks would need.
 It stays off here: the stage-parallel code refuses it (a sequential pass of the batch
 through every block) and it takes the whole-objective gradient, not the block-by-block
 one.
