@@ -1,6 +1,6 @@
 r"""How much of the input a trained network's real activations still hold, split by split.
 
-``python -m experiments.split_probes --config=configs/X.py --workdir=RUN [--config.KEY=...]``
+``python -m experiments.split_probes --config=configs/X.py --workdir=RUN [--config.<key>=...]``
 reads the newest checkpoint of the finished (or stopped) run in ``RUN`` (the config and
 overrides it was trained with, as for a resume: another is refused naming the keys),
 passes the training and validation digits through the network, and at the input and at
