@@ -32,6 +32,7 @@ Example (a short DistProp run on the deep MLP, then its probes)::
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import NamedTuple
 
@@ -133,16 +134,17 @@ def fit_probe(
   return ProbeResult(accuracy(xv, yv), accuracy(xt, yt))
 
 
-def _activations(exp, weights, split) -> tuple[list[np.ndarray], np.ndarray]:
-  """The input and every split's real activation of ``split``'s examples, and labels."""
+def _activations(forward, weights, split) -> tuple[list[np.ndarray], np.ndarray]:
+  """The input and every split's real activation of ``split``'s examples, and labels
+  (``forward``: the jitted ``networks.segment_output`` of the run's network)."""
   images, labels = batching.get_batch(split, np.arange(len(split.labels)))
-  outs = jax.jit(lambda w, x: networks.segment_output(exp.net, w, x))(weights, images)
+  outs = forward(weights, images)
   # the last segment's output is the logits: not a split
   return [np.asarray(images)] + [np.asarray(o) for o in outs[:-1]], np.asarray(labels)
 
 
 def restore_run(config, workdir: str):
-  """``(experiment, one-seed params, step)`` of the newest checkpoint in ``workdir``,
+  """``(experiment, state, step)`` of the newest checkpoint in ``workdir``,
   written by ``config`` (refused otherwise, naming the keys that differ)."""
   where = os.path.join(workdir, "checkpoints")
   if not paths.exists(where):
@@ -168,8 +170,9 @@ def probe_run(config, workdir: str, *, seed_index=0, hidden=256, steps=500) -> d
     )
   params = state_lib.unstack(state_lib.current_params(state), seed_index)
   weights = params["primal"]["weights"]
-  train, y_train = _activations(exp, weights, exp.dataset.train)
-  val, y_val = _activations(exp, weights, exp.dataset.validation)
+  forward = jax.jit(functools.partial(networks.segment_output, exp.net))
+  train, y_train = _activations(forward, weights, exp.dataset.train)
+  val, y_val = _activations(forward, weights, exp.dataset.validation)
   classes = exp.dataset.num_classes
   rows = []
   for l, (a, b) in enumerate(zip(train, val)):
