@@ -77,6 +77,10 @@ def distprop(config: ml_collections.ConfigDict) -> None:
   d.local_temperature = 1.0
   d.local_warmup = 0
   d.local_start = 0
+  # Gaussians per class at every split (K): block 0 maps each real example into the most
+  # likely of its class's K, the last block classifies all K as the class
+  # (methods/distprop/terms.py, components_of; configs/deep_mlp_distprop.py)
+  d.components = 1
   # share of each class's samples moved t ~ U(0, 1/2) of the way to another class's
   # Gaussian, with the same mixture as target (0: off; configs/deep_mlp_distprop.py)
   d.mix_fraction = 0.0

@@ -112,6 +112,34 @@ default draws one pool per iteration from the fused hash of ``lagrangian_jax/thr
 and gives each split a random rotation and sign flip of it (``terms.pooled_draw``); rerun
 (``docs/depth/``, 3 seeds, 700 steps): 0.833 / 0.830 / 0.826 / 0.823 / 0.822 test at depths
 4 / 16 / 32 / 64 / 100, against 0.832 / 0.830 / 0.825 / 0.823 / 0.821 above.
+
+Several Gaussians per class (``distprop.components = K``, stop 34: block 0 maps each digit
+into the likelier of its class's ``K`` Gaussians, ``terms.components_of``; ``S`` is
+``distprop.samples_per_class``, now per Gaussian). Depth 16, seed 0, the
+``experiments.depth`` command above (the default pooled noise), validation (test), the
+real chain at splits 0 / 8 / 15 and the inner blocks' mean sample defect:
+
+  KEYS                                   validation (test)  real chain             defect
+  (none: this config, docs/depth/)       0.848 (0.845)      0.856 / 0.850 / 0.850  0.15
+  components=2, S=16 (320 rows)          0.832 (0.799)      0.876 / 0.834 / 0.766  0.22
+  components=2, S=32                     0.828 (0.792)      0.876 / 0.832 / 0.766  0.22
+  components=4, S=8                      0.102 (0.097)      0.856 / 0.332 / 0.102  0.31
+  components=4, S=32                     0.102 (0.097)      0.858 / 0.340 / 0.102  0.30
+  components=10, S=8                     0.100 (0.118)      0.852 / 0.106 / 0.090  0.41
+  local, W=100, m=1, components=2, S=16  0.118 (0.120)      0.886 / 0.848 / 0.118  0.06
+  local, W=100, m=1, components=4, S=8   0.102 (0.097)      0.884 / 0.088 / 0.102  0.10
+
+(with ``local`` a class's posterior is the mixture of its ``K`` Gaussians). Split 0 gains
+at most 2 points of nearest-prototype accuracy, and the probes of the ``components=2, S=16``
+run (``experiments.split_probes``) read 0.868 / 0.886 at split 0 against this config's
+0.882 / 0.896: two Gaussians per class keep no more of the digits than one. What they
+cost is the chain: an inner block must now send ``C K`` Gaussians onto ``C K`` others, each
+within its band, and the means span ``C K`` of the split's 128 directions, along which the
+block must pass the means but shrink the noise; its samples' defect grows with ``K``
+(0.15, 0.22, 0.30, 0.41 for ``K`` = 1, 2, 4, 10) and the real chain drifts off the
+Gaussians until it carries nothing (``K >= 4``). So the class target's information loss
+is not the count of Gaussians: block 0's objective (every digit pulled to a mean) is.
+``components`` stays 1 here.
 """
 
 from configs import base

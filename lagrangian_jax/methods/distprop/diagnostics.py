@@ -61,7 +61,7 @@ def make_split_diagnostics(config, net: networks.SplitNetwork):
   chain and on the last split's synthetic samples (scalars).
   """
   opts = options.parse(config)
-  labels = terms.sample_labels(net.num_classes, opts.samples_per_class)
+  labels = terms.sample_labels(net.num_classes * opts.components, opts.samples_per_class)
   return jax.jit(functools.partial(_diagnostics, opts, net, labels))
 
 
@@ -72,7 +72,9 @@ def split_diagnostics(config, net, params, constants, images, labels, step=0) ->
 
 def _stats(opts: options.Options, num_classes: int, h, labels, proto):
   """``((defect, rms_z, prototype accuracy, Fisher ratio), nearest class)`` of the
-  activations ``h`` against their labels' Gaussians."""
+  activations ``h`` against their labels' Gaussians (``labels`` index Gaussians; with
+  ``components = K`` Gaussian ``j`` is class ``j // K``, and the nearest class is the
+  nearest Gaussian's)."""
   mu, sigma = proto["mu"], terms.scale(proto, opts.sigma_floor)
   h2 = h.reshape(h.shape[0], -1)
   mu2, sigma2 = mu.reshape(num_classes, -1), sigma.reshape(num_classes, -1)
@@ -80,8 +82,8 @@ def _stats(opts: options.Options, num_classes: int, h, labels, proto):
   defect = jnp.mean(jnp.abs(terms.constraint(opts, z)))
   rms_z = jnp.sqrt(jnp.mean(z * z))
   dist = jnp.mean(jnp.square((h2[:, None] - mu2[None]) / sigma2[None]), axis=-1)  # (N, C)
-  nearest = jnp.argmin(dist, -1)
-  proto_acc = jnp.mean(nearest == labels)
+  nearest = jnp.argmin(dist, -1) // opts.components
+  proto_acc = jnp.mean(nearest == labels // opts.components)
   onehot = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
   means = onehot.T @ h2 / jnp.maximum(onehot.sum(0)[:, None], 1.0)
   within = jnp.mean(jnp.sum(jnp.square(h2 - means[labels]), -1))
@@ -100,29 +102,32 @@ def _gaussian_figures(opts: options.Options, num_classes: int, proto):
 def _diagnostics(opts, net, sample_labels, params, constants, images, labels, step=0):
   w = params["primal"]["weights"]
   protos = params["primal"]["aux"]["prototypes"]
-  noise = terms.noise_of(opts, net, constants, step)
+  noise = terms.noise_of(opts, terms.gaussians(opts, net), constants, step)
   real = networks.segment_output(net, w, images)
   samples = [terms.block_input(opts, p, e, None) for p, e in zip(protos, noise)]
   rows = {k: [] for k in DIAGNOSTICS}
   previous = None
+  gaussians = net.num_classes * opts.components
   for l in range(len(net.state_shapes)):
-    r, nearest = _stats(opts, net.num_classes, real[l], labels, protos[l])
+    own = terms.components_of(opts, real[l], protos[l], labels)
+    r, nearest = _stats(opts, gaussians, real[l], own, protos[l])
     if l == 0:
       smp = r
     else:
       out = networks.apply_segment(net, w, l, samples[l - 1])
-      smp, _ = _stats(opts, net.num_classes, out, sample_labels, protos[l])
+      smp, _ = _stats(opts, gaussians, out, sample_labels, protos[l])
     agree = 1.0 if previous is None else jnp.mean(nearest == previous)
     rows["real_agreement"].append(jnp.asarray(agree, jnp.float32))
     previous = nearest
     for name, a, b in zip(("defect", "rms_z", "prototype_accuracy", "fisher"), r, smp):
       rows[f"real_{name}"].append(a)
       rows[f"sample_{name}"].append(b)
-    sigma_rms, distance = _gaussian_figures(opts, net.num_classes, protos[l])
+    sigma_rms, distance = _gaussian_figures(opts, gaussians, protos[l])
     rows["sigma_rms"].append(sigma_rms)
     rows["prototype_distance"].append(distance)
   out = {k: jnp.stack(v).astype(jnp.float32) for k, v in rows.items()}
   logits = networks.apply_segment(net, w, len(net.state_shapes), samples[-1])
   out["real_accuracy"] = jnp.mean(jnp.argmax(real[-1], -1) == labels).astype(jnp.float32)
-  out["sample_accuracy"] = jnp.mean(jnp.argmax(logits, -1) == sample_labels).astype(jnp.float32)
+  sample_classes = sample_labels // opts.components
+  out["sample_accuracy"] = jnp.mean(jnp.argmax(logits, -1) == sample_classes).astype(jnp.float32)
   return out

@@ -63,6 +63,7 @@ class Options(NamedTuple):
   local_temperature: float = 1.0  # real_inputs="local": the prototype logits' temperature
   local_warmup: int = 0  # real_inputs="local": steps over which the weight ramps up from 0
   local_start: int = 0  # real_inputs="local": steps with the real terms off, before the ramp
+  components: int = 1  # K: Gaussians per class at every split
 
   @property
   def num_mixed(self) -> int:
@@ -108,6 +109,7 @@ def parse(config) -> Options:
     local_temperature=float(opts.get("local_temperature", 1.0)),
     local_warmup=int(opts.get("local_warmup", 0)),
     local_start=int(opts.get("local_start", 0)),
+    components=int(opts.get("components", 1)),
   )
 
 

@@ -52,6 +52,19 @@ def setup_of(config, net: networks.SplitNetwork) -> Setup:
   errors.require(
     len(net.state_shapes) > 0, "network.split", "method 'distprop' needs at least one split"
   )
+  errors.require(
+    opts.components == 1 or opts.real_inputs != "forward",
+    "distprop.components",
+    f"{opts.components} Gaussians per class do not run with real_inputs='forward' (its "
+    "real rows' targets are their class's one Gaussian)",
+  )
+  errors.require(
+    opts.components == 1 or opts.prototype_init == "sphere",
+    "distprop.components",
+    f"{opts.components} Gaussians per class start on the sphere only "
+    f"(prototype_init='sphere', got {opts.prototype_init!r}): class statistics give one",
+  )
+  net = terms.gaussians(opts, net)
   return Setup(opts, net, terms.sample_labels(net.num_classes, opts.samples_per_class))
 
 
@@ -251,7 +264,7 @@ def constraints(setup: Setup, params, constants, batch):
   protos = params["primal"]["aux"]["prototypes"]
   noise = terms.noise_of(opts, setup.net, constants, batch.step)
   h0 = _apply(setup, w, constants, batch.step, 0, batch.images)
-  g = [terms.first_constraint(opts, h0, protos[0], batch.labels)]
+  g = [terms.first_constraint(opts, h0, protos[0], _first_labels(setup, h0, protos[0], batch))]
   mix = terms.mix_of(opts, setup.net, constants, batch.step)
   noise, mix = _spread_draws(setup, noise, mix)
   # the op order is part of the numerics (XLA's fusions, hence the gradient's rounding,
@@ -269,6 +282,12 @@ def constraints(setup: Setup, params, constants, batch):
       out = _apply(setup, w, constants, batch.step, l, s[l - 1])
       g.append(terms.block_constraint(opts, out, protos[l], setup.sample_labels, mix_l))
   return g, s, h0
+
+
+def _first_labels(setup: Setup, h0, proto, batch):
+  """Block 0's rows' Gaussians: the batch's labels, or with ``components > 1`` each
+  example's most likely Gaussian of its class (``terms.components_of``)."""
+  return terms.components_of(setup.opts, h0, proto, batch.labels)
 
 
 def real_activations(setup: Setup, params, constants, batch, h0):
@@ -311,7 +330,7 @@ def local_losses(setup: Setup, params, constants, batch, h0):
   local = [
     terms.local_loss(setup.opts, h, protos[l], batch.labels) for l, h in enumerate([h0] + hs)
   ]
-  return jnp.stack(local), terms.last_loss(setup.opts, logits, batch.labels, None)
+  return jnp.stack(local), base.cross_entropy(logits, batch.labels)
 
 
 def local_ramp(opts: options.Options, step):
@@ -339,7 +358,7 @@ def _real_terms(setup: Setup, params, constants, batch, h0):
     value = local_ramp(opts, batch.step) * (real_loss + opts.local_weight * jnp.sum(local))
     return value, (), (), {"real_loss": real_loss, "local_loss": jnp.mean(local)}
   g_real, real_logits = real_chain(setup, params, constants, batch, h0)
-  real_loss = terms.last_loss(opts, real_logits, batch.labels, None)
+  real_loss = base.cross_entropy(real_logits, batch.labels)
   # the real rows share their class's multiplier with the synthetic rows
   rows = tuple(terms.block_rows(opts, lams[l], batch.labels, None) for l in range(1, k))
   metrics = {"real_loss": real_loss}
@@ -356,7 +375,8 @@ def objective(setup: Setup, params, constants, batch):
   logits = _apply(setup, params["primal"]["weights"], constants, batch.step, k, s[-1])
   _, mix = _spread_draws(setup, (), terms.mix_of(opts, setup.net, constants, batch.step))
   loss = terms.last_loss(opts, logits, setup.sample_labels, None if mix is None else mix[-1])
-  rows = (terms.first_rows(opts, lams[0], batch.labels),) + tuple(
+  labels0 = _first_labels(setup, h0, params["primal"]["aux"]["prototypes"][0], batch)
+  rows = (terms.first_rows(opts, lams[0], labels0),) + tuple(
     terms.block_rows(opts, lams[l], setup.sample_labels, None if mix is None else mix[l - 1])
     for l in range(1, k)
   )
@@ -411,8 +431,9 @@ def _block_terms(setup: Setup, constants, batch, eps, mix, l: int):
 
     def term(w, proto, lam):
       h0 = segment(w, batch.images)
-      g = terms.first_constraint(opts, h0, proto, batch.labels)
-      rows = terms.first_rows(opts, lam, batch.labels)
+      labels = _first_labels(setup, h0, proto, batch)
+      g = terms.first_constraint(opts, h0, proto, labels)
+      rows = terms.first_rows(opts, lam, labels)
       return terms.lagrangian(opts, jnp.zeros((), jnp.float32), (g,), (rows,)), (g, None)
 
     return term

@@ -133,6 +133,11 @@ def make(config, net: networks.SplitNetwork, sequential: base.Method, mesh) -> b
     f"stage-parallel DistProp cannot run {opts.real_inputs!r}: its real chain is a "
     "sequential forward pass of the batch through every block (stage l waits for l - 1)",
   )
+  errors.require(
+    opts.components == 1,
+    "distprop.components",
+    f"stage-parallel DistProp runs one Gaussian per class, got {opts.components}",
+  )
   layout = layout_lib.make_layout(net, int(mesh.shape[STAGE]), opts.block_layout)
   data = row_shards(opts.samples_per_class, int(mesh.shape[DATA]))
   labels = terms.sample_labels(net.num_classes, opts.samples_per_class // data)

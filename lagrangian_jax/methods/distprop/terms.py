@@ -33,6 +33,7 @@ Example (one class, one sample: ``mu = 1``, ``sigma = softplus(0) + 0.01``):
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -67,6 +68,14 @@ def sample(proto, noise, floor):
 def flat(x):
   """``(S, C, *H)`` -> ``(S * C, *H)`` rows, class fastest (:func:`sample_labels`)."""
   return x.reshape((-1,) + x.shape[2:])
+
+
+def gaussians(opts: Options, net):
+  """``net`` (a ``networks.SplitNetwork``) as the terms read it: its ``num_classes``
+  counts a split's Gaussians, ``C x components`` (Gaussian ``j`` of class ``j //
+  components``, :func:`components_of`); its segments, and the last one's ``C`` logits,
+  are ``net``'s."""
+  return net._replace(num_classes=net.num_classes * opts.components)
 
 
 def sample_labels(num_classes: int, samples: int):
@@ -370,10 +379,13 @@ def block_rows(opts: Options, lam, labels, mix):
 def last_loss(opts: Options, logits, labels, mix):
   r"""The last block's loss, :math:`\frac{1}{SC}\sum_{s,c}\ell(f_K(s_{K-1}^{(s,c)}), c)`:
   softmax cross-entropy against each row's class, or a mixture's soft label (its
-  target's one-hot rows, :func:`target_rows`)."""
+  target's one-hot rows, :func:`target_rows`). With ``components = K > 1`` the labels
+  index Gaussians and Gaussian ``j`` belongs to class ``j // K`` (:func:`components_of`)."""
+  k = opts.components
   if mix is None:
-    return base.cross_entropy(logits, labels)
-  targets = target_rows(opts, jnp.eye(logits.shape[-1], dtype=jnp.float32), labels, mix)
+    return base.cross_entropy(logits, labels // k if k > 1 else labels)
+  onehots = jnp.repeat(jnp.eye(logits.shape[-1], dtype=jnp.float32), k, axis=0)
+  targets = target_rows(opts, onehots, labels, mix)
   return jnp.mean(optax.softmax_cross_entropy(logits.astype(jnp.float32), targets))
 
 
@@ -396,13 +408,56 @@ def prototype_logits(opts: Options, h, proto):
   return -0.5 * jnp.sum(z * z, -1) - jnp.sum(jnp.log(sigma2), -1)
 
 
+def log_likelihoods(opts: Options, h, proto):
+  r""":func:`prototype_logits` as dots, ``(R, G)`` for ``G`` Gaussians:
+  :math:`-\tfrac12(h^2 \cdot \sigma^{-2} - 2 h \cdot \mu\sigma^{-2} + \mu^2 \cdot
+  \sigma^{-2}) - \sum_j \log\sigma_j`, without the ``(R, G, H)`` differences (a
+  convolutional split's ``H`` is thousands)."""
+  mu, sigma = proto["mu"], scale(proto, opts.sigma_floor)
+  g = mu.shape[0]
+  h2 = h.reshape(h.shape[0], -1).astype(jnp.float32)
+  mu2, inv = mu.reshape(g, -1), 1.0 / jnp.square(sigma.reshape(g, -1))
+  dot = functools.partial(jnp.dot, precision=jax.lax.Precision.HIGHEST)
+  sq = dot(h2 * h2, inv.T) - 2.0 * dot(h2, (mu2 * inv).T) + jnp.sum(mu2 * mu2 * inv, -1)
+  return -0.5 * sq - jnp.sum(jnp.log(sigma.reshape(g, -1)), -1)
+
+
+def components_of(opts: Options, h, proto, labels):
+  r"""Each real row's Gaussian at a split with ``components = K`` Gaussians per class
+  (Gaussian ``j`` of class ``j // K``): of its class's ``K``, the most likely,
+  :math:`cK + \arg\max_k \ell_{cK+k}(h)` (:func:`log_likelihoods`), a hard assignment
+  held fixed (no gradient), as k-means' assignment step; the labels themselves when
+  ``K = 1``. One Gaussian per class maps every digit of a class to one point (in its
+  band): what later blocks could have used to separate the class from others is lost
+  (``docs/depth/README.md``); ``K`` of them keep a class's modes apart.
+
+  >>> opts = Options("class", "sphere", 1.0, 1.0, 0, "soft", "fixed", 0.1, 0.0, 1, 0.0,
+  ...                1.0, "none", 0.0, "own", "auto", components=2)
+  >>> proto = {"mu": jnp.array([[0.0], [4.0], [1.0], [3.0]]), "rho": jnp.full((4, 1), 0.5413)}
+  >>> [int(j) for j in components_of(opts, jnp.array([[3.5], [3.5]]), proto, jnp.array([0, 1]))]
+  [1, 3]
+  """
+  k = opts.components
+  if k == 1:
+    return labels
+  ll = log_likelihoods(opts, jax.lax.stop_gradient(h), jax.lax.stop_gradient(proto))
+  ll = ll.reshape(h.shape[0], -1, k)  # (R, C, K)
+  own = jnp.take_along_axis(ll, labels[:, None, None], axis=1)[:, 0]
+  return labels * k + jnp.argmax(own, -1)
+
+
 def local_loss(opts: Options, h, proto, labels):
   r"""``real_inputs="local"``: a block's local loss on the real rows it maps,
   :math:`\frac1B\sum_i -\log \mathrm{softmax}(\ell(h_i))_{y_i}` with the split's
   Gaussians as the classifier (:func:`prototype_logits`): it pulls ``h_i`` into its
   class's Gaussian and away from the others (decoupled greedy learning's auxiliary
-  loss, with no auxiliary parameters)."""
-  return base.cross_entropy(prototype_logits(opts, h, proto) / opts.local_temperature, labels)
+  loss, with no auxiliary parameters). With ``components = K > 1`` a class's likelihood
+  is the mixture of its ``K`` Gaussians (equal weights): its logit the ``logsumexp`` of
+  theirs."""
+  logits = prototype_logits(opts, h, proto) / opts.local_temperature
+  if opts.components > 1:
+    logits = jax.nn.logsumexp(logits.reshape(h.shape[0], -1, opts.components), -1)
+  return base.cross_entropy(logits, labels)
 
 
 def lagrangian(opts: Options, value, constraints, rows):
