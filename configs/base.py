@@ -81,6 +81,8 @@ def distprop(config: ml_collections.ConfigDict) -> None:
   # likely of its class's K, the last block classifies all K as the class
   # (methods/distprop/terms.py, components_of; configs/deep_mlp_distprop.py)
   d.components = 1
+  # block 0's margin (eq. 3's band on the real data), when it differs (< 0: margin's)
+  d.first_margin = -1.0
   # share of each class's samples moved t ~ U(0, 1/2) of the way to another class's
   # Gaussian, with the same mixture as target (0: off; configs/deep_mlp_distprop.py)
   d.mix_fraction = 0.0

@@ -254,6 +254,7 @@ def _method_rules() -> dict[str, Rule]:
     "distprop.local_warmup": int_at_least(0),
     "distprop.local_start": int_at_least(0),
     "distprop.components": int_at_least(1),
+    "distprop.first_margin": number(-1),
     "distprop.mix_fraction": number(0, 1),
     "distprop.mix_targets": one_of(dp.MIX_TARGETS),
     "distprop.block_layout": one_of(dp.BLOCK_LAYOUTS),

@@ -1,6 +1,7 @@
 """DistProp with several Gaussians per class (``distprop.components = K``): block 0's
 assignment of each real row to its class's most likely Gaussian, the last block's labels
-(Gaussian ``j`` is class ``j // K``), the diagnostics by class, and the refusals."""
+(Gaussian ``j`` is class ``j // K``), the diagnostics by class, and the refusals; and
+block 0's own band (``distprop.first_margin``)."""
 
 import jax
 import jax.numpy as jnp
@@ -177,3 +178,17 @@ def test_local_runs_with_k_gaussians_per_class():
   value, metrics = method.objective(params, constants, batch)
   assert np.isfinite(float(value)) and np.isfinite(float(metrics["local_loss"]))
   assert method.value_and_grad is None  # differentiated whole, as with one Gaussian
+
+
+def test_first_margin_sets_block_zero_band_only():
+  proto = _proto([[0.0, 0.0]], [[1.0, 1.0]])
+  h, labels = jnp.array([[0.5, -2.0]]), jnp.array([0])
+  same = terms.first_constraint(_opts(), h, proto, labels)  # margin 0.1, soft
+  np.testing.assert_allclose(np.asarray(same[0]), [0.4, -1.9], rtol=1e-6)
+  wide = _opts(first_margin=1.0)
+  np.testing.assert_allclose(
+    np.asarray(terms.first_constraint(wide, h, proto, labels)[0]), [0.0, -1.0], rtol=1e-6
+  )
+  # the inner blocks keep the margin
+  inner = terms.block_constraint(wide, h, proto, labels, None)
+  np.testing.assert_allclose(np.asarray(inner[0]), [0.4, -1.9], rtol=1e-6)

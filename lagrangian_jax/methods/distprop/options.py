@@ -64,6 +64,7 @@ class Options(NamedTuple):
   local_warmup: int = 0  # real_inputs="local": steps over which the weight ramps up from 0
   local_start: int = 0  # real_inputs="local": steps with the real terms off, before the ramp
   components: int = 1  # K: Gaussians per class at every split
+  first_margin: float = -1.0  # block 0's margin (< 0: margin's)
 
   @property
   def num_mixed(self) -> int:
@@ -110,6 +111,7 @@ def parse(config) -> Options:
     local_warmup=int(opts.get("local_warmup", 0)),
     local_start=int(opts.get("local_start", 0)),
     components=int(opts.get("components", 1)),
+    first_margin=float(opts.get("first_margin", -1.0)),
   )
 
 

@@ -347,9 +347,12 @@ def constraint(opts: Options, z, l1: bool = False):
 def first_constraint(opts: Options, h0, proto, labels):
   """Block 0's term on real data (Algorithm 1's dataset projection):
   ``g_0^{(i)} = shrink_m((f_0(x_i) - mu_0[y_i]) / sigma_0[y_i])`` (``"l1"``: its scalar
-  form)."""
+  form), with ``m = first_margin`` where that is set (``>= 0``): the band on the real
+  digits apart from the one on the samples."""
   mu, sigma = proto["mu"], scale(proto, opts.sigma_floor)
   z0 = z_score(h0, class_rows(mu, labels), class_rows(sigma, labels))
+  if opts.first_margin >= 0:
+    opts = opts._replace(margin=opts.first_margin)
   return constraint(opts, z0, l1=opts.multipliers == "l1")
 
 
