@@ -11,6 +11,23 @@ validation split (300 steps, seed 0) by
 
 validation accuracy 0.942 (c = 0.1), 0.090 (c = 1: the states diverge).
 
+Again at Table 1's 700 steps (stop 34), with the authors' band on ExtraProp's problem (0.44,
+``softshrink``) beside none, seed 0:
+
+  python -m experiments.sweep --config=configs/augmented_lagrangian.py \
+    --workdir=runs/sweep_al700 --grid="penalty=0.1,1.0 lifted.band=0.0,0.44" \
+    --config.num_steps=700
+
+  penalty c   band 0                       band 0.44
+  0.1         0.960 (final defect 0.063)   0.932 (0.231)
+  1.0         0.098 (0.047)                0.124 (0.295)
+
+validation accuracy; the choice stays c = 0.1 without a band. The penalty is both the
+augmented term and the multipliers' step here (``lambda += c g``), so the authors' augmented
+coefficient 1 is the c = 1 row; c = 0 would drop the constraint altogether (no penalty,
+multipliers fixed at 0), so it is not a point of this grid. The multipliers take no step
+rule, so the dual rates of GDA's grid do not apply.
+
 No band on the constraint (``lifted.band = 0``; with one, ``lambda += c g_eps``). The
 multipliers take no step rule (``dual_optimizer`` must stay ``"primal"``).
 
