@@ -45,9 +45,10 @@ def make_split_diagnostics(config, net: networks.SplitNetwork):
     synthetic samples of split ``l - 1`` (``S x C`` of them, noise of ``step``), scored
     against their class's Gaussian. Block 0 trains on real data, so at ``l = 0`` these are
     the ``real_*`` figures.
-  * ``*_defect``: mean ``|shrink_m(z)|``, DistProp's constraint (margin, shrinkage of the
-    config), ``z = (h - mu_l[c]) / sigma_l[c]``; ``*_rms_z``: ``sqrt(mean z^2)`` (1 for a
-    sample of the Gaussian itself, ``<= m`` in the band).
+  * ``*_defect``: mean ``|shrink_m(z)|``, DistProp's constraint (margin, or block 0's
+    ``first_margin`` at split 0, and shrinkage of the config),
+    ``z = (h - mu_l[c]) / sigma_l[c]``; ``*_rms_z``: ``sqrt(mean z^2)`` (1 for a sample of
+    the Gaussian itself, ``<= m`` in the band).
   * ``*_prototype_accuracy``: the share of activations whose nearest Gaussian (mean
     squared z-score) is their own class's; ``*_fisher``: between-class over within-class
     sum of squares of the activations (class means of the activations themselves).
@@ -110,7 +111,9 @@ def _diagnostics(opts, net, sample_labels, params, constants, images, labels, st
   gaussians = net.num_classes * opts.components
   for l in range(len(net.state_shapes)):
     own = terms.components_of(opts, real[l], protos[l], labels)
-    r, nearest = _stats(opts, gaussians, real[l], own, protos[l])
+    r, nearest = _stats(
+      terms.first_opts(opts) if l == 0 else opts, gaussians, real[l], own, protos[l]
+    )
     if l == 0:
       smp = r
     else:

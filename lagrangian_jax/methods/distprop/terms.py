@@ -351,9 +351,12 @@ def first_constraint(opts: Options, h0, proto, labels):
   digits apart from the one on the samples."""
   mu, sigma = proto["mu"], scale(proto, opts.sigma_floor)
   z0 = z_score(h0, class_rows(mu, labels), class_rows(sigma, labels))
-  if opts.first_margin >= 0:
-    opts = opts._replace(margin=opts.first_margin)
-  return constraint(opts, z0, l1=opts.multipliers == "l1")
+  return constraint(first_opts(opts), z0, l1=opts.multipliers == "l1")
+
+
+def first_opts(opts: Options) -> Options:
+  """``opts`` with block 0's margin: ``first_margin`` where set (``>= 0``)."""
+  return opts._replace(margin=opts.first_margin) if opts.first_margin >= 0 else opts
 
 
 def first_rows(opts: Options, lam0, labels):
@@ -431,8 +434,9 @@ def components_of(opts: Options, h, proto, labels):
   :math:`cK + \arg\max_k \ell_{cK+k}(h)` (:func:`log_likelihoods`), a hard assignment
   held fixed (no gradient), as k-means' assignment step; the labels themselves when
   ``K = 1``. One Gaussian per class maps every digit of a class to one point (in its
-  band): what later blocks could have used to separate the class from others is lost
-  (``docs/depth/README.md``); ``K`` of them keep a class's modes apart.
+  band), losing what later blocks could use (``docs/depth/README.md``); ``K`` of them
+  were to keep a class's modes apart (measured at depth 16, they keep no more:
+  ``configs/deep_mlp_distprop.py``).
 
   >>> opts = Options("class", "sphere", 1.0, 1.0, 0, "soft", "fixed", 0.1, 0.0, 1, 0.0,
   ...                1.0, "none", 0.0, "own", "auto", components=2)
