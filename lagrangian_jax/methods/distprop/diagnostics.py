@@ -62,7 +62,7 @@ def make_split_diagnostics(config, net: networks.SplitNetwork):
   chain and on the last split's synthetic samples (scalars).
   """
   opts = options.parse(config)
-  labels = terms.sample_labels(net.num_classes * opts.components, opts.samples_per_class)
+  labels = terms.sample_labels(terms.gaussians(opts, net).num_classes, opts.samples_per_class)
   return jax.jit(functools.partial(_diagnostics, opts, net, labels))
 
 
@@ -103,29 +103,29 @@ def _gaussian_figures(opts: options.Options, num_classes: int, proto):
 def _diagnostics(opts, net, sample_labels, params, constants, images, labels, step=0):
   w = params["primal"]["weights"]
   protos = params["primal"]["aux"]["prototypes"]
-  noise = terms.noise_of(opts, terms.gaussians(opts, net), constants, step)
+  gaussians = terms.gaussians(opts, net)  # a split's Gaussians: C x components
+  noise = terms.noise_of(opts, gaussians, constants, step)
   real = networks.segment_output(net, w, images)
   samples = [terms.block_input(opts, p, e, None) for p, e in zip(protos, noise)]
   rows = {k: [] for k in DIAGNOSTICS}
   previous = None
-  gaussians = net.num_classes * opts.components
   for l in range(len(net.state_shapes)):
     own = terms.components_of(opts, real[l], protos[l], labels)
     r, nearest = _stats(
-      terms.first_opts(opts) if l == 0 else opts, gaussians, real[l], own, protos[l]
+      terms.first_opts(opts) if l == 0 else opts, gaussians.num_classes, real[l], own, protos[l]
     )
     if l == 0:
       smp = r
     else:
       out = networks.apply_segment(net, w, l, samples[l - 1])
-      smp, _ = _stats(opts, gaussians, out, sample_labels, protos[l])
+      smp, _ = _stats(opts, gaussians.num_classes, out, sample_labels, protos[l])
     agree = 1.0 if previous is None else jnp.mean(nearest == previous)
     rows["real_agreement"].append(jnp.asarray(agree, jnp.float32))
     previous = nearest
     for name, a, b in zip(("defect", "rms_z", "prototype_accuracy", "fisher"), r, smp):
       rows[f"real_{name}"].append(a)
       rows[f"sample_{name}"].append(b)
-    sigma_rms, distance = _gaussian_figures(opts, gaussians, protos[l])
+    sigma_rms, distance = _gaussian_figures(opts, gaussians.num_classes, protos[l])
     rows["sigma_rms"].append(sigma_rms)
     rows["prototype_distance"].append(distance)
   out = {k: jnp.stack(v).astype(jnp.float32) for k, v in rows.items()}

@@ -256,15 +256,16 @@ def _apply(setup: Setup, weights, constants, step, l: int, h):
 
 
 def constraints(setup: Setup, params, constants, batch):
-  """``(g, s, h0)``: the constraints of splits ``0..K-1`` (block 0 on the batch, block
-  ``l`` on its input samples), the input samples ``s`` of blocks ``1..K`` and block 0's
-  output on the batch."""
+  """``(g, s, h0, labels0)``: the constraints of splits ``0..K-1`` (block 0 on the batch,
+  block ``l`` on its input samples), the input samples ``s`` of blocks ``1..K``, block 0's
+  output on the batch and its rows' Gaussians (:func:`_first_labels`)."""
   opts, k = setup.opts, len(setup.net.state_shapes)
   w = params["primal"]["weights"]
   protos = params["primal"]["aux"]["prototypes"]
   noise = terms.noise_of(opts, setup.net, constants, batch.step)
   h0 = _apply(setup, w, constants, batch.step, 0, batch.images)
-  g = [terms.first_constraint(opts, h0, protos[0], _first_labels(setup, h0, protos[0], batch))]
+  labels0 = _first_labels(setup, h0, protos[0], batch)
+  g = [terms.first_constraint(opts, h0, protos[0], labels0)]
   mix = terms.mix_of(opts, setup.net, constants, batch.step)
   noise, mix = _spread_draws(setup, noise, mix)
   # the op order is part of the numerics (XLA's fusions, hence the gradient's rounding,
@@ -281,7 +282,7 @@ def constraints(setup: Setup, params, constants, batch):
     if l < k:
       out = _apply(setup, w, constants, batch.step, l, s[l - 1])
       g.append(terms.block_constraint(opts, out, protos[l], setup.sample_labels, mix_l))
-  return g, s, h0
+  return g, s, h0, labels0
 
 
 def _first_labels(setup: Setup, h0, proto, batch):
@@ -370,12 +371,11 @@ def _real_terms(setup: Setup, params, constants, batch, h0):
 def objective(setup: Setup, params, constants, batch):
   """DistProp's Lagrangian on ``batch`` (package docstring) and its metrics."""
   opts, k = setup.opts, len(setup.net.state_shapes)
-  g, s, h0 = constraints(setup, params, constants, batch)
+  g, s, h0, labels0 = constraints(setup, params, constants, batch)
   lams = params["dual"]["multipliers"]
   logits = _apply(setup, params["primal"]["weights"], constants, batch.step, k, s[-1])
   _, mix = _spread_draws(setup, (), terms.mix_of(opts, setup.net, constants, batch.step))
   loss = terms.last_loss(opts, logits, setup.sample_labels, None if mix is None else mix[-1])
-  labels0 = _first_labels(setup, h0, params["primal"]["aux"]["prototypes"][0], batch)
   rows = (terms.first_rows(opts, lams[0], labels0),) + tuple(
     terms.block_rows(opts, lams[l], setup.sample_labels, None if mix is None else mix[l - 1])
     for l in range(1, k)
@@ -392,7 +392,7 @@ def objective(setup: Setup, params, constants, batch):
 
 def defects(setup: Setup, params, constants, batch):
   """Each split's mean absolute defect on ``batch``."""
-  g, _, _ = constraints(setup, params, constants, batch)
+  g, _, _, _ = constraints(setup, params, constants, batch)
   return base.split_defects(g)
 
 
