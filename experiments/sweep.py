@@ -29,8 +29,11 @@ Trial ``i`` is asked of a study rebuilt from trials ``0 .. i-1`` with a sampler 
 ``(--seed, i)`` (:func:`ask`), so its point depends on the seed and the earlier results
 only: a rerun replays the finished trials from ``trials.jsonl`` (nothing is trained again)
 and continues; a larger ``--trials`` extends the search. No study database is kept.
-``DIR/search.json`` records the space, sampler and seed; a rerun with another one is
-refused. The search is told a diverged trial's value as 0 (the worst accuracy) so it
+``DIR/search.json`` records the space, sampler, seed and base config; a rerun with another
+one is refused, except for keys added to the configs since (a study that spans sessions
+survives a new key whose default keeps the old behaviour). A search's whole record is
+``owner.json``, ``search.json`` and ``trials.jsonl``: copied into another folder (a
+repository, another machine), the search resumes there. The search is told a diverged trial's value as 0 (the worst accuracy) so it
 steers away from it; its row keeps NaN. ``experiments.robustness`` draws the report.
 """
 
@@ -373,10 +376,16 @@ def _check_space(config, space: dict[str, Range], datasets: dict) -> None:
     _check_config(common.apply_overrides(config, corner), datasets)
 
 
-def _claim_search(workdir: str, search: dict) -> None:
+def _claim_search(workdir: str, search: dict) -> bool:
   """Writes ``search.json``; refuses a folder holding a search over another space,
-  sampler or seed (its trials would be replayed against the wrong study)."""
+  sampler, seed or config (its trials would be replayed against the wrong study). Returns
+  whether the folder's search recorded its config (a search written before configs were
+  recorded is replayed by fingerprint only).
+
+  Keys only one side has are not compared: a key added to the configs since (whose default
+  keeps the old behaviour) does not throw away a study that spans sessions."""
   path = os.path.join(workdir, "search.json")
+  recorded = False
   if paths.exists(path):
     old = paths.read_json(path)
     for field in ("space", "sampler", "seed", "startup_trials"):
@@ -385,7 +394,24 @@ def _claim_search(workdir: str, search: dict) -> None:
           f"--{field}: {workdir} holds a search with {field} {old.get(field)!r}, not "
           f"{search[field]!r}; use another --workdir"
         )
+    recorded = "config" in old
+    changed = identity.differences(old["config"], search["config"]) if recorded else []
+    if changed:
+      raise errors.ConfigError(
+        f"--config: {workdir} holds a search of another config ({'; '.join(changed)}); "
+        "use another --workdir"
+      )
   paths.write_json(path, search)
+  return recorded
+
+
+def _replayed(row: dict | None, overrides: dict, key: str, recorded: bool) -> bool:
+  """Whether a ``trials.jsonl`` row is trial's result: the same run (fingerprint), or, when
+  the folder's search recorded its config (checked by :func:`_claim_search`), the same
+  index asked the same point."""
+  if row is None:
+    return False
+  return row.get("fingerprint") == key or (recorded and row.get("overrides") == overrides)
 
 
 def run_search(
@@ -408,7 +434,7 @@ def run_search(
   datasets = {}
   _check_space(config, space, datasets)
   identity.claim(workdir, "sweep")
-  _claim_search(
+  recorded = _claim_search(
     workdir,
     {
       "space": {k: range_spec(r) for k, r in space.items()},
@@ -416,10 +442,11 @@ def run_search(
       "seed": seed,
       "startup_trials": startup_trials,
       "trials": num_trials,
+      "config": {**identity.identity(config), "num_steps": config.num_steps},
     },
   )
   done_path = os.path.join(workdir, "trials.jsonl")
-  done = _finished_trials(done_path)
+  done = {row["index"]: row for row in reporting.read_metrics(done_path) if "index" in row}
   rows = []
   rows_file = reporting.MetricsWriter(done_path)
   try:
@@ -427,8 +454,8 @@ def run_search(
       overrides = ask(space, rows, index, seed, sampler, startup_trials)
       trial = common.apply_overrides(config, overrides)
       key = identity.result_fingerprint(trial)
-      if key in done:
-        rows.append(done[key])
+      if _replayed(done.get(index), overrides, key, recorded):
+        rows.append(done[index])
         continue
       run_dir = os.path.join(workdir, "trials", f"{index:04d}_{key[:10]}")
       check_trial(trial, run_dir, datasets)

@@ -70,6 +70,52 @@ def test_tpe_asks_near_the_good_region_and_depends_only_on_seed_index_history():
   assert [sweep.ask(ab, [], i) for i in range(3)] == [sweep.ask(ba, [], i) for i in range(3)]
 
 
+def test_search_survives_a_new_config_key_and_refuses_a_changed_one(tmp_path, monkeypatch):
+  """A study spans sessions: its folder (owner.json, search.json, trials.jsonl) copied
+  elsewhere resumes there, and a key added to the configs since does not throw its trials
+  away; a changed key is refused by name. The training is faked (figures from the point)."""
+  trained = []
+
+  def fake(trial, run_dir):
+    trained.append(run_dir)
+    lr = float(trial.learning_rates.weights)
+    return {"validation_accuracy": 1 - abs(math.log10(lr) + 2), "test_accuracy": 0.0,
+            "final_defect": 0.0, "seconds": 0.0}  # fmt: skip
+
+  monkeypatch.setattr(sweep.train, "train_and_evaluate", fake)
+  space = sweep.parse_space("learning_rates.weights=log:1e-3:1e-1")
+  config = shrunken_config("distprop")
+  first = str(tmp_path / "first")
+  rows, _ = sweep.run_search(config, first, space, 3, startup_trials=2)
+  assert len(trained) == 3
+  # the folder as a search before `distprop.components` existed wrote it: that key absent
+  # from its config, every row's fingerprint another
+  moved = tmp_path / "moved"
+  moved.mkdir()
+  (moved / "owner.json").write_bytes((tmp_path / "first" / "owner.json").read_bytes())
+  search = json.loads((tmp_path / "first" / "search.json").read_text())
+  del search["config"]["distprop.components"]
+  (moved / "search.json").write_text(json.dumps(search))
+  old_rows = [{**r, "fingerprint": "0" * 16} for r in rows]
+  (moved / "trials.jsonl").write_text("".join(json.dumps(r) + "\n" for r in old_rows))
+  trained.clear()
+  more, _ = sweep.run_search(config, str(moved), space, 4, startup_trials=2)
+  assert more[:3] == old_rows and len(trained) == 1  # three replayed, the fourth trained
+  assert trained[0].startswith(str(moved / "trials" / "0003_"))
+  changed = shrunken_config("distprop", **{"learning_rates.aux": 0.5})
+  with pytest.raises(errors.ConfigError, match=r"^--config: .* another config \(config"
+                     r"\.learning_rates\.aux: .* there, 0\.5 now\); use another --workdir$"):  # fmt: skip
+    sweep.run_search(changed, str(moved), space, 4, startup_trials=2)
+  # a folder written before searches recorded their config: replayed by fingerprint only
+  legacy = json.loads((tmp_path / "first" / "search.json").read_text())
+  del legacy["config"]
+  (tmp_path / "first" / "search.json").write_text(json.dumps(legacy))
+  trained.clear()
+  again, _ = sweep.run_search(config, first, space, 4, startup_trials=2)
+  assert again[:3] == rows and len(trained) == 1
+  assert "config" in json.loads((tmp_path / "first" / "search.json").read_text())
+
+
 def test_kept_ranges_and_shares_by_hand():
   space = sweep.parse_space("lr=log:1e-4:1 m=0:1 b=cat:128,256")
   rows = [
