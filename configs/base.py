@@ -77,6 +77,10 @@ def distprop(config: ml_collections.ConfigDict) -> None:
   d.local_temperature = 1.0
   d.local_warmup = 0
   d.local_start = 0
+  # what classifies each split's real activation in its local loss: the split's Gaussians
+  # (prototypes) or a learned linear read-out per split (linear: decoupled greedy
+  # learning's auxiliary classifier; methods/distprop/terms.py, local_loss)
+  d.local_head = "prototypes"
   # Gaussians per class at every split (K): block 0 maps each real example into the most
   # likely of its class's K, the last block classifies all K as the class
   # (methods/distprop/terms.py, components_of; configs/deep_mlp_distprop.py)
@@ -120,6 +124,7 @@ def network(config: ml_collections.ConfigDict) -> None:
   n = config.network = ml_collections.ConfigDict()
   n.name = "mnist_cnn"  # one of networks.NETWORK_NAMES
   n.split = "default"  # default | every | "2" | "1,2"
+  n.first_split = 1  # split="every": the first split comes after this many blocks
   n.split_activation = "identity"  # identity (the ReLU at a split removed) | relu | deferred
   n.conv_impl = "auto"  # auto (rows on CPU, xla elsewhere) | xla | patches | rows
   n.depth = 0  # mlp only: hidden layers

@@ -253,6 +253,7 @@ def _method_rules() -> dict[str, Rule]:
     "distprop.local_temperature": _POSITIVE,
     "distprop.local_warmup": int_at_least(0),
     "distprop.local_start": int_at_least(0),
+    "distprop.local_head": one_of(dp.LOCAL_HEADS),
     "distprop.components": int_at_least(1),
     "distprop.first_margin": number(-1),
     "distprop.mix_fraction": number(0, 1),
@@ -291,6 +292,7 @@ def _network_and_data_rules() -> dict[str, Rule]:
     "network.conv_impl": one_of(kernels.CONV_IMPLS),
     "network.depth": int_at_least(0),  # 0: the network's default
     "network.width": int_at_least(0),
+    "network.first_split": int_at_least(1),
     "network.init": one_of(tuple(networks.INITS)),
     "network.dropout": _FRACTION,
     "dtype": one_of(tuple(networks.DTYPES)),  # the network's activations and matmuls

@@ -310,7 +310,16 @@ class Segment(nn.Module):
 # ----------------------------------------------------------------------------------
 
 
-def _resolve_split(split, default: tuple[int, ...], num_blocks: int) -> tuple[int, ...]:
+def _resolve_split(
+  split, default: tuple[int, ...], num_blocks: int, first_split: int = 1
+) -> tuple[int, ...]:
+  first_split = _positive_int("first_split", first_split)
+  if first_split != 1 and split != "every":
+    raise _error("first_split", f"applies to split='every' only, got split={split!r}")
+  if first_split > max(num_blocks - 1, 1):
+    raise _error(
+      "first_split", f"{first_split} leaves no split: the network has {num_blocks} blocks"
+    )
   valid = (
     f"integers in 1..{num_blocks - 1}, strictly increasing"
     if num_blocks > 1
@@ -320,7 +329,7 @@ def _resolve_split(split, default: tuple[int, ...], num_blocks: int) -> tuple[in
     if split == "default":
       return default
     if split == "every":
-      return tuple(range(1, num_blocks))
+      return tuple(range(first_split, num_blocks))
     raise _error(
       "split", f"unknown value {split!r}; allowed: 'default', 'every', or a list of {valid}"
     )
@@ -375,6 +384,7 @@ def build_network(
   init: str = "lecun_normal",
   dropout: float = 0.0,
   dtype: str = "float32",
+  first_split: int = 1,
 ) -> SplitNetwork:
   """Builds a named network cut into segments.
 
@@ -397,6 +407,10 @@ def build_network(
       variance through deep ReLU nets; module docstring).
     dtype: what the segments compute in, a key of ``DTYPES`` (``config.dtype``; module
       docstring): parameters stay float32, segment outputs are float32.
+    first_split: with ``split="every"``, the block after which the first split comes:
+      the first segment holds blocks ``0 .. first_split - 1``, every later block is a
+      segment of its own (DistProp's first block then reads the input through several
+      layers; ``configs/deep_mlp_distprop.py``).
 
   Raises:
     ConfigError: ``config.network.<argument>: ...`` for the arguments that are
@@ -423,7 +437,7 @@ def build_network(
   blocks, default_split = network_blocks(
     name, num_classes=num_classes, depth=depth, width=width, dropout=dropout
   )
-  split = _resolve_split(split, default_split, len(blocks))
+  split = _resolve_split(split, default_split, len(blocks), first_split)
   shape = _checked_input_shape(name, input_shape)
   segments = tuple(
     Segment(layers, conv, pool, init, dtype)
@@ -523,6 +537,8 @@ def _network_extras(network_config):
     extras["init"] = network_config.init
   if network_config.get("dropout"):
     extras["dropout"] = network_config.dropout
+  if network_config.get("first_split", 1) != 1:
+    extras["first_split"] = network_config.first_split
   return extras
 
 

@@ -197,3 +197,57 @@ def test_stage_parallel_refuses_local_saying_why():
     errors.ConfigError, match="config.distprop.real_inputs: .*'local'.*sequential"
   ):
     state_lib.build_experiment(config)
+
+
+def test_linear_head_loss_value_and_gradient_by_hand():
+  # logits = h A + b; CE's gradient in A is h^T (p - y) / B, in b the mean of (p - y)
+  opts = _opts(local_head="linear")
+  h, labels = jnp.array([[1.0, -2.0], [0.5, 3.0]]), jnp.array([1, 0])
+  head = {"kernel": jnp.array([[0.2, -0.1], [0.3, 0.4]]), "bias": jnp.array([0.1, -0.2])}
+  logits = np.asarray(h) @ np.asarray(head["kernel"]) + np.asarray(head["bias"])
+  p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+  y = np.eye(2)[np.asarray(labels)]
+  value, grad = jax.value_and_grad(lambda hd: terms.local_loss(opts, h, None, labels, hd))(head)
+  np.testing.assert_allclose(float(value), -np.mean(np.log(p[[0, 1], [1, 0]])), rtol=1e-5)
+  np.testing.assert_allclose(np.asarray(grad["kernel"]), np.asarray(h).T @ (p - y) / 2, rtol=1e-5)
+  np.testing.assert_allclose(np.asarray(grad["bias"]), (p - y).mean(0), rtol=1e-5)
+
+
+def test_linear_heads_start_at_zero_learn_at_the_weights_rate_and_stay_local():
+  config = _deep_config(3, **{"distprop.real_inputs": "local", "distprop.local_head": "linear"})
+  _, _, method, params, constants, batch = _method(config)
+  heads = params["primal"]["aux"]["heads"]
+  assert [h["kernel"].shape for h in heads] == [(config.network.width, 10)] * 3
+  assert all(float(jnp.max(jnp.abs(x))) == 0.0 for x in jax.tree.leaves(heads))
+  labels = sequential.primal_labels(params["primal"])
+  assert set(jax.tree.leaves(labels["aux"]["heads"])) == {"weights"}
+  setup = sequential.setup_of(config, method_net(config))
+
+  def local(p, l):
+    h0 = sequential._apply(setup, p["primal"]["weights"], constants, batch.step, 0, batch.images)
+    return sequential.local_losses(setup, p, constants, batch, h0)[0][l]
+
+  for l in range(3):
+    # zero heads: every class equally likely
+    np.testing.assert_allclose(float(local(params, l)), np.log(10.0), rtol=1e-5)
+    g = jax.grad(local)(params, l)
+    w, gh = g["primal"]["weights"], g["primal"]["aux"]["heads"]
+    for before in range(l):  # no gradient crosses a split
+      assert all(float(jnp.max(jnp.abs(x))) == 0.0 for x in jax.tree.leaves(w[before]))
+    for k in range(3):  # only split l's read-out
+      assert (float(jnp.max(jnp.abs(gh[k]["kernel"]))) > 0) == (k == l), (l, k)
+    # the prototypes do not classify: no gradient reaches them
+    assert all(
+      float(jnp.max(jnp.abs(x))) == 0.0 for x in jax.tree.leaves(g["primal"]["aux"]["prototypes"])
+    )
+
+
+def test_linear_head_needs_the_local_losses():
+  with pytest.raises(
+    errors.ConfigError, match="config.distprop.local_head: 'linear' .* needs real_inputs='local'"
+  ):
+    sequential.setup_of(
+      _deep_config(2, **{"distprop.local_head": "linear"}), method_net(_deep_config(2))
+    )
+  with pytest.raises(errors.ConfigError, match="config.distprop.local_head: "):
+    options.parse(_deep_config(2, **{"distprop.local_head": "mlp"}))

@@ -143,6 +143,29 @@ def test_split_options():
   assert build_network("mlp", split=[2]).state_shapes == ((128,),)
 
 
+def test_first_split_puts_several_blocks_before_the_first_split():
+  net = build_network("mlp", depth=5, split="every", first_split=3, split_activation="deferred")
+  named = [[type(layer).__name__ for layer in s.layers] for s in net.segments]
+  assert named[0] == ["Flatten", "Dense", "ReLU", "Dense", "ReLU", "Dense"]
+  assert named[1:] == [["ReLU", "Dense"]] * 3 and net.state_shapes == ((128,),) * 3
+  # the same network as the explicit split list, parameters included
+  listed = build_network("mlp", depth=5, split=[3, 4, 5], split_activation="deferred")
+  assert listed == net
+  cnn = build_network("mnist_cnn", split="every", first_split=2)
+  assert cnn.state_shapes == ((9216,), (128,))
+  cfg = ml_collections.ConfigDict(
+    dict(name="mlp", split="every", depth=4, width=0, split_activation="relu",
+         conv_impl="auto", first_split=2)
+  )  # fmt: skip
+  assert from_config(cfg, num_classes=10, input_shape=(28, 28, 1)).state_shapes == ((128,),) * 3
+  with pytest.raises(ConfigError, match=r"^config.network.first_split: applies to split='every'"):
+    build_network("mlp", split=[2], first_split=2)
+  with pytest.raises(ConfigError, match=r"^config.network.first_split: 5 leaves no split: .* 5"):
+    build_network("mlp", depth=4, split="every", first_split=5)
+  with pytest.raises(ConfigError, match=r"^config.network.first_split: must be a positive"):
+    build_network("mlp", split="every", first_split=0)
+
+
 @pytest.mark.parametrize(
   "kwargs, words",
   [

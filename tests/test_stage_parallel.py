@@ -26,7 +26,7 @@ from tests.conftest import ROOT
 from tests.conftest import shrunken_config
 
 
-def deep(stage=1, data=1, solver="", noise="per_step", mix=0.5, layout="auto"):
+def deep(stage=1, data=1, solver="", noise="per_step", mix=0.5, layout="auto", first_split=1):
   """The deep MLP config, small enough to compile in seconds: depth 8 (7 inner blocks),
   width 32, 4 samples per class, 2 seeds."""
   from configs import deep_mlp_distprop
@@ -35,6 +35,7 @@ def deep(stage=1, data=1, solver="", noise="per_step", mix=0.5, layout="auto"):
   c = smoke.shrink(deep_mlp_distprop.get_config())
   c.network.name, c.network.depth, c.network.width = "mlp", 8, 32
   c.network.split, c.network.split_activation = "every", "deferred"
+  c.network.first_split = first_split
   c.distprop.noise, c.distprop.mix_fraction = noise, mix
   c.distprop.samples_per_class = 4
   c.distprop.block_layout = layout
@@ -107,6 +108,14 @@ def test_stacked_layout_of_the_deep_mlp(stages, owner, per_stage, pad):
   net = networks.build_network("mlp", depth=8, split="every", split_activation="deferred")
   layout = layout_lib.make_layout(net, stages)
   assert layout == layout_lib.Layout("stacked", stages, 8, owner, per_stage, pad)
+
+
+def test_a_deeper_first_block_keeps_the_stacked_layout():
+  net = networks.build_network(
+    "mlp", depth=8, split="every", first_split=3, split_activation="deferred"
+  )
+  layout = layout_lib.make_layout(net, 2)
+  assert layout.kind == "stacked" and layout.num_splits == 6 and layout.owner[0] == 0
 
 
 def test_layouts_refuse_what_they_cannot_place():
@@ -265,6 +274,12 @@ MESHES = textwrap.dedent("""
         print("OK deep", solver, data, stage, flush=True)
       assert_same_run(run(cnn(2, solver), 10), run(cnn(1, solver), 10))
       print("OK mnist_cnn", solver, flush=True)
+    # a first block of 3 layers (network.first_split): block 0 a slot, the rest stacked
+    one = run(deep(first_split=3), 10)
+    many = run(deep(2, 4, first_split=3), 10)
+    assert layout_of(many[0]).kind == "stacked" and layout_of(many[0]).num_splits == 6
+    assert_same_run(many, one)
+    print("OK first_split", flush=True)
 """)
 
 HLO = textwrap.dedent("""
@@ -314,6 +329,7 @@ def child(script, devices, timeout=900):
 def test_stage_parallel_runs_equal_the_single_device_run():
   out = child(MESHES, 8)
   assert out.count("OK deep") == 6 and out.count("OK mnist_cnn") == 2, out
+  assert "OK first_split" in out, out
 
 
 @pytest.mark.slow

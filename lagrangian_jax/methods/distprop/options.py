@@ -22,6 +22,9 @@ PROTOTYPE_INITS = ("data", "sphere")
 SHRINKAGES = ("soft", "hard")
 NOISES = ("fixed", "per_step")
 REAL_INPUTS = ("none", "forward", "local")
+# real_inputs="local": what classifies a split's real activation, its Gaussians
+# ("prototypes") or a learned linear read-out per split ("linear", terms.local_loss)
+LOCAL_HEADS = ("prototypes", "linear")
 MIX_TARGETS = ("own", "mixed")
 # "auto": the sequential code on one stage, the stage layout picked by the network on
 # several; "sequential": one stage only; "stacked" / "slots": the stage-parallel code
@@ -63,6 +66,7 @@ class Options(NamedTuple):
   local_temperature: float = 1.0  # real_inputs="local": the prototype logits' temperature
   local_warmup: int = 0  # real_inputs="local": steps over which the weight ramps up from 0
   local_start: int = 0  # real_inputs="local": steps with the real terms off, before the ramp
+  local_head: str = "prototypes"  # real_inputs="local": prototypes | linear
   components: int = 1  # K: Gaussians per class at every split
   first_margin: float = -1.0  # block 0's margin (< 0: margin's)
 
@@ -110,6 +114,7 @@ def parse(config) -> Options:
     local_temperature=float(opts.get("local_temperature", 1.0)),
     local_warmup=int(opts.get("local_warmup", 0)),
     local_start=int(opts.get("local_start", 0)),
+    local_head=opts.get("local_head", "prototypes"),
     components=int(opts.get("components", 1)),
     first_margin=float(opts.get("first_margin", -1.0)),
   )

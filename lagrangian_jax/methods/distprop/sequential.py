@@ -64,6 +64,12 @@ def setup_of(config, net: networks.SplitNetwork) -> Setup:
     f"{opts.components} Gaussians per class start on the sphere only "
     f"(prototype_init='sphere', got {opts.prototype_init!r}): class statistics give one",
   )
+  errors.require(
+    opts.local_head == "prototypes" or opts.real_inputs == "local",
+    "distprop.local_head",
+    f"{opts.local_head!r} is the read-out of the local losses: it needs "
+    f"real_inputs='local', got {opts.real_inputs!r}",
+  )
   net = terms.gaussians(opts, net)
   return Setup(opts, net, terms.sample_labels(net.num_classes, opts.samples_per_class))
 
@@ -113,11 +119,25 @@ def init(setup: Setup, num_train: int, rng, map_train):
         "rho": _softplus_inverse(jnp.asarray(sigma, jnp.float32) - opts.sigma_floor),
       }
     )
+  aux = {"prototypes": tuple(protos)}
+  if _has_heads(opts):
+    aux["heads"] = tuple(
+      {
+        "kernel": jnp.zeros((int(np.prod(shape)), net.num_classes), jnp.float32),
+        "bias": jnp.zeros((net.num_classes,), jnp.float32),
+      }
+      for shape in net.state_shapes
+    )
   params = {
-    "primal": {"weights": weights, "aux": {"prototypes": tuple(protos)}},
+    "primal": {"weights": weights, "aux": aux},
     "dual": {"multipliers": _zero_multipliers(opts, net, num_train)},
   }
   return params, constants
+
+
+def _has_heads(opts: options.Options) -> bool:
+  """Each split has a linear read-out (``local_head="linear"``, ``terms.local_loss``)."""
+  return opts.real_inputs == "local" and opts.local_head == "linear"
 
 
 def _sphere(opts: options.Options, num_classes: int, shape, key):
@@ -327,9 +347,11 @@ def local_losses(setup: Setup, params, constants, batch, h0):
   detached ``h_{l-1}`` (:func:`real_activations`), so it reaches block ``l``'s weights and
   split ``l``'s Gaussians only."""
   protos = params["primal"]["aux"]["prototypes"]
+  heads = params["primal"]["aux"].get("heads", (None,) * len(protos))
   hs, logits = real_activations(setup, params, constants, batch, h0)
   local = [
-    terms.local_loss(setup.opts, h, protos[l], batch.labels) for l, h in enumerate([h0] + hs)
+    terms.local_loss(setup.opts, h, protos[l], batch.labels, heads[l])
+    for l, h in enumerate([h0] + hs)
   ]
   return jnp.stack(local), base.cross_entropy(logits, batch.labels)
 
@@ -407,9 +429,12 @@ def placement(opts: options.Options, params, constants) -> base.Placement:
 
 
 def primal_labels(primal):
-  """Learning-rate groups: ``weights``, ``aux`` (the means) and ``sigma`` (``rho``)."""
-  protos = tuple({"mu": "aux", "rho": "sigma"} for _ in primal["aux"]["prototypes"])
-  return {"weights": "weights", "aux": {"prototypes": protos}}
+  """Learning-rate groups: ``weights`` (and the splits' linear read-outs, if any), ``aux``
+  (the means) and ``sigma`` (``rho``)."""
+  aux = {"prototypes": tuple({"mu": "aux", "rho": "sigma"} for _ in primal["aux"]["prototypes"])}
+  if "heads" in primal["aux"]:
+    aux["heads"] = jax.tree.map(lambda _: "weights", primal["aux"]["heads"])
+  return {"weights": "weights", "aux": aux}
 
 
 # ----------------------------------------------------------------------------------

@@ -453,14 +453,30 @@ def components_of(opts: Options, h, proto, labels):
   return labels * k + jnp.argmax(own, -1)
 
 
-def local_loss(opts: Options, h, proto, labels):
+def local_loss(opts: Options, h, proto, labels, head=None):
   r"""``real_inputs="local"``: a block's local loss on the real rows it maps,
   :math:`\frac1B\sum_i -\log \mathrm{softmax}(\ell(h_i))_{y_i}` with the split's
   Gaussians as the classifier (:func:`prototype_logits`): it pulls ``h_i`` into its
   class's Gaussian and away from the others (decoupled greedy learning's auxiliary
   loss, with no auxiliary parameters). With ``components = K > 1`` a class's likelihood
   is the mixture of its ``K`` Gaussians (equal weights): its logit the ``logsumexp`` of
-  theirs."""
+  theirs.
+
+  With ``local_head="linear"`` the classifier is the split's own linear read-out
+  ``head``, :math:`\ell(h) = A^\top \mathrm{vec}(h) + b` (decoupled greedy learning's
+  auxiliary classifier, Belilovsky et al. 2020): it asks only that the classes be
+  linearly separable at the split, not that each sit at its Gaussian, so it does not
+  pull a class's rows together. ``A`` and ``b`` start at zero.
+
+  >>> opts = Options("class", "sphere", 1.0, 1.0, 0, "soft", "fixed", 0.1, 0.0, 1, 0.0,
+  ...                1.0, "local", 0.0, "own", "auto", local_head="linear")
+  >>> head = {"kernel": jnp.zeros((2, 3)), "bias": jnp.zeros(3)}
+  >>> round(float(local_loss(opts, jnp.ones((4, 2)), None, jnp.arange(4) % 3, head)), 4)
+  1.0986
+  """
+  if head is not None:
+    logits = h.reshape(h.shape[0], -1).astype(jnp.float32) @ head["kernel"] + head["bias"]
+    return base.cross_entropy(logits, labels)
   logits = prototype_logits(opts, h, proto) / opts.local_temperature
   if opts.components > 1:
     logits = jax.nn.logsumexp(logits.reshape(h.shape[0], -1, opts.components), -1)
