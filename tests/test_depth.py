@@ -24,10 +24,13 @@ SMALL = {
 
 
 def _deep_config(depth=8, **overrides):
+  """The deep DistProp config at ``depth`` with one layer per block (``first_split=1``:
+  ``depth`` splits, which these tests count; the config's own first block is two layers)."""
   from configs import deep_mlp_distprop
 
   config = deep_mlp_distprop.get_config()
   config.network.depth = depth
+  config.network.first_split = 1
   config.progress_bar = False
   return apply_overrides(config, {**SMALL, **overrides})
 

@@ -308,8 +308,8 @@ def layout_for(config, net: networks.SplitNetwork, stages: int) -> Layout | None
     >>> from configs import deep_mlp_distprop
     >>> config = deep_mlp_distprop.get_config(); config.network.depth = 4
     >>> net = networks.from_config(config.network, num_classes=10, input_shape=(28, 28, 1))
-    >>> layout_for(config, net, 1) is None, layout_for(config, net, 2).owner
-    (True, (0, 0, 1, 1, 1))
+    >>> layout_for(config, net, 1) is None, layout_for(config, net, 2).owner  # 3 splits
+    (True, (0, 0, 1, 1))
   """
   opts = options.parse(config)
   if not on_stages(opts, stages):

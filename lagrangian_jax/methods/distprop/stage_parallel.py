@@ -61,8 +61,8 @@ Example (one device: one stage, the stacked layout):
   >>> mesh = jax.make_mesh((1, 1), ("data", "stage"))
   >>> method = make(config, net, distprop.make(config, net, 100), mesh)
   >>> params, constants = method.init(jax.random.key(0), None)
-  >>> params["primal"]["weights"]["inner"]["Dense_0"]["kernel"].shape  # 3 inner blocks
-  (3, 128, 128)
+  >>> params["primal"]["weights"]["inner"]["Dense_0"]["kernel"].shape  # 2 inner blocks
+  (2, 128, 128)
 """
 
 from __future__ import annotations
