@@ -186,7 +186,8 @@ target (every digit pulled to its class's mean) still discards what a classifier
 block 0's own band does not either (``first_margin=0.5``: 0.922 (0.905), real chain 0.922 /
 0.920 / 0.922; ``first_margin=2``: 0.324 (0.322), the digits left too far from the
 Gaussians the inner blocks learned on). ``first_split = 2`` is this config's since stop 35.
-At depths 4 / 32 / 64 / 100, 3 seeds (``docs/depth/``): DEPTHS_K2.
+At depths 4 / 16 / 32 / 64 / 100, 3 seeds (``docs/depth/``): 0.895 / 0.898 / 0.895 / 0.895 /
+0.895 test (0.920 / 0.920 / 0.920 / 0.919 / 0.917).
 The local losses with a learned linear read-out per split instead of the Gaussians
 (``distprop.local_head="linear"``, decoupled greedy learning's classifier, stop 35; with one
 layer in block 0, ``local, W=100``): m=1 0.840 (0.833); m=100, the constraints never
