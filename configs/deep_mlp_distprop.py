@@ -165,12 +165,13 @@ middle / last split; one seed unless said:
   first_split=2, local, W=100, 3 seeds           0.921 (0.902 ± 0.002)  0.925 / 0.923 / 0.922
   first_split=2, local, W=100, m=1               0.924 (0.879)      0.928 / 0.922 / 0.924
   first_split=2, local, W=100, local_head=linear 0.926 (0.901)      0.920 / 0.920 / 0.924
+  the same, 3 seeds                              0.923 (0.896 ± 0.002)  0.924 / 0.922 / 0.921
   first_split=3, 3 seeds                         0.890 (0.864 ± 0.029)  0.888 / 0.889 / 0.886
   first_split=3 (seed 0 of those)                0.924 (0.901)      0.924 / 0.926 / 0.924
   first_split=3, learning_rates.weights=0.01     0.906 (0.913)      0.912 / 0.908 / 0.906
   first_split=3, margin=0.3                      0.918 (0.889)      0.916 / 0.914 / 0.918
   first_split=3, sigma_learning_rate_scale=0     0.918 (0.901)      0.918 / 0.916 / 0.918
-  first_split=3, local, W=100, 3 seeds           0.771 (0.751)      seeds 0.930 / 0.478 / 0.904
+  first_split=3, local, W=100, 3 seeds           0.771 (0.751)      by seed 0.930 / 0.478 / 0.904
   first_split=3, local, W=100, m=1               0.832 (0.804)      0.854 / 0.840 / 0.852
   first_split=4                                  0.706 (0.680)      0.742 / 0.686 / 0.696
   first_split=3, depth 64                        0.926 (0.902)      0.922 / 0.926 / 0.926
@@ -178,9 +179,10 @@ middle / last split; one seed unless said:
 (the ``first_split`` rows of stop 35's first runs spelled it ``network.split=k,...,16``:
 the same network and parameters, ``tests/test_networks.py``.) Two layers are the robust
 choice (seeds 0.899 / 0.899 / 0.896 test; the local losses beside them add 0.001 of
-validation over 3 seeds, not worth the whole-objective gradient and the stage-parallel
-refusal they bring): 6.8 points over one layer's 0.830, and the chain
-then relays split 0 losslessly at any depth (0.92 at splits 0, 7 and 14; at depth 64 too).
+validation over 3 seeds, 0.003 with linear read-outs, not worth the whole-objective
+gradient and the stage-parallel refusal they bring): 6.8 points over one layer's 0.830,
+and the chain then relays split 0 losslessly at any depth (0.92 at splits 0, 7 and 14; at
+depth 64 too).
 Three layers reach the same on seed 0 but not on seeds 1 and 2 (their split 0 reads 0.85 and
 0.89: the 3-layer block is still learning at step 700, 0.827 -> 0.864 over the last 200
 steps), four fall behind one (0.742 at split 0). What caps two: probes of split 0

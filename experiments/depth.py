@@ -85,6 +85,7 @@ from experiments import common
 from lagrangian_jax import errors
 from lagrangian_jax import identity
 from lagrangian_jax import methods as methods_lib
+from lagrangian_jax import networks
 from lagrangian_jax import state as state_lib
 
 FLAGS = flags.FLAGS
@@ -157,6 +158,14 @@ def cell_dir(workdir: str, method: str, depth: int) -> str:
 # ----------------------------------------------------------------------------------
 
 
+def num_splits(config) -> int:
+  """The cell's network's splits: ``depth`` with one layer per block, fewer with a deeper
+  first block (``network.first_split``). The MLP flattens its input, so the count does
+  not depend on the data's shape."""
+  net = networks.from_config(config.network, num_classes=10, input_shape=(28, 28, 1))
+  return len(net.state_shapes)
+
+
 def run_cell(method: str, depth: int, config, workdir: str) -> dict:
   """Trains (or resumes, or skips) one cell; its record for ``depth.json``.
 
@@ -172,7 +181,7 @@ def run_cell(method: str, depth: int, config, workdir: str) -> dict:
     "status": "ok",
     "error": "",
     "workdir": run_dir,
-    "num_splits": depth,
+    "num_splits": num_splits(config),
     "init": config.network.init,
   }
   summary, error = common.run_or_resume(config, run_dir)
@@ -251,7 +260,8 @@ def markdown(report: dict) -> str:
     "",
     f"{report['seeds']} seed(s), {report['steps']} steps of batch {batch} on "
     f"{report['dataset']}; mean ± std (population) over seeds of the real forward pass; "
-    "validation accuracy in parentheses. Depth = hidden layers (= DistProp's splits). "
+    "validation accuracy in parentheses. Depth = hidden layers (DistProp's splits: one per "
+    "layer after its first block, `config.network.first_split` layers). "
     f"Kernel initialisation (`config.network.init`) of every method: {inits(report)}.",
     "",
     "| depth | " + " | ".join(methods) + " |",

@@ -156,8 +156,10 @@ def test_depth_report_end_to_end_then_rerun_skips(tmp_path, capsys):
       assert len(cell[key]["per_seed"]) == 2
       assert cell[key]["mean"] == pytest.approx(np.mean(cell[key]["per_seed"]))
   diag = written["cells"]["distprop"]["8"]["diagnostics"]
-  assert np.asarray(diag["real_defect"]["per_seed"]).shape == (2, 8)
-  assert len(diag["real_defect"]["mean"]) == 8
+  # the deep config's first block is two layers (network.first_split=2): 7 splits at depth 8
+  assert written["cells"]["distprop"]["8"]["num_splits"] == 7
+  assert np.asarray(diag["real_defect"]["per_seed"]).shape == (2, 7)
+  assert len(diag["real_defect"]["mean"]) == 7
   assert "diagnostics" not in written["cells"]["backprop"]["8"]
   md = open(os.path.join(workdir, "depth.md")).read()
   assert "python -m experiments.depth --depths=8 --seeds=2" in md
