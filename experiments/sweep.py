@@ -33,8 +33,9 @@ and continues; a larger ``--trials`` extends the search. No study database is ke
 one is refused, except for keys added to the configs since (a study that spans sessions
 survives a new key whose default keeps the old behaviour). A search's whole record is
 ``owner.json``, ``search.json`` and ``trials.jsonl``: copied into another folder (a
-repository, another machine), the search resumes there. The search is told a diverged trial's value as 0 (the worst accuracy) so it
-steers away from it; its row keeps NaN. ``experiments.robustness`` draws the report.
+repository, another machine), the search resumes there. The search is told a diverged
+trial's value as 0 (the worst accuracy) so it steers away from it; its row keeps NaN.
+``experiments.robustness`` draws the report.
 """
 
 from __future__ import annotations
