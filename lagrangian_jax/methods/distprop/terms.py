@@ -475,7 +475,7 @@ def local_loss(opts: Options, h, proto, labels, head=None):
   1.0986
   """
   if head is not None:
-    logits = h.reshape(h.shape[0], -1).astype(jnp.float32) @ head["kernel"] + head["bias"]
+    logits = h.reshape(h.shape[0], -1) @ head["kernel"] + head["bias"]
     return base.cross_entropy(logits, labels)
   logits = prototype_logits(opts, h, proto) / opts.local_temperature
   if opts.components > 1:
